@@ -1,0 +1,107 @@
+"""TCP transport: 2-byte length framing, pipelined queries answered in order, idle timeout.
+
+TCP is the rare path (truncated answers, zone-sized replies), so it runs on an asyncio loop in
+its own thread. Each connection reads one framed query at a time and writes its reply before
+reading the next, which keeps replies in query order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+Answer = Callable[[bytes], bytes | None]
+MAX_CONNECTIONS = 1024
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class TCPServer:
+    """Serves bound listening sockets on an asyncio loop in a dedicated thread."""
+
+    def __init__(self, socks: list[socket.socket], answer: Answer, idle_timeout_s: float) -> None:
+        self.socks = socks
+        self.answer = answer
+        self.idle_timeout_s = idle_timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tcp", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(timeout=5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        for sock in self.socks:
+            server = self._loop.run_until_complete(
+                asyncio.start_server(self._serve_connection, sock=sock)
+            )
+            self._servers.append(server)
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._connections) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._connections.add(task)
+        try:
+            while True:
+                try:
+                    prefix = await asyncio.wait_for(reader.readexactly(2), self.idle_timeout_s)
+                    length = int.from_bytes(prefix, "big")
+                    packet = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout_s)
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    return
+                reply = self.answer(packet)
+                if reply is None:
+                    continue
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            return
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            for server in self._servers:
+                server.close()
+            for task in list(self._connections):
+                task.cancel()
+            for server in self._servers:
+                await server.wait_closed()
+
+        if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+            with contextlib.suppress(Exception):
+                future.result(timeout=3)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=3)

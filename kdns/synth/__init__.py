@@ -1,0 +1,1 @@
+"""Answer synthesis: deciding what the cluster's names answer, from an ``Index``."""

@@ -1,0 +1,233 @@
+"""The answer table: every name the cluster defines, compiled to wire bytes, rebuilt per owner.
+
+``AnswerTable`` is immutable once published and is read without locks by the serving threads:
+
+* ``records``: lower-case question bytes (name + type + class) -> ``wire.Compiled``, for every
+  (name, type) whose answer is not a plain NODATA;
+* ``names``: lower-case name bytes -> a negative key, for names that exist, so any other type is
+  answered NODATA from ``negative_entry`` (the SOA carries the serial, which changes every
+  generation; keeping it out of per-name entries is what lets a rebuild touch only changed
+  owners);
+* ``memo``: a bounded cache of slow-path answers for names the table does not hold, thrown away
+  with the table.
+
+``TableBuilder`` is single-writer: ``publish(index, dirty)`` copies the dicts, replaces the
+entries of the dirty owners, and returns a new table. The reference swap is the atomic publish.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+from kdns import wire
+from kdns.names import Name, dashed_ip, name_to_text, pod_label_to_ip, reverse_name, split_zone
+from kdns.state import APEX, Index, Owner
+from kdns.synth.resolve import negative, resolve
+
+# Types compiled per kind of name. Others fall back to NODATA through ``names``.
+SERVICE_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.ANY)
+EXTERNAL_TYPES = (wire.A, wire.AAAA, wire.CNAME, wire.SRV, wire.TXT, wire.MX, wire.ANY)
+ADDRESS_TYPES = (wire.A, wire.AAAA, wire.ANY)
+APEX_TYPES = (wire.SOA, wire.NS, wire.ANY)
+PTR_TYPES = (wire.PTR, wire.ANY)
+MEMO_SIZE = 65536
+
+
+def question_key(name: Name, qtype: int) -> bytes:
+    return wire.name_wire(name) + struct.pack(">HH", qtype, wire.CLASS_IN)
+
+
+@dataclass(frozen=True, slots=True)
+class NameSpec:
+    """One name an owner defines, the types to compile, and whether other types are NODATA."""
+
+    name: Name
+    types: tuple[int, ...]
+    exists: bool = True
+
+
+def owner_names(index: Index, owner: Owner) -> Iterator[NameSpec]:
+    """Every name ``owner`` defines, in every served zone."""
+    config = index.config
+    kind = owner[0]
+    if kind == "apex":
+        for zone in config.zones:
+            yield NameSpec(zone, APEX_TYPES)
+            yield NameSpec(("dns-version", *zone), (wire.TXT, wire.ANY))
+            # Not NODATA-by-name: its SOA's MNAME would compress against the name itself.
+            yield NameSpec(("ns", "dns", *zone), ADDRESS_TYPES, exists=False)
+            yield NameSpec(("svc", *zone), ())
+            yield NameSpec(("pod", *zone), ())
+    elif kind == "ns":
+        namespace = owner[1]
+        if index.exposed(namespace):
+            for zone in config.zones:
+                yield NameSpec((namespace, "svc", *zone), ())
+                if config.pods != "disabled":
+                    yield NameSpec((namespace, "pod", *zone), ())
+    elif kind == "svc":
+        yield from _service_names(index, (owner[1], owner[2]))
+    elif kind == "ptr":
+        if owner[1] in index.reverse:
+            yield NameSpec(reverse_name(owner[1]), PTR_TYPES)
+    elif kind == "pod":
+        namespace, ip = owner[1], owner[2]
+        label = dashed_ip(ip)
+        if (
+            config.pods == "verified"
+            and index.exposed(namespace)
+            and namespace in index.pod_namespaces.get(ip, frozenset())
+            and pod_label_to_ip(label) == ip
+        ):
+            for zone in config.zones:
+                yield NameSpec((label, namespace, "pod", *zone), ADDRESS_TYPES)
+
+
+def _service_names(index: Index, key: tuple[str, str]) -> Iterator[NameSpec]:
+    view = index.services.get(key)
+    if view is None or not index.exposed(key[0]):
+        return
+    service = view.service
+    for zone in index.config.zones:
+        base: Name = (service.name, service.namespace, "svc", *zone)
+        if view.is_external:
+            yield NameSpec(base, EXTERNAL_TYPES, exists=False)
+            continue
+        if service.headless and not view.endpoints:
+            continue  # NXDOMAIN (R4.2): left to the slow path
+        yield NameSpec(base, SERVICE_TYPES)
+        ports: set[tuple[str, str]] = set()
+        if service.headless:
+            for record in view.endpoints:
+                ports.update((p.name.lower(), p.protocol.lower()) for p in record.ports if p.name)
+        else:
+            ports.update((p.name.lower(), p.protocol.lower()) for p in service.ports if p.name)
+        for port_name, protocol in sorted(ports):
+            yield NameSpec(("_" + port_name, "_" + protocol, *base), SERVICE_TYPES)
+        for endpoint_name in sorted({record.name for record in view.endpoints}):
+            yield NameSpec((endpoint_name, *base), ADDRESS_TYPES)
+
+
+def _is_plain_nodata(answer: wire.Answer) -> bool:
+    return answer.rcode == wire.NOERROR and not answer.answer
+
+
+@dataclass
+class AnswerTable:
+    """One published generation of compiled answers. Never mutated after ``publish``."""
+
+    index: Index
+    records: dict[bytes, wire.Compiled]
+    names: dict[bytes, int]
+    memo: LRUCache[bytes, wire.Compiled | None] = field(
+        default_factory=lambda: LRUCache(maxsize=MEMO_SIZE)
+    )
+    negatives: dict[int, wire.Compiled] = field(default_factory=dict)
+    memo_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def generation(self) -> int:
+        return self.index.serial
+
+    def negative_entry(self, negative_key: int) -> wire.Compiled:
+        """NODATA for a name of length ``negative_key & 0xFF`` in zone ``negative_key >> 8``."""
+        entry = self.negatives.get(negative_key)
+        if entry is None:
+            zone_index, name_length = negative_key >> 8, negative_key & 0xFF
+            zone = self.index.config.all_zones[zone_index]
+            # Any name of that length in that zone compresses the SOA owner the same way.
+            filler = ("x" * max(0, name_length - len(wire.name_wire(zone)) - 1),)
+            qname = (filler if filler[0] else ()) + zone
+            entry = wire.compile_answer(qname, negative(self.index, zone_index, wire.NOERROR))
+            self.negatives[negative_key] = entry
+        return entry
+
+    def cached(self, key: bytes) -> wire.Compiled | None:
+        """A NODATA-by-name or memoized answer for a question key, without resolving."""
+        if key[-4] == 0 and key[-3] <= 127 and key[-2:] == b"\x00\x01":
+            negative_key = self.names.get(key[:-4])
+            if negative_key is not None:
+                return self.negative_entry(negative_key)
+        with self.memo_lock:
+            return self.memo.get(key)
+
+    def slow_lookup(self, key: bytes, qname: Name, qtype: int) -> wire.Compiled | None:
+        """Answer a name the table does not hold, through ``resolve``; memoized per table."""
+        with self.memo_lock:
+            if key in self.memo:
+                return self.memo[key]
+        answer = resolve(self.index, qname, qtype)
+        compiled = wire.compile_answer(qname, answer) if answer is not None else None
+        with self.memo_lock:
+            self.memo[key] = compiled
+        return compiled
+
+    def lookup(self, key: bytes, qname: Name, qtype: int) -> wire.Compiled | None:
+        """The compiled answer for a parsed question; None when the name is not ours."""
+        found = self.records.get(key)
+        if found is not None:
+            return found
+        if qtype < 128:  # meta types (ANY is compiled; AXFR/IXFR never reach here) stay slow
+            negative_key = self.names.get(key[:-4])
+            if negative_key is not None:
+                return self.negative_entry(negative_key)
+        return self.slow_lookup(key, qname, qtype)
+
+
+def negative_key(index: Index, name: Name) -> int:
+    found = split_zone(name, index.config.all_zones)
+    assert found is not None, name_to_text(name)
+    return (found[0] << 8) | len(wire.name_wire(name))
+
+
+@dataclass
+class TableBuilder:
+    """Single-writer: turns (Index, dirty owners) into successive ``AnswerTable``s."""
+
+    table: AnswerTable | None = None
+    owned_records: dict[Owner, list[bytes]] = field(default_factory=dict)
+    owned_names: dict[Owner, list[bytes]] = field(default_factory=dict)
+
+    def publish(self, index: Index, dirty: set[Owner], always: set[Owner] | None = None) -> AnswerTable:
+        """Rebuild the entries of ``dirty`` (and ``always``) owners; return the new table."""
+        records = dict(self.table.records) if self.table else {}
+        names = dict(self.table.names) if self.table else {}
+        for owner in dirty | (always or set()) | {APEX}:
+            for key in self.owned_records.pop(owner, ()):
+                records.pop(key, None)
+            for key in self.owned_names.pop(owner, ()):
+                names.pop(key, None)
+            owner_records: list[bytes] = []
+            owner_name_keys: list[bytes] = []
+            for spec in owner_names(index, owner):
+                name_key = wire.name_wire(spec.name)
+                if spec.exists:
+                    names[name_key] = negative_key(index, spec.name)
+                    owner_name_keys.append(name_key)
+                for qtype in spec.types:
+                    answer = resolve(index, spec.name, qtype)
+                    if answer is None or (spec.exists and _is_plain_nodata(answer)):
+                        continue
+                    key = name_key + struct.pack(">HH", qtype, wire.CLASS_IN)
+                    records[key] = wire.compile_answer(spec.name, answer)
+                    owner_records.append(key)
+            if owner_records:
+                self.owned_records[owner] = owner_records
+            if owner_name_keys:
+                self.owned_names[owner] = owner_name_keys
+        self.table = AnswerTable(index, records, names)
+        return self.table
+
+    def all_owners(self, index: Index) -> set[Owner]:
+        owners: set[Owner] = {APEX}
+        owners.update(("ns", n) for n in index.namespaces)
+        owners.update(("svc", k[0], k[1]) for k in index.services)
+        owners.update(("ptr", ip) for ip in index.reverse)
+        for ip, namespaces in index.pod_namespaces.items():
+            owners.update(("pod", n, ip) for n in namespaces)
+        return owners
