@@ -1,0 +1,1 @@
+"""Shared test vocabulary: DNS cases, fixture clusters, in-process servers."""

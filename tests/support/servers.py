@@ -1,0 +1,68 @@
+"""In-process kdns servers on 127.0.0.1:0, and query helpers over real sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dns.message
+import dns.query
+
+from kdns.config import ZoneConfig
+from kdns.model import KubeObject
+from kdns.runtime import Runtime
+from kdns.serve.protocol import Responder
+from kdns.serve.tcp import TCPServer, bind_tcp
+from kdns.serve.udp import UDPServer, bind_udp
+
+TIMEOUT_S = 3.0
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    runtime: Runtime
+    responder: Responder
+
+    def query(self, message: dns.message.Message, transport: str = "udp") -> dns.message.Message:
+        if transport == "udp":
+            return dns.query.udp(message, self.host, port=self.port, timeout=TIMEOUT_S)
+        return dns.query.tcp(message, self.host, port=self.port, timeout=TIMEOUT_S)
+
+    def raw_udp(self, packet: bytes, timeout: float = 1.0) -> bytes | None:
+        """Send bytes, return the reply bytes or None if nothing came back in ``timeout``."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.sendto(packet, (self.host, self.port))
+            try:
+                return sock.recv(65535)
+            except TimeoutError:
+                return None
+
+
+@contextlib.contextmanager
+def running_server(
+    objects: list[KubeObject],
+    zone_config: ZoneConfig | None = None,
+    max_udp_size: int = 1232,
+    idle_timeout_s: float = 10.0,
+    synced: bool = True,
+) -> Iterator[RunningServer]:
+    responder = Responder(max_udp_size)
+    runtime = Runtime(zone_config or ZoneConfig(), responder, synced=synced)
+    runtime.replace(objects)
+    udp_sock = bind_udp("127.0.0.1", 0)
+    port = udp_sock.getsockname()[1]
+    tcp_sock = bind_tcp("127.0.0.1", port)
+    udp = UDPServer(udp_sock, responder.answer)
+    tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
+    udp.start()
+    tcp.start()
+    try:
+        yield RunningServer("127.0.0.1", port, runtime, responder)
+    finally:
+        tcp.stop()
+        udp.stop()
