@@ -64,6 +64,7 @@ class Responder:
                             return reply
                     elif (
                         counts == _QD_AND_AR
+                        and len(packet) >= qend + 11
                         and packet[qend : qend + 3] == _OPT_PREFIX
                         and packet[qend + 6] == 0
                         and len(packet) == qend + 11 + ((packet[qend + 9] << 8) | packet[qend + 10])
