@@ -26,7 +26,7 @@ from kdns.runtime import Runtime
 from kdns.serve.protocol import Responder
 from kdns.serve.tcp import TCPServer, bind_tcp
 from kdns.serve.udp import UDPServer, bind_udp
-from kdns.source.manifests import ManifestError, SnapshotWatcher, load_snapshot
+from kdns.source.manifests import ManifestError, Snapshot, SnapshotWatcher, load_snapshot
 from kdns.zonefile import count_by_type, render
 
 logger = logging.getLogger("kdns")
@@ -46,17 +46,44 @@ class _Parser(argparse.ArgumentParser):
 def _add_zone_flags(parser: argparse.ArgumentParser) -> None:
     # Defaults are None so that only flags the user passed override the config file.
     add = parser.add_argument
-    add("--manifests", action="append", metavar="PATH",
-        help="snapshot file or directory of .yaml/.yml/.json (repeatable)")
-    add("--zone", action="append", metavar="ZONE", help="cluster zone (repeatable; default cluster.local)")
+    add(
+        "--manifests",
+        action="append",
+        metavar="PATH",
+        help="snapshot file or directory of .yaml/.yml/.json (repeatable)",
+    )
+    add(
+        "--zone",
+        action="append",
+        metavar="ZONE",
+        help="cluster zone (repeatable; default cluster.local)",
+    )
     add("--ttl", type=int, metavar="SECONDS", help="TTL of synthesized records (default 5)")
-    add("--pods", choices=("disabled", "insecure", "verified"), help="pod records (default insecure)")
-    add("--endpoint-pod-names", action="store_const", const=True, default=None,
-        help="name endpoints without a hostname after their pod")
-    add("--namespaces", action="append", metavar="NS", help="serve only these namespaces (repeatable)")
-    add("--dns-service", metavar="NS/NAME", help="Service named as the zone's NS (default kube-system/kube-dns)")
+    add(
+        "--pods",
+        choices=("disabled", "insecure", "verified"),
+        help="pod records (default insecure)",
+    )
+    add(
+        "--endpoint-pod-names",
+        action="store_const",
+        const=True,
+        default=None,
+        help="name endpoints without a hostname after their pod",
+    )
+    add(
+        "--namespaces",
+        action="append",
+        metavar="NS",
+        help="serve only these namespaces (repeatable)",
+    )
+    add(
+        "--dns-service",
+        metavar="NS/NAME",
+        help="Service named as the zone's NS (default kube-system/kube-dns)",
+    )
     add("--config", metavar="FILE", help="YAML file with the same keys as the flags; flags win")
-    add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")  # fmt: skip
+    add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -78,6 +105,12 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SETTINGS = (
+    "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
+    "log_level", "listen", "max_udp_size", "tcp_idle_timeout",
+)  # fmt: skip
+
+
 def load_settings(args: argparse.Namespace) -> Config:
     """Config file values, overlaid by the flags that were given."""
     values: dict[str, Any] = {}
@@ -93,8 +126,7 @@ def load_settings(args: argparse.Namespace) -> Config:
         if not isinstance(loaded, dict):
             raise UsageError(f"config: {args.config} must hold a mapping of settings")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
-    for key in ("manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces",
-                "dns_service", "log_level", "listen", "max_udp_size", "tcp_idle_timeout"):  # fmt: skip
+    for key in SETTINGS:
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
@@ -115,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(
                 "no source: pass --manifests PATH to serve a snapshot of Kubernetes objects"
             )
+        # Watch from before the first load, so an edit made during it is not missed.
+        watcher = SnapshotWatcher(config.manifests, on_change=lambda snap: None)
         try:
             snapshot = load_snapshot(config.manifests)
         except ManifestError as error:
@@ -128,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ", ".join(f"{kind}={n}" for kind, n in sorted(snapshot.skipped.items())),
         )
     if args.command == "serve":
-        return serve(config, snapshot.state)
+        return serve(config, snapshot.state, watcher)
     runtime = Runtime(config.zone, Responder(config.max_udp_size))
     runtime.replace(snapshot.state.objects())
     table = runtime.table
@@ -170,7 +204,10 @@ def summary(state: ClusterState, records: Counter[str], skipped: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve(config: Config, state: ClusterState) -> int:
+def serve(config: Config, state: ClusterState, watcher: SnapshotWatcher) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     responder = Responder(config.max_udp_size)
     runtime = Runtime(config.zone, responder)
     runtime.replace(state.objects())
@@ -194,15 +231,12 @@ def serve(config: Config, state: ClusterState) -> int:
     for server in udp_servers:
         logger.info("serving on %s:%d (udp+tcp)", *server.address)
 
-    def on_change(snapshot: Any) -> None:
+    def on_change(snapshot: Snapshot) -> None:
         runtime.replace(snapshot.state.objects())
-        logger.info("snapshot reloaded: generation %d", runtime.table.generation if runtime.table else 0)
+        logger.info("snapshot reloaded: %d objects", len(snapshot.state.objects()))
 
-    watcher = SnapshotWatcher(config.manifests, on_change=on_change)
+    watcher.on_change = on_change
     watcher.start()
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     logger.info("shutting down")
     watcher.stop()

@@ -70,7 +70,7 @@ class EndpointPort:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One endpoint of a slice. ``ready`` is None when the condition is unset (means ready, R5.2)."""
+    """One endpoint of a slice. ``ready`` is None when the condition is unset (ready, R5.2)."""
 
     addresses: tuple[str, ...]
     ready: bool | None = None

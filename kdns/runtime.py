@@ -62,5 +62,8 @@ class Runtime:
         self.last_publish_s = time.perf_counter() - started
         logger.debug(
             "published generation %d: %d owners rebuilt, %d records, in %.1f ms",
-            index.serial, len(dirty), len(table.records), self.last_publish_s * 1000,
+            index.serial,
+            len(dirty),
+            len(table.records),
+            self.last_publish_s * 1000,
         )

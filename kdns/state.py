@@ -87,7 +87,9 @@ def endpoint_name(config: ZoneConfig, hostname: str, target_pod: str, ip: str) -
     return dashed_ip(ip)
 
 
-def build_view(config: ZoneConfig, service: Service, slices: Iterable[EndpointSlice]) -> ServiceView:
+def build_view(
+    config: ZoneConfig, service: Service, slices: Iterable[EndpointSlice]
+) -> ServiceView:
     records: list[EndpointRecord] = []
     seen: set[tuple[str, str, tuple[EndpointPort, ...]]] = set()
     for piece in sorted(slices, key=lambda s: s.name):
@@ -179,12 +181,20 @@ class Store:
         else:
             raise ValueError(f"unknown kind {kind!r}")
 
-    def replace_all(self, objects: Iterable[KubeObject], kinds: Iterable[str] | None = None) -> None:
+    def replace_all(
+        self, objects: Iterable[KubeObject], kinds: Iterable[str] | None = None
+    ) -> None:
         """Make the store hold exactly ``objects`` (for ``kinds``, default all): a relist."""
         wanted = ClusterState.from_objects(objects)
-        selected = set(kinds) if kinds is not None else {"Namespace", "Service", "EndpointSlice", "Pod"}
+        selected = (
+            set(kinds) if kinds is not None else {"Namespace", "Service", "EndpointSlice", "Pod"}
+        )
         current: list[tuple[str, Mapping[ObjectKey, object], Mapping[ObjectKey, object]]] = [
-            ("Namespace", {("", n): o for n, o in self.namespace_objects.items()}, wanted.namespaces),
+            (
+                "Namespace",
+                {("", n): o for n, o in self.namespace_objects.items()},
+                wanted.namespaces,
+            ),
             ("Service", self.services, wanted.services),
             ("EndpointSlice", self.slices, wanted.slices),
             ("Pod", self.pods, wanted.pods),

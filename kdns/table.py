@@ -98,19 +98,21 @@ def _service_names(index: Index, key: tuple[str, str]) -> Iterator[NameSpec]:
         if view.is_external:
             yield NameSpec(base, EXTERNAL_TYPES, exists=False)
             continue
-        if service.headless and not view.endpoints:
-            continue  # NXDOMAIN (R4.2): left to the slow path
-        yield NameSpec(base, SERVICE_TYPES)
-        ports: set[tuple[str, str]] = set()
-        if service.headless:
-            for record in view.endpoints:
-                ports.update((p.name.lower(), p.protocol.lower()) for p in record.ports if p.name)
-        else:
-            ports.update((p.name.lower(), p.protocol.lower()) for p in service.ports if p.name)
-        for port_name, protocol in sorted(ports):
-            yield NameSpec(("_" + port_name, "_" + protocol, *base), SERVICE_TYPES)
+        # A headless Service with no ready endpoints, or a ClusterIP one still without an IP,
+        # is NXDOMAIN (R4.2): left to the slow path. Endpoint names below it still resolve.
+        if view.endpoints if service.headless else service.cluster_ips:
+            yield NameSpec(base, SERVICE_TYPES)
+            # Headless SRV comes from the slices' ports (R4.6), ClusterIP SRV from the Service's.
+            declared = (
+                [p for record in view.endpoints for p in record.ports]
+                if service.headless
+                else list(service.ports)
+            )
+            ports = {(p.name.lower(), p.protocol.lower()) for p in declared if p.name}
+            for port_name, protocol in sorted(ports):
+                yield NameSpec(("_" + port_name, "_" + protocol, *base), SERVICE_TYPES)
         for endpoint_name in sorted({record.name for record in view.endpoints}):
-            yield NameSpec((endpoint_name, *base), ADDRESS_TYPES)
+            yield NameSpec((endpoint_name, *base), SERVICE_TYPES)  # SRV too: its ports
 
 
 def _is_plain_nodata(answer: wire.Answer) -> bool:
@@ -193,11 +195,14 @@ class TableBuilder:
     owned_records: dict[Owner, list[bytes]] = field(default_factory=dict)
     owned_names: dict[Owner, list[bytes]] = field(default_factory=dict)
 
-    def publish(self, index: Index, dirty: set[Owner], always: set[Owner] | None = None) -> AnswerTable:
+    def publish(
+        self, index: Index, dirty: set[Owner], always: set[Owner] | None = None
+    ) -> AnswerTable:
         """Rebuild the entries of ``dirty`` (and ``always``) owners; return the new table."""
         records = dict(self.table.records) if self.table else {}
         names = dict(self.table.names) if self.table else {}
-        for owner in dirty | (always or set()) | {APEX}:
+        every_time = (always or set()) | {APEX}
+        for owner in dirty | every_time:
             for key in self.owned_records.pop(owner, ()):
                 records.pop(key, None)
             for key in self.owned_names.pop(owner, ()):
@@ -213,6 +218,8 @@ class TableBuilder:
                     answer = resolve(index, spec.name, qtype)
                     if answer is None or (spec.exists and _is_plain_nodata(answer)):
                         continue
+                    if answer.authority and owner not in every_time:
+                        continue  # it carries the SOA serial; the memo serves it per generation
                     key = name_key + struct.pack(">HH", qtype, wire.CLASS_IN)
                     records[key] = wire.compile_answer(spec.name, answer)
                     owner_records.append(key)

@@ -218,7 +218,13 @@ def heads(
             for rd in (0, 1):
                 variants.append(
                     struct.pack(
-                        ">BBHHHH", flags | rd, (0x10 if cd else 0) | (rcode & 0xF), 1, an, ns, ar + edns
+                        ">BBHHHH",
+                        flags | rd,
+                        (0x10 if cd else 0) | (rcode & 0xF),
+                        1,
+                        an,
+                        ns,
+                        ar + edns,
                     )
                 )
     # index = rd | cd << 1 | edns << 2, matching the loop order above.

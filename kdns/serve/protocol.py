@@ -132,7 +132,7 @@ class Responder:
         heads, body = compiled
         question_bytes = packet[wire.HEADER_SIZE : question.end]
         head_index = (flags >> 8 & 1) | (flags >> 3 & 2) | (4 if edns is not None else 0)
-        reply = packet[:2] + heads[head_index] + question_bytes + body + opt
+        reply: bytes = packet[:2] + heads[head_index] + question_bytes + body + opt
         if len(reply) <= limit:
             return reply
         return self._truncated(packet, table, question, flags, edns, limit, opt)
@@ -170,9 +170,7 @@ class Responder:
         """A reply with no records: FORMERR, NOTIMP, REFUSED, SERVFAIL or BADVERS."""
         qd = 1 if question is not None else 0
         ar = 1 if edns is not None else 0
-        header = struct.pack(
-            ">HHHHHH", query_id, 0x8000 | copy_flags | (rcode & 0xF), qd, 0, 0, ar
-        )
+        header = struct.pack(">HHHHHH", query_id, 0x8000 | copy_flags | (rcode & 0xF), qd, 0, 0, ar)
         body = packet[wire.HEADER_SIZE : question.end] if question is not None else b""
         if edns is not None:
             body += wire.opt_record(self.max_udp_size, edns.do_bit, rcode >> 4)

@@ -295,7 +295,7 @@ class SnapshotWatcher:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
         self._paths = tuple(Path(p) for p in paths)
-        self._on_change = on_change
+        self.on_change = on_change
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -326,7 +326,7 @@ class SnapshotWatcher:
             len(snapshot.state.slices),
             len(snapshot.state.pods),
         )
-        self._on_change(snapshot)
+        self.on_change(snapshot)
         return True
 
     def start(self) -> None:

@@ -151,7 +151,9 @@ def _addresses_answer(
 ) -> Answer:
     for family in (wire.A, wire.AAAA):
         if qtype in (family, wire.ANY):
-            rrs = tuple(RR(qname, family, ttl, ip) for ip in addresses if is_ipv4(ip) == (family == wire.A))
+            rrs = tuple(
+                RR(qname, family, ttl, ip) for ip in addresses if is_ipv4(ip) == (family == wire.A)
+            )
             if rrs:
                 return Answer(wire.NOERROR, answer=(rrs,))
     return negative(index, zone_index, wire.NOERROR)
@@ -223,29 +225,20 @@ def _find_services(index: Index, request: Request, zone: Name) -> list[Target] |
             if request.endpoint and request.endpoint != record.name:
                 continue
             owner = (record.name, *base)
-            ports = record.ports or (None,)
-            for port in ports:
-                if port is None:
-                    if request.protocol:
-                        continue
-                    targets.append(Target(owner, address=record.ip))
-                    continue
-                if not _port_matches(request, port.name, port.protocol):
-                    continue
-                number = port.port if port.port is not None else -1
-                targets.append(Target(owner, address=record.ip, port=number))
+            if not record.ports and not request.protocol:
+                targets.append(Target(owner, address=record.ip))  # no ports: A only (R4.7)
+            for endpoint_port in record.ports:
+                if _port_matches(request, endpoint_port.name, endpoint_port.protocol):
+                    number = endpoint_port.port if endpoint_port.port is not None else -1
+                    targets.append(Target(owner, address=record.ip, port=number))
         return targets or None
     if not service.cluster_ips:
         return None
-    if not request.protocol:
-        ports = service.ports or ()
-        if not ports:
-            return [Target(base, address=ip) for ip in service.cluster_ips]
+    if not service.ports and not request.protocol:
+        return [Target(base, address=ip) for ip in service.cluster_ips]
     for port in service.ports:
-        if not _port_matches(request, port.name, port.protocol):
-            continue
-        for ip in service.cluster_ips:
-            targets.append(Target(base, address=ip, port=port.port))
+        if _port_matches(request, port.name, port.protocol):
+            targets.extend(Target(base, address=ip, port=port.port) for ip in service.cluster_ips)
     return targets or None
 
 

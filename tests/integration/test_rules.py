@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 Z = "cluster.local."
 T = "testns.svc.cluster.local."
 SOA = soa()
-REV_SOA = "in-addr.arpa. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5"
+REV_SOA = (
+    "in-addr.arpa. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5"
+)
 REV6_SOA = "ip6.arpa. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5"
 
 
@@ -42,7 +44,7 @@ def nodata(id: str, qname: str, qtype: str = "A", authority: str = SOA, **kw: An
 
 CASES = [
     # R1 general
-    Case("R1.2-case-insensitive", f"SvC1.TestNS.svc.Cluster.Local.", "A",
+    Case("R1.2-case-insensitive", "SvC1.TestNS.svc.Cluster.Local.", "A",
          answer=(f"svc1.{T} 5 IN A 10.0.0.1",)),
     nx("R1.4-missing-svc-label", "svc1.testns.cluster.local."),
     nx("R1.4-too-many-labels", f"a.b.c.svc1.{T}"),

@@ -8,6 +8,8 @@ must be byte-identical (same query, so same ID). Random bytes must never raise.
 
 from __future__ import annotations
 
+import os
+
 import dns.message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,7 +66,9 @@ def clusters(draw: st.DrawFn) -> list[KubeObject]:
                     EndpointPort(p.name, p.port, p.protocol)
                     for p in draw(st.lists(st.sampled_from(PORTS), max_size=2, unique=True))
                 )
-                objects.append(EndpointSlice(ns, f"{name}-{index}", name, family, endpoints, slice_ports))  # type: ignore[arg-type]
+                objects.append(
+                    EndpointSlice(ns, f"{name}-{index}", name, family, endpoints, slice_ports)
+                )  # type: ignore[arg-type]
         if draw(st.booleans()):
             objects.append(Pod(ns, "p", (draw(st.sampled_from(V4 + V6)),)))
     return objects
@@ -107,7 +111,11 @@ def reference_reply(responder: Responder, packet: bytes) -> bytes | None:
     return reference.answer_slow(packet)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("KDNS_PROPERTY_EXAMPLES", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     first=clusters(),
     second=clusters(),
@@ -155,4 +163,6 @@ def test_random_bytes_never_raise(packet: bytes, prefix: bytes) -> None:
 
 
 _FUZZ_RESPONDER = Responder()
-Runtime(ZoneConfig(), _FUZZ_RESPONDER).replace([Namespace("a"), Service("a", "web", cluster_ips=("10.0.0.1",))])
+Runtime(ZoneConfig(), _FUZZ_RESPONDER).replace(
+    [Namespace("a"), Service("a", "web", cluster_ips=("10.0.0.1",))]
+)

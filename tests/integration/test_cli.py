@@ -1,0 +1,252 @@
+"""The kdns command line as users run it: exit codes, messages that name the field, the
+snapshot commands, and ``serve`` picking up edits to its manifests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.zone
+import pytest
+
+from kdns.cli import load_settings, make_parser
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "demo-cluster.yaml"
+
+
+def kdns(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kdns", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@dataclass(frozen=True)
+class UsageCase:
+    id: str
+    args: tuple[str, ...]
+    message: str
+
+
+BAD_SNAPSHOT = textwrap.dedent(
+    """\
+    apiVersion: v1
+    kind: Namespace
+    metadata: {name: shop}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: cart, namespace: shop}
+    spec:
+      clusterIP: 10.96.0.5
+      ports: [{name: http, port: eighty}]
+    """
+)
+
+USAGE = [
+    UsageCase("no-source", ("serve",), "no source"),
+    UsageCase("ttl-range", ("check", "--manifests", str(DEMO), "--ttl", "-1"), "ttl: must be between 0 and 3600"),
+    UsageCase("pods-choice", ("check", "--manifests", str(DEMO), "--pods", "bogus"), "--pods"),
+    UsageCase("listen-shape", ("serve", "--manifests", str(DEMO), "--listen", "nope"), "listen: expected HOST:PORT"),
+    UsageCase("listen-host", ("serve", "--manifests", str(DEMO), "--listen", "example.com:53"),
+              "listen: 'example.com' is not an IP address"),
+    UsageCase("max-udp-size", ("serve", "--manifests", str(DEMO), "--max-udp-size", "100"), "max_udp_size"),
+    UsageCase("zone-invalid", ("check", "--manifests", str(DEMO), "--zone", "bad zone!"), "zone:"),
+    UsageCase("missing-file", ("check", "--manifests", "/nonexistent/x.yaml"), "/nonexistent/x.yaml"),
+    UsageCase("unknown-flag", ("serve", "--bogus"), "--bogus"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", USAGE, ids=lambda c: c.id)
+def test_usage_errors_exit_2_naming_the_field(case: UsageCase) -> None:
+    result = kdns(*case.args)
+    assert result.returncode == 2, result.stderr
+    assert case.message in result.stderr
+
+
+def test_invalid_object_names_file_document_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_SNAPSHOT)
+    result = kdns("serve", "--manifests", str(path), "--listen", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert "bad.yaml" in result.stderr
+    assert "document 2" in result.stderr
+    assert "spec.ports[0].port" in result.stderr
+
+
+def test_config_file_errors_name_the_field(tmp_path: Path) -> None:
+    config = tmp_path / "kdns.yaml"
+    config.write_text("ttl: 5\nbogus: 1\n")
+    result = kdns("check", "--manifests", str(DEMO), "--config", str(config))
+    assert result.returncode == 2
+    assert "bogus: unknown setting" in result.stderr
+    config.write_text("ttl: five\n")
+    result = kdns("check", "--manifests", str(DEMO), "--config", str(config))
+    assert result.returncode == 2
+    assert "ttl: expected an integer" in result.stderr
+
+
+FLAG_TO_FIELD = [
+    (["--ttl", "30"], lambda c: c.zone.ttl_s, 30),
+    (["--pods", "verified"], lambda c: c.zone.pods, "verified"),
+    (["--endpoint-pod-names"], lambda c: c.zone.endpoint_pod_names, True),
+    (
+        ["--namespaces", "a", "--namespaces", "b"],
+        lambda c: c.zone.namespaces,
+        frozenset({"a", "b"}),
+    ),
+    (["--zone", "example.org"], lambda c: c.zone.zones, (("example", "org"),)),
+    (["--listen", "127.0.0.1:5353"], lambda c: c.listen, (("127.0.0.1", 5353),)),
+    (["--max-udp-size", "4096"], lambda c: c.max_udp_size, 4096),
+    (["--log-level", "debug"], lambda c: c.log_level, "DEBUG"),
+]
+
+
+@pytest.mark.parametrize(("flags", "read", "value"), FLAG_TO_FIELD, ids=lambda v: str(v))
+def test_flag_sets_field(flags: list[str], read, value) -> None:  # type: ignore[no-untyped-def]
+    config = load_settings(make_parser().parse_args(["serve", "--manifests", "x", *flags]))
+    assert read(config) == value
+
+
+def test_flags_win_over_config_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "kdns.yaml"
+    config_file.write_text("ttl: 10\npods: disabled\nlisten: [127.0.0.1:1053]\n")
+    config = load_settings(make_parser().parse_args(
+        ["serve", "--manifests", "x", "--config", str(config_file), "--ttl", "20"]))  # fmt: skip
+    assert (config.zone.ttl_s, config.zone.pods, config.listen) == (
+        20,
+        "disabled",
+        (("127.0.0.1", 1053),),
+    )
+
+
+def test_check_summarizes_the_demo() -> None:
+    result = kdns("check", "--manifests", str(DEMO))
+    assert result.returncode == 0, result.stderr
+    assert "namespaces: 4" in result.stdout
+    assert "services: 10 (ClusterIP=6, ExternalName=2, headless=2)" in result.stdout
+    assert re.search(
+        r"records: A=\d+, AAAA=\d+, CNAME=2, NS=1, PTR=\d+, SOA=1, SRV=\d+, TXT=1", result.stdout
+    )
+    assert "skipped: ConfigMap=1" in result.stdout
+
+
+def test_zonefile_is_a_valid_master_file() -> None:
+    result = kdns("zonefile", "--manifests", str(DEMO))
+    assert result.returncode == 0, result.stderr
+    zone = dns.zone.from_text(result.stdout, origin="cluster.local.", relativize=False)
+    assert zone.find_rdataset("cart.shop.svc.cluster.local.", "A")[0].address == "10.96.10.11"
+    assert zone.find_rdataset("cluster.local.", "SOA")
+
+
+# -- serve ------------------------------------------------------------------------------------------
+
+SNAPSHOT = textwrap.dedent(
+    """\
+    apiVersion: v1
+    kind: Namespace
+    metadata: {name: shop}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: cart, namespace: shop}
+    spec:
+      clusterIP: 10.96.0.5
+      ports: [{name: http, port: 80}]
+    """
+)
+EXTRA_SERVICE = textwrap.dedent(
+    """\
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: pay, namespace: shop}
+    spec:
+      clusterIP: 10.96.0.6
+      ports: [{name: http, port: 80}]
+    """
+)
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    port: int
+    log: list[str]
+
+    def ask(self, name: str) -> dns.message.Message:
+        return dns.query.udp(
+            dns.message.make_query(name, "A"), "127.0.0.1", port=self.port, timeout=1
+        )
+
+
+@pytest.fixture(name="served")
+def _served(tmp_path: Path) -> Iterator[Served]:
+    manifest = tmp_path / "cluster.yaml"
+    manifest.write_text(SNAPSHOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kdns", "serve", "--manifests", str(manifest), "--listen", "127.0.0.1:0"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    log: list[str] = []
+    reader = threading.Thread(
+        target=lambda: log.extend(iter(process.stderr.readline, "")), daemon=True
+    )  # type: ignore[union-attr]
+    reader.start()
+
+    def reported_port() -> int:
+        for line in list(log):
+            if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", line):
+                return int(match.group(1))
+        return 0
+
+    port = wait_until(reported_port, timeout=20, message="kdns did not report its port")
+    try:
+        yield Served(process, port, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=5)
+
+
+def test_serve_picks_up_edits_within_2s_and_keeps_last_good(served: Served, tmp_path: Path) -> None:
+    manifest = tmp_path / "cluster.yaml"
+    assert served.ask("cart.shop.svc.cluster.local").answer
+    assert served.ask("pay.shop.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+
+    manifest.write_text(SNAPSHOT + EXTRA_SERVICE)
+    started = time.monotonic()
+    wait_until(lambda: bool(served.ask("pay.shop.svc.cluster.local").answer), timeout=5)
+    assert time.monotonic() - started <= 2.0
+
+    manifest.write_text(
+        SNAPSHOT + EXTRA_SERVICE + "---\nkind: Service\napiVersion: v1\nmetadata: {}\n"
+    )
+    wait_until(lambda: any("keeping last good snapshot" in line for line in served.log), timeout=5)
+    assert served.ask("pay.shop.svc.cluster.local").answer
+    assert served.ask("cart.shop.svc.cluster.local").answer
+
+
+def test_serve_exits_0_on_sigterm(served: Served) -> None:
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=10) == 0
