@@ -182,9 +182,17 @@ class Store:
             raise ValueError(f"unknown kind {kind!r}")
 
     def replace_all(
-        self, objects: Iterable[KubeObject], kinds: Iterable[str] | None = None
+        self,
+        objects: Iterable[KubeObject],
+        kinds: Iterable[str] | None = None,
+        namespace: str | None = None,
     ) -> None:
-        """Make the store hold exactly ``objects`` (for ``kinds``, default all): a relist."""
+        """Make the store hold exactly ``objects``: a relist.
+
+        Only objects of ``kinds`` (default: all four) and, when ``namespace`` is given, only
+        objects in that namespace are compared, so one list call's result replaces exactly
+        what that call covers.
+        """
         wanted = ClusterState.from_objects(objects)
         selected = (
             set(kinds) if kinds is not None else {"Namespace", "Service", "EndpointSlice", "Pod"}
@@ -203,7 +211,8 @@ class Store:
             if kind not in selected:
                 continue
             for key in [k for k in have if k not in want]:
-                self.delete(kind, key)
+                if namespace is None or key[0] == namespace:
+                    self.delete(kind, key)
             for obj in want.values():
                 assert isinstance(obj, Namespace | Service | EndpointSlice | Pod)
                 self.upsert(obj)
