@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from cachetools import LRUCache
+from cachetools import FIFOCache
 
 from kdns import wire
 from kdns.names import Name, dashed_ip, name_to_text, pod_label_to_ip, reverse_name, split_zone
@@ -126,8 +126,10 @@ class AnswerTable:
     index: Index
     records: dict[bytes, wire.Compiled]
     names: dict[bytes, int]
-    memo: LRUCache[bytes, wire.Compiled | None] = field(
-        default_factory=lambda: LRUCache(maxsize=MEMO_SIZE)
+    # FIFO, not LRU: a hit must not reorder anything, so the serving threads read it without
+    # the lock (an LRU get costs a locked, Python-level reorder per NXDOMAIN hit).
+    memo: FIFOCache[bytes, wire.Compiled | None] = field(
+        default_factory=lambda: FIFOCache(maxsize=MEMO_SIZE)
     )
     negatives: dict[int, wire.Compiled] = field(default_factory=dict)
     memo_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -155,14 +157,17 @@ class AnswerTable:
             negative_key = self.names.get(key[:-4])
             if negative_key is not None:
                 return self.negative_entry(negative_key)
-        with self.memo_lock:
-            return self.memo.get(key)
+        try:
+            return self.memo[key]
+        except KeyError:
+            return None
 
     def slow_lookup(self, key: bytes, qname: Name, qtype: int) -> wire.Compiled | None:
         """Answer a name the table does not hold, through ``resolve``; memoized per table."""
-        with self.memo_lock:
-            if key in self.memo:
-                return self.memo[key]
+        try:
+            return self.memo[key]
+        except KeyError:
+            pass
         answer = resolve(self.index, qname, qtype)
         compiled = wire.compile_answer(qname, answer) if answer is not None else None
         with self.memo_lock:
