@@ -29,12 +29,13 @@ from kdns.names import Name, dashed_ip, name_to_text, pod_label_to_ip, reverse_n
 from kdns.state import APEX, Index, Owner
 from kdns.synth.resolve import negative, resolve
 
-# Types compiled per kind of name. Others fall back to NODATA through ``names``.
-SERVICE_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.ANY)
-EXTERNAL_TYPES = (wire.A, wire.AAAA, wire.CNAME, wire.SRV, wire.TXT, wire.MX, wire.ANY)
-ADDRESS_TYPES = (wire.A, wire.AAAA, wire.ANY)
-APEX_TYPES = (wire.SOA, wire.NS, wire.ANY)
-PTR_TYPES = (wire.PTR, wire.ANY)
+# Types compiled per kind of name. Other types are NODATA through ``names``; ANY (a meta type,
+# rare, and RFC 8482 makes it cheap) and names outside the table go through the memo.
+SERVICE_TYPES = (wire.A, wire.AAAA, wire.SRV)
+EXTERNAL_TYPES = (wire.A, wire.AAAA, wire.CNAME, wire.SRV, wire.TXT, wire.MX)
+ADDRESS_TYPES = (wire.A, wire.AAAA)
+APEX_TYPES = (wire.SOA, wire.NS)
+PTR_TYPES = (wire.PTR,)
 MEMO_SIZE = 65536
 
 
@@ -58,7 +59,7 @@ def owner_names(index: Index, owner: Owner) -> Iterator[NameSpec]:
     if kind == "apex":
         for zone in config.zones:
             yield NameSpec(zone, APEX_TYPES)
-            yield NameSpec(("dns-version", *zone), (wire.TXT, wire.ANY))
+            yield NameSpec(("dns-version", *zone), (wire.TXT,))
             # Not NODATA-by-name: its SOA's MNAME would compress against the name itself.
             yield NameSpec(("ns", "dns", *zone), ADDRESS_TYPES, exists=False)
             yield NameSpec(("svc", *zone), ())
@@ -179,7 +180,7 @@ class AnswerTable:
         found = self.records.get(key)
         if found is not None:
             return found
-        if qtype < 128:  # meta types (ANY is compiled; AXFR/IXFR never reach here) stay slow
+        if qtype < 128:  # meta types (ANY; AXFR and IXFR never reach here) go to the memo
             negative_key = self.names.get(key[:-4])
             if negative_key is not None:
                 return self.negative_entry(negative_key)

@@ -56,8 +56,6 @@ def records(index: Index, zone: Name | None = None) -> Iterator[wire.RR]:
             if zone is not None and spec.name[len(spec.name) - len(zone) :] != zone:
                 continue
             for qtype in spec.types:
-                if qtype == wire.ANY:
-                    continue
                 answer = resolve(index, spec.name, qtype)
                 if answer is None:
                     continue

@@ -1,0 +1,131 @@
+"""The operator's HTTP endpoint: ``/health``, ``/ready`` and ``/metrics``.
+
+* ``/health`` is 200 when the process is alive **and the UDP serving loop answers**: each request
+  sends one real DNS query (``dns-version.<zone> TXT``) to our own listener and waits for the
+  reply, so a wedged serving thread fails the liveness probe.
+* ``/ready`` is 200 once every initial list has completed and a table is published (R8.2).
+* ``/metrics`` is Prometheus text: table size and generation, publish time, and per resource the
+  seconds since the last watch event or bookmark (how stale the state is during an API outage).
+
+It runs on a ``ThreadingHTTPServer`` in its own thread and never touches the DNS hot path.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kdns import wire
+from kdns.names import Name
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 1.0
+
+
+def probe_query(zone: Name, query_id: int) -> bytes:
+    header = struct.pack(">HHHHHH", query_id, 0, 1, 0, 0, 0)
+    return header + wire.name_wire(("dns-version", *zone)) + struct.pack(">HH", wire.TXT, 1)
+
+
+def probe_udp(host: str, port: int, zone: Name, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Ask our own UDP listener one question; True if a matching reply came back in time."""
+    if ipaddress.ip_address(host).is_unspecified:
+        host = "::1" if ":" in host else "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    query_id = int.from_bytes(os.urandom(2), "big")
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.sendto(probe_query(zone, query_id), (host, port))
+            reply = sock.recv(4096)
+        except OSError:
+            return False
+    return len(reply) >= 4 and reply[:2] == query_id.to_bytes(2, "big") and bool(reply[2] & 0x80)
+
+
+class HealthServer:
+    """Serves the three endpoints from callbacks; knows nothing else about kdns."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        alive: Callable[[], bool],
+        ready: Callable[[], tuple[bool, str]],
+        metrics: Callable[[], str],
+    ) -> None:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path in ("/health", "/healthz"):
+                    ok = owner.alive()
+                    self._send(200 if ok else 503, "ok\n" if ok else "serving loop not answering\n")
+                elif path in ("/ready", "/readyz"):
+                    ok, why = owner.ready()
+                    self._send(200 if ok else 503, why + "\n")
+                elif path == "/metrics":
+                    self._send(200, owner.metrics(), "text/plain; version=0.0.4")
+                else:
+                    self._send(404, "not found\n")
+
+            def _send(self, status: int, body: str, content_type: str = "text/plain") -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                logger.debug("health %s", format % args)
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = family
+            daemon_threads = True
+
+        self.alive = alive
+        self.ready = ready
+        self.metrics = metrics
+        self._server = Server((host, port), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="health", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=3)
+
+
+def render_metrics(values: dict[str, float], labelled: dict[str, dict[str, float]]) -> str:
+    """Prometheus text exposition for gauges: ``name value`` and ``name{label="x"} value``."""
+    lines: list[str] = []
+    for name, value in sorted(values.items()):
+        lines.append(f"# TYPE {name} gauge")
+        lines.append(f"{name} {value:g}")
+    for name, series in sorted(labelled.items()):
+        label_name, _, metric = name.partition(":")
+        lines.append(f"# TYPE {metric} gauge")
+        for label, value in sorted(series.items()):
+            lines.append(f'{metric}{{{label_name}="{label}"}} {value:g}')
+    return "\n".join(lines) + "\n"
