@@ -14,9 +14,10 @@ import socket
 import threading
 from collections.abc import Callable
 
+from kdns.serve.reply import Handler
+
 logger = logging.getLogger(__name__)
 
-Answer = Callable[[bytes], bytes | None]
 MAX_CONNECTIONS = 1024
 
 
@@ -35,10 +36,17 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 class TCPServer:
     """Serves bound listening sockets on an asyncio loop in a dedicated thread."""
 
-    def __init__(self, socks: list[socket.socket], answer: Answer, idle_timeout_s: float) -> None:
+    def __init__(
+        self,
+        socks: list[socket.socket],
+        answer: Handler,
+        idle_timeout_s: float,
+        deferred_timeout_s: float = 10.0,
+    ) -> None:
         self.socks = socks
         self.answer = answer
         self.idle_timeout_s = idle_timeout_s
+        self.deferred_timeout_s = deferred_timeout_s
         self._loop = asyncio.new_event_loop()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
@@ -77,9 +85,19 @@ class TCPServer:
                     packet = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout_s)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
-                reply = self.answer(packet)
-                if reply is None:
+                result = self.answer(packet)
+                if result is None:
                     continue
+                if isinstance(result, bytes):
+                    reply = result
+                else:
+                    # Answered from another thread; awaiting it here keeps replies in order.
+                    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+                    result(_threadsafe_sender(future))
+                    try:
+                        reply = await asyncio.wait_for(future, self.deferred_timeout_s)
+                    except TimeoutError:
+                        continue
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -105,3 +123,17 @@ class TCPServer:
                 future.result(timeout=3)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=3)
+
+
+def _threadsafe_sender(future: asyncio.Future[bytes]) -> Callable[[bytes], None]:
+    loop = future.get_loop()
+
+    def send(data: bytes) -> None:
+        loop.call_soon_threadsafe(_settle, future, data)
+
+    return send
+
+
+def _settle(future: asyncio.Future[bytes], data: bytes) -> None:
+    if not future.done():
+        future.set_result(data)

@@ -12,9 +12,10 @@ import socket
 import threading
 from collections.abc import Callable
 
+from kdns.serve.reply import Handler
+
 logger = logging.getLogger(__name__)
 
-Answer = Callable[[bytes], bytes | None]
 RECEIVE_SIZE = 65535
 
 
@@ -32,7 +33,7 @@ def bind_udp(host: str, port: int) -> socket.socket:
 class UDPServer:
     """Serves one bound UDP socket from a dedicated thread until ``stop``."""
 
-    def __init__(self, sock: socket.socket, answer: Answer) -> None:
+    def __init__(self, sock: socket.socket, answer: Handler) -> None:
         self.sock = sock
         self.answer = answer
         self._stopping = False
@@ -60,11 +61,24 @@ class UDPServer:
             if self._stopping:
                 return
             reply = answer(packet)
-            if reply is not None:
+            if reply is None:
+                continue
+            if isinstance(reply, bytes):
                 try:
                     sendto(reply, peer)
                 except OSError as error:
                     logger.debug("sendto %s failed: %s", peer, error)
+            else:
+                reply(self._sender(peer))
+
+    def _sender(self, peer: tuple[str, int]) -> Callable[[bytes], None]:
+        def send(reply: bytes) -> None:
+            try:
+                self.sock.sendto(reply, peer)
+            except OSError as error:
+                logger.debug("sendto %s failed: %s", peer, error)
+
+        return send
 
     def stop(self) -> None:
         self._stopping = True
