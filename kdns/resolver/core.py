@@ -1,0 +1,599 @@
+"""The query path of the resolver core: search-path seam → cache → route → upstream.
+
+``Resolver.answer(query, done)`` is the whole decision for a screened client query:
+
+1. ``policy.decide`` (a ``SearchPathPolicy``, later issue: autopath, local negatives) may answer
+   first, before the cache and the upstream are asked.
+2. A fresh cache hit is patched bytes (``Cache.lookup`` + ``Hit.reply``), returned at once.
+3. A name no route covers is REFUSED (kdns with ``--upstream none``).
+4. An expired entry within the stale window (RFC 8767): ``IMMEDIATE`` answers it (TTL 30,
+   EDE 3 "Stale Answer", RFC 8914) and refreshes in the background; ``VERIFY`` asks the upstream
+   and answers stale only if it fails or is slower than ``verify_timeout_s``; either answers
+   stale at once while the failure recheck timer (§5) runs after a failed refresh.
+5. A miss asks the route's upstream. One fetch per key is in flight at a time: concurrent misses
+   for the same key wait on the same fetch (which also makes "one refresh in flight per key"
+   true for prefetches and stale refreshes). The reply is sanitized with the bailiwick rule
+   (``message.sanitize``), a CNAME chain that leaves the route's zone is chased through the
+   target's own route (RFC 1034 §4.3.2; how kdns answers ExternalName targets), the result is
+   built, stored and served.
+6. An upstream failure is never NXDOMAIN: it is the last-known-good answer if serve-stale allows
+   (``prefer_positive``), else SERVFAIL (EDE 22 "No Reachable Authority"), cached
+   ``servfail_s``.
+
+Upstream fetches run on a small thread pool (the executor is injectable: tests run tasks
+inline or by hand, with no threads). ``answer`` never blocks its caller: it returns the reply
+when no upstream is needed, else None and calls ``done(reply)`` later, exactly once, from a pool
+or timer thread. ``resolve`` is the blocking form. ``run_prefetch`` starts due prefetches
+(``Cache.due_prefetches``); ``start`` runs it on a thread, woken at the next due time.
+
+``Router`` maps zones to upstream groups by longest suffix: the cluster zones and reverse zones
+to the cluster DNS, stub domains to their servers, everything else (``.``) to ``--upstream``.
+The matched zone is the upstream's bailiwick.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kdns import wire
+from kdns.resolver import message, policy, zone
+from kdns.resolver.cache import Cache, Entry, Hit, Key
+from kdns.resolver.config import (
+    ResolverConfig,
+    StaleConfig,
+    StaleMode,
+    UpstreamConfig,
+)
+from kdns.resolver.message import Built, ClientQuery, Kind, Record
+from kdns.resolver.upstream import Failure, Reply, Upstream, UpstreamClient
+
+logger = logging.getLogger(__name__)
+
+ClientAddress = tuple[str, int]
+Done = Callable[[bytes], None]
+
+
+class SearchPathPolicy(Protocol):
+    """The seam for ndots absorption (a later issue): asked before the cache and upstream.
+
+    Returns a complete reply for ``query`` (its ID, question and OPT handled, e.g. a local
+    NXDOMAIN or an autopath CNAME answer), or None to let the resolver go on. Must not block.
+    """
+
+    def decide(self, query: ClientQuery, client: ClientAddress | None) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where names under ``zone`` go; ``zone`` is also the upstream's bailiwick."""
+
+    zone: bytes
+    upstream: Upstream
+    name: str
+
+
+class Router:
+    """Zones → upstream groups, longest suffix first."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self._table: zone.ZoneTable[Route] = zone.ZoneTable({r.zone: r for r in routes})
+
+    def route(self, name: bytes) -> Route | None:
+        found = self._table.match(name)
+        return None if found is None else found[1]
+
+    def routes(self) -> list[Route]:
+        return [route for _zone, route in self._table.items()]
+
+    def upstreams(self) -> list[Upstream]:
+        """Each distinct upstream group once."""
+        seen: dict[int, Upstream] = {}
+        for route in self.routes():
+            seen.setdefault(id(route.upstream), route.upstream)
+        return list(seen.values())
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ResolverConfig,
+        make: Callable[[UpstreamConfig], Upstream] = UpstreamClient,
+    ) -> Router:
+        """The NodeLocal routing: cluster and reverse zones → ``cluster_upstream``; each stub
+        domain → its servers; ``.`` → ``upstream``. Missing groups leave those names unrouted
+        (REFUSED). Give ``cluster_upstream`` ``Transport.TCP`` to match NodeLocal's
+        ``force_tcp``."""
+        routes: list[Route] = []
+        if config.upstream is not None:
+            routes.append(Route(zone.ROOT, make(config.upstream), "default"))
+        for name, upstream_config in config.stub_domains:
+            routes.append(Route(zone.to_wire(name), make(upstream_config), f"stub:{name}"))
+        if config.cluster_upstream is not None:
+            cluster = make(config.cluster_upstream)
+            for name in (*config.cluster_zones, *config.reverse_zones):
+                routes.append(Route(zone.to_wire(name), cluster, f"cluster:{name}"))
+        return cls(routes)
+
+    def start(self) -> None:
+        for upstream in self.upstreams():
+            if isinstance(upstream, UpstreamClient):
+                upstream.start()
+
+    def close(self) -> None:
+        for upstream in self.upstreams():
+            if isinstance(upstream, UpstreamClient):
+                upstream.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one fetch left behind."""
+
+    entry: Entry | None
+    """The entry the cache holds for the key afterwards (fresh, or a kept last-known-good)."""
+    built: Built | None
+    """The fresh reply as built, when the upstream answered (cacheable or not)."""
+    failure: Failure | None
+
+
+@dataclass(slots=True)
+class ResolverStats:
+    """Counters (monotonic) for metrics."""
+
+    queries: int = 0
+    policy_answers: int = 0
+    hits: int = 0
+    stale_served: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    """Misses that joined a fetch already in flight for the same key."""
+    fetches: int = 0
+    refreshes: int = 0
+    prefetches: int = 0
+    failures: int = 0
+    servfail: int = 0
+    refused: int = 0
+    chased: int = 0
+    """CNAME targets outside a route's bailiwick resolved through their own route."""
+    dropped_records: int = 0
+    """Records removed by the bailiwick rule."""
+    overloaded: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+
+
+class _Deadlines:
+    """Calls functions at monotonic times from one daemon thread (VERIFY's stale fallback)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._sequence = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        if delay_s <= 0:
+            fn()
+            return
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="resolver-timer")
+                self._thread.daemon = True
+                self._thread.start()
+            heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._sequence), fn))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _when, _seq, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:
+                logger.exception("timer callback failed")
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+
+class _Once:
+    """Delivers the first reply to ``done`` and drops later ones (VERIFY races a timer)."""
+
+    __slots__ = ("_done", "_lock", "delivered")
+
+    def __init__(self, done: Done) -> None:
+        self._done = done
+        self._lock = threading.Lock()
+        self.delivered = False
+
+    def __call__(self, reply: bytes) -> None:
+        with self._lock:
+            if self.delivered:
+                return
+            self.delivered = True
+        self._done(reply)
+
+
+class Resolver:
+    """See the module docstring. Thread-safe."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        router: Router,
+        *,
+        policy: SearchPathPolicy | None = None,
+        executor: Executor | None = None,
+        workers: int = 32,
+        max_pending: int = 4096,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.router = router
+        self.policy = policy
+        self.clock = clock or cache.clock
+        self.max_pending = max_pending
+        self.stats = ResolverStats()
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="resolver")
+        self._inflight: dict[Key, Future[Outcome]] = {}
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._deadlines = _Deadlines()
+        self._stop = threading.Event()
+        self._prefetcher: threading.Thread | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ResolverConfig,
+        *,
+        policy: SearchPathPolicy | None = None,
+        make_upstream: Callable[[UpstreamConfig], Upstream] = UpstreamClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Resolver:
+        cache = Cache(
+            config.cache,
+            prefetch=config.prefetch,
+            stale=config.stale,
+            ttl_policy=ttl_policy_for(config),
+            clock=clock,
+        )
+        return cls(
+            cache,
+            Router.from_config(config, make_upstream),
+            policy=policy,
+            workers=config.workers,
+            max_pending=config.max_pending,
+        )
+
+    @property
+    def stale(self) -> StaleConfig:
+        return self.cache.stale
+
+    def reconfigure(
+        self,
+        config: ResolverConfig,
+        make_upstream: Callable[[UpstreamConfig], Upstream] = UpstreamClient,
+    ) -> None:
+        """Apply a reloaded config without flushing the cache: new routes and policies; the
+        old upstream groups are closed once swapped out. (Cache capacity stays as built.)"""
+        router = Router.from_config(config, make_upstream)
+        if self._prefetcher is not None:
+            router.start()
+        old, self.router = self.router, router
+        self.cache.reconfigure(
+            prefetch=config.prefetch, stale=config.stale, ttl_policy=ttl_policy_for(config)
+        )
+        old.close()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start upstream health probers and the prefetch thread."""
+        self.router.start()
+        if self._prefetcher is None:
+            self._prefetcher = threading.Thread(target=self._prefetch_loop, name="prefetch")
+            self._prefetcher.daemon = True
+            self._prefetcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._prefetcher is not None:
+            self._prefetcher.join(timeout=2)
+        self._deadlines.stop()
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.router.close()
+
+    def _prefetch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_prefetch()
+            except Exception:
+                logger.exception("prefetch pass failed")
+            due = self.cache.next_due()
+            wait = 1.0 if due is None else min(1.0, max(0.05, due - self.clock()))
+            self._stop.wait(wait)
+
+    def run_prefetch(self, now: float | None = None) -> list[Key]:
+        """Start every due prefetch (skipping keys with a fetch in flight); return their keys."""
+        started = []
+        for refresh in self.cache.due_prefetches(now):
+            route = self.router.route(refresh.key.name)
+            if route is None:
+                continue
+            with self._lock:
+                busy = refresh.key in self._inflight
+            if busy:
+                continue
+            self.stats.prefetches += 1
+            self._fetch(refresh.key, refresh.question, route, demand=False)
+            started.append(refresh.key)
+        return started
+
+    # --- the query path ----------------------------------------------------------------------
+
+    def resolve(
+        self,
+        query: ClientQuery,
+        client: ClientAddress | None = None,
+        *,
+        tcp: bool = False,
+        timeout_s: float = 30.0,
+    ) -> bytes:
+        """The reply to ``query``, blocking until it is known (SERVFAIL after ``timeout_s``)."""
+        box: list[bytes] = []
+        ready = threading.Event()
+
+        def done(reply: bytes) -> None:
+            box.append(reply)
+            ready.set()
+
+        immediate = self.answer(query, done, client, tcp=tcp)
+        if immediate is not None:
+            return immediate
+        if not ready.wait(timeout_s):
+            return self._fit(message.error_reply(query, wire.SERVFAIL), query, tcp)
+        return box[0]
+
+    def answer(
+        self,
+        query: ClientQuery,
+        done: Done,
+        client: ClientAddress | None = None,
+        *,
+        tcp: bool = False,
+    ) -> bytes | None:
+        """The reply now if no upstream is needed; else None, and ``done(reply)`` is called
+        exactly once later from another thread (or before this returns, with an inline
+        executor). Never raises for upstream trouble."""
+        self.stats.queries += 1
+        if self.policy is not None:
+            decided = self.policy.decide(query, client)
+            if decided is not None:
+                self.stats.policy_answers += 1
+                return self._fit(decided, query, tcp)
+        key = Key.of(query)
+        now = self.clock()
+        hit = self.cache.lookup(key, now)
+        if hit is not None and not hit.stale:
+            self.stats.hits += 1
+            reply = hit.reply(query)
+            if tcp or len(reply) <= wire.MIN_UDP_SIZE:
+                return reply  # the common case, without computing the client's limit
+            return self._fit(reply, query, tcp)
+        route = self.router.route(key.name)
+        if route is None:
+            self.stats.refused += 1
+            return self._fit(message.error_reply(query, wire.REFUSED), query, tcp)
+        self.stats.by_route[route.name] = self.stats.by_route.get(route.name, 0) + 1
+        question = query.packet[wire.HEADER_SIZE : query.question.end]
+        if hit is not None:
+            stale = self.stale
+            if stale.mode is StaleMode.IMMEDIATE or self.cache.recheck_pending(hit.entry, now):
+                if not self.cache.recheck_pending(hit.entry, now):
+                    self.stats.refreshes += 1
+                    self._fetch(key, question, route, demand=True)
+                self.stats.stale_served += 1
+                return self._fit(hit.reply(query, message.EDE_STALE_ANSWER), query, tcp)
+        else:
+            self.stats.misses += 1
+        with self._lock:
+            if self._pending >= self.max_pending:
+                overloaded = True
+            else:
+                overloaded = False
+                self._pending += 1
+        if overloaded:
+            self.stats.overloaded += 1
+            if hit is not None:
+                self.stats.stale_served += 1
+                return self._fit(hit.reply(query, message.EDE_STALE_ANSWER), query, tcp)
+            self.stats.servfail += 1
+            return self._fit(message.error_reply(query, wire.SERVFAIL), query, tcp)
+
+        once = _Once(done)
+
+        def finish(reply: bytes) -> None:
+            with self._lock:
+                self._pending -= 1
+            try:
+                once(self._fit(reply, query, tcp))
+            except Exception:
+                logger.exception("delivering a reply failed")
+
+        stale_hit = hit
+        future = self._fetch(key, question, route, demand=True)
+
+        def fetched(result: Future[Outcome]) -> None:
+            if once.delivered:
+                with self._lock:
+                    self._pending -= 1
+                return
+            try:
+                reply = self._reply(result.result(), query, stale_hit)
+            except Exception:
+                logger.exception("building a reply failed; answering SERVFAIL")
+                reply = message.error_reply(query, wire.SERVFAIL)
+            finish(reply)
+
+        # Registered first: with an inline executor the fetch is already done, and a fresh
+        # answer must win over VERIFY's fallback even when verify_timeout_s is 0.
+        future.add_done_callback(fetched)
+        if stale_hit is not None:
+            # VERIFY (RFC 8767 §5): the upstream gets verify_timeout_s; then stale data.
+            self.stats.refreshes += 1
+
+            def fallback() -> None:
+                if not once.delivered:
+                    self.stats.stale_served += 1
+                    once(self._fit(stale_hit.reply(query, message.EDE_STALE_ANSWER), query, tcp))
+
+            self._deadlines.call_later(self.stale.verify_timeout_s, fallback)
+        return None
+
+    def _fit(self, reply: bytes, query: ClientQuery, tcp: bool) -> bytes:
+        """Truncate to the client's limit (TC=1 with the question only, RFC 2181 §9)."""
+        if len(reply) <= message.size_limit(query, tcp):
+            return reply
+        return message.truncated_reply(reply, query.question.end, message.reply_opt(query))
+
+    def _reply(self, outcome: Outcome, query: ClientQuery, stale_hit: Hit | None) -> bytes:
+        entry = outcome.entry
+        if outcome.failure is None:
+            if entry is not None:
+                remaining = max(1, entry.remaining(self.clock()))
+                return Hit(entry, remaining, False).reply(query)
+            if outcome.built is not None:
+                # A good answer we may not cache (e.g. NODATA without SOA): its own TTLs.
+                packet = query.packet
+                return message.patch(
+                    outcome.built.message,
+                    packet[:2],
+                    query.flags,
+                    packet[wire.HEADER_SIZE : query.question.end],
+                    0,
+                    (),
+                    message.reply_opt(query),
+                )
+        elif self.stale.mode is not StaleMode.OFF:
+            # RFC 8767: the last-known-good answer rather than a fresh failure.
+            if entry is not None and entry.kind is not Kind.ERROR:
+                self.stats.stale_served += 1
+                return Hit(entry, self.stale.ttl_s, True).reply(query, message.EDE_STALE_ANSWER)
+            if stale_hit is not None:
+                self.stats.stale_served += 1
+                return stale_hit.reply(query, message.EDE_STALE_ANSWER)
+        self.stats.servfail += 1
+        return message.error_reply(query, wire.SERVFAIL, message.EDE_NO_REACHABLE_AUTHORITY)
+
+    # --- fetching ----------------------------------------------------------------------------
+
+    def _fetch(self, key: Key, question: bytes, route: Route, *, demand: bool) -> Future[Outcome]:
+        """The in-flight fetch for ``key``, started if there is none."""
+        with self._lock:
+            running = self._inflight.get(key)
+            if running is not None:
+                self.stats.coalesced += 1
+                return running
+            future: Future[Outcome] = Future()
+            self._inflight[key] = future
+        self.stats.fetches += 1
+        try:
+            self._executor.submit(self._run_fetch, future, key, question, route, demand)
+        except RuntimeError:  # executor shut down
+            with self._lock:
+                self._inflight.pop(key, None)
+            future.set_result(Outcome(None, None, Failure("closed", "resolver closed")))
+        return future
+
+    def _run_fetch(
+        self, future: Future[Outcome], key: Key, question: bytes, route: Route, demand: bool
+    ) -> None:
+        try:
+            outcome = self._fetch_and_store(key, question, route, demand)
+        except Exception as error:
+            logger.exception("fetch failed unexpectedly")
+            outcome = Outcome(None, None, Failure("internal", str(error)))
+        with self._lock:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+        future.set_result(outcome)
+
+    def _fetch_and_store(self, key: Key, question: bytes, route: Route, demand: bool) -> Outcome:
+        qname = question[:-4]
+        result = self._ask(qname, key, route, depth=0)
+        now = self.clock()
+        if isinstance(result, Failure):
+            self.stats.failures += 1
+            if result.reason in ("overloaded", "closed"):
+                # A local condition, not an answer about the name: cache nothing.
+                self.cache.mark_failed(key, now)
+                return Outcome(self.cache.peek(key), None, result)
+            entry = self.cache.store(key, message.build(question, wire.SERVFAIL, ()), now)
+            if entry is None:
+                self.cache.mark_failed(key, now)
+                entry = self.cache.peek(key)
+            return Outcome(entry, None, result)
+        rcode, answer, authority, additional = result
+        built = message.build(question, rcode, answer, authority, additional)
+        stored = self.cache.store(key, built, now, demand=demand)
+        return Outcome(stored, built, None)
+
+    def _ask(
+        self, qname: bytes, key: Key, route: Route, depth: int
+    ) -> tuple[int, list[Record], list[Record], list[Record]] | Failure:
+        """Ask ``route`` and apply the bailiwick rule; chase a chain that leaves it."""
+        result = route.upstream.query(qname, key.qtype, key.qclass, do=key.do, cd=key.cd)
+        if isinstance(result, Failure):
+            return result
+        assert isinstance(result, Reply)
+        facts = result.facts
+        reason = policy.reject_reason(facts, qname.lower(), key.qtype, key.qclass)
+        if reason is not None:
+            return Failure("servfail", reason)
+        kept = message.sanitize(facts, route.zone)
+        self.stats.dropped_records += kept.dropped
+        answer = list(kept.answer)
+        authority = list(kept.authority)
+        additional = list(kept.additional)
+        rcode = facts.rcode
+        if kept.chase is None:
+            return rcode, answer, authority, additional
+        target_route = self.router.route(kept.chase.lower())
+        if target_route is None or depth + len(facts.chain) >= message.MAX_CHAIN:
+            # Nowhere to ask (forwarding off) or too long: the trusted part only, as kdns
+            # answers an ExternalName today. It has no SOA, so it is served but not cached.
+            return wire.NOERROR, answer, [], additional
+        self.stats.chased += 1
+        target = self._ask(kept.chase, key, target_route, depth + len(facts.chain))
+        if isinstance(target, Failure):
+            return target
+        target_rcode, target_answer, target_authority, target_additional = target
+        # RFC 6604 §3: the rcode is the one of the last name in the chain.
+        return (
+            target_rcode,
+            answer + target_answer,
+            target_authority,
+            additional + target_additional,
+        )
+
+
+def ttl_policy_for(config: ResolverConfig) -> policy.TTLPolicy:
+    """The TTL table for a routing config (``ResolverConfig.zone_ttls``)."""
+    return policy.TTLPolicy(config.zone_ttls(), config.cache.default_ttl)
