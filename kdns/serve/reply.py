@@ -9,6 +9,7 @@ waiting on the network.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -21,3 +22,35 @@ class Deferred(Protocol):
 
 Reply = bytes | Deferred | None
 Handler = Callable[[bytes], Reply]
+Peer = tuple[str, int]
+PeerHandler = Callable[[bytes, Peer], Reply]
+"""A handler that also wants the client's address (nodecache's search-path policy does)."""
+
+
+class Later:
+    """Bridges a producer that calls ``done(reply)`` from any thread to a ``Deferred``.
+
+    Whichever comes first, the reply or the transport's ``send``, waits for the other, so a
+    reply that is ready before the transport asks for it is not lost.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reply: bytes | None = None
+        self._send: Send | None = None
+
+    def done(self, reply: bytes) -> None:
+        with self._lock:
+            send = self._send
+            if send is None:
+                self._reply = reply
+                return
+        send(reply)
+
+    def __call__(self, send: Send) -> None:
+        with self._lock:
+            reply = self._reply
+            if reply is None:
+                self._send = send
+                return
+        send(reply)

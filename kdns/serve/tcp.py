@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from kdns.serve.reply import Handler
+from kdns.serve.reply import Handler, PeerHandler
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,16 @@ class TCPServer:
     def __init__(
         self,
         socks: list[socket.socket],
-        answer: Handler,
+        answer: Handler | None,
         idle_timeout_s: float,
         deferred_timeout_s: float = 10.0,
+        peer_answer: PeerHandler | None = None,
     ) -> None:
+        """Give ``answer(packet)``, or ``peer_answer(packet, peer)`` when the client matters."""
+        assert (answer is None) != (peer_answer is None), "exactly one handler"
         self.socks = socks
         self.answer = answer
+        self.peer_answer = peer_answer
         self.idle_timeout_s = idle_timeout_s
         self.deferred_timeout_s = deferred_timeout_s
         self._loop = asyncio.new_event_loop()
@@ -85,7 +89,12 @@ class TCPServer:
                     packet = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout_s)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
-                result = self.answer(packet)
+                if self.answer is not None:
+                    result = self.answer(packet)
+                else:
+                    assert self.peer_answer is not None
+                    peer = writer.get_extra_info("peername")
+                    result = self.peer_answer(packet, (str(peer[0]), int(peer[1])))
                 if result is None:
                     continue
                 if isinstance(result, bytes):

@@ -12,7 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from kdns.serve.reply import Handler
+from kdns.serve.reply import Handler, PeerHandler
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,17 @@ def bind_udp(host: str, port: int) -> socket.socket:
 class UDPServer:
     """Serves one bound UDP socket from a dedicated thread until ``stop``."""
 
-    def __init__(self, sock: socket.socket, answer: Handler) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        answer: Handler | None = None,
+        peer_answer: PeerHandler | None = None,
+    ) -> None:
+        """Give ``answer(packet)``, or ``peer_answer(packet, peer)`` when the client matters."""
+        assert (answer is None) != (peer_answer is None), "exactly one handler"
         self.sock = sock
         self.answer = answer
+        self.peer_answer = peer_answer
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"udp-{self.address}", daemon=True)
 
@@ -51,6 +59,7 @@ class UDPServer:
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
         answer = self.answer
+        peer_answer = self.peer_answer
         while True:
             try:
                 packet, peer = recvfrom(RECEIVE_SIZE)
@@ -60,7 +69,7 @@ class UDPServer:
                 continue
             if self._stopping:
                 return
-            reply = answer(packet)
+            reply = answer(packet) if answer is not None else peer_answer(packet, peer)  # type: ignore[misc]
             if reply is None:
                 continue
             if isinstance(reply, bytes):
