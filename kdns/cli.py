@@ -22,10 +22,14 @@ import yaml
 from kdns import __version__
 from kdns.config import Config, ConfigError, build_config
 from kdns.model import ClusterState, Service
+from kdns.resolver import resolvconf
+from kdns.resolver.config import ResolverConfig, UpstreamConfig
+from kdns.resolver.core import Resolver
 from kdns.runtime import Runtime
+from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Responder
-from kdns.serve.tcp import TCPServer, bind_tcp
-from kdns.serve.udp import UDPServer, bind_udp
+from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.udp import UDPServer
 from kdns.source.manifests import ManifestError, Snapshot, SnapshotWatcher, load_snapshot
 from kdns.zonefile import count_by_type, render
 
@@ -98,6 +102,11 @@ def make_parser() -> argparse.ArgumentParser:
                        help="ceiling on the EDNS payload honoured (default 1232)")  # fmt: skip
     serve.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
                        help="close idle TCP connections after this long (default 10)")  # fmt: skip
+    serve.add_argument("--upstream", action="append", metavar="HOST[:PORT]",
+                       help="forward names outside the zones here (repeatable; default: the "
+                       "nameservers in --resolv-conf; 'none' answers them REFUSED)")  # fmt: skip
+    serve.add_argument("--resolv-conf", metavar="PATH",
+                       help="source of the default upstreams (/etc/resolv.conf)")  # fmt: skip
     check = commands.add_parser("check", help="validate a snapshot and summarize it")
     _add_zone_flags(check)
     zonefile = commands.add_parser("zonefile", help="print the zone as an RFC 1035 master file")
@@ -107,7 +116,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
-    "log_level", "listen", "max_udp_size", "tcp_idle_timeout",
+    "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
 )  # fmt: skip
 
 
@@ -210,14 +219,15 @@ def serve(config: Config, state: ClusterState, watcher: SnapshotWatcher) -> int:
         signal.signal(signum, lambda *_: stop.set())
     responder = Responder(config.max_udp_size)
     runtime = Runtime(config.zone, responder)
+    forwarder = make_forwarder(config)
+    if forwarder is not None:
+        responder.forwarder = forwarder
+        runtime.builder.chase_external = True
     runtime.replace(state.objects())
     try:
-        udp_socks = [bind_udp(host, port) for host, port in config.listen]
-        # Port 0 binds a random UDP port; TCP takes the same one so both share an address.
-        tcp_socks = [
-            bind_tcp(host, sock.getsockname()[1])
-            for (host, _), sock in zip(config.listen, udp_socks, strict=True)
-        ]
+        pairs = [bind_pair(host, port) for host, port in config.listen]
+        udp_socks = [udp for udp, _ in pairs]
+        tcp_socks = [tcp for _, tcp in pairs]
     except OSError as error:
         logger.error("cannot bind %s: %s", config.listen, error.strerror)
         return 1
@@ -243,4 +253,32 @@ def serve(config: Config, state: ClusterState, watcher: SnapshotWatcher) -> int:
     tcp_server.stop()
     for server in udp_servers:
         server.stop()
+    if forwarder is not None:
+        forwarder.resolver.close()
     return 0
+
+
+def make_forwarder(config: Config) -> Forwarder | None:
+    """The upstream path for names outside our zones, or None (``--upstream none``)."""
+    servers = config.upstream
+    if servers is None:
+        servers = tuple((ip, 53) for ip in resolvconf.read(config.resolv_conf).nameservers)
+    # Forwarding to ourselves would loop until the timeout.
+    own = {(host, port) for host, port in config.listen}
+    kept = tuple(server for server in servers if server not in own)
+    if len(kept) != len(servers):
+        logger.warning("ignoring upstreams that are our own listen addresses: %s", own)
+    if not kept:
+        logger.info("forwarding disabled: names outside the zones are answered REFUSED")
+        return None
+    resolver = Resolver.from_config(
+        ResolverConfig(
+            cluster_zones=tuple(".".join(zone) for zone in config.zone.zones),
+            cluster_upstream=None,
+            reverse_zones=(),
+            upstream=UpstreamConfig(kept),
+        )
+    )
+    resolver.start()
+    logger.info("forwarding other names to %s", ", ".join(f"{h}:{p}" for h, p in kept))
+    return Forwarder(resolver)

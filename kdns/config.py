@@ -65,6 +65,10 @@ class Config:
     """Ceiling on the EDNS payload we honour (DNS flag day 2020 default)."""
     tcp_idle_timeout_s: float = 10.0
     log_level: str = "INFO"
+    upstream: tuple[tuple[str, int], ...] | None = None
+    """Where names outside our zones are forwarded: None reads ``resolv_conf``'s nameservers;
+    an empty tuple (``--upstream none``) disables forwarding (they get REFUSED)."""
+    resolv_conf: str = "/etc/resolv.conf"
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -82,6 +86,15 @@ def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
     return host, int(port_text)
 
 
+def parse_server(value: str, field_name: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT``, ``V6`` or ``[V6]:PORT``; the port defaults to 53."""
+    text = value.strip()
+    try:
+        return str(ipaddress.ip_address(text.strip("[]"))), 53
+    except ValueError:
+        return parse_listen(text, field_name)
+
+
 def parse_zone(value: str, field_name: str = "zone") -> Name:
     zone = text_to_name(value)
     if not zone:
@@ -96,11 +109,12 @@ def build_config(values: Mapping[str, Any]) -> Config:
     """Validate merged settings (config file overlaid by flags) into a ``Config``.
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
-    namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service.
+    namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
+    upstream, resolv_conf.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
-        "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service",
+        "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -149,6 +163,17 @@ def build_config(values: Mapping[str, Any]) -> Config:
     log_level = str(values.get("log_level", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("log_level", f"unknown level {log_level!r}")
+    upstream_values = strings("upstream", [])
+    upstream: tuple[tuple[str, int], ...] | None
+    if not upstream_values:
+        upstream = None
+    elif upstream_values == ["none"]:
+        upstream = ()
+    else:
+        upstream = tuple(parse_server(v, "upstream") for v in upstream_values)
+    resolv_conf = values.get("resolv_conf", "/etc/resolv.conf")
+    if not isinstance(resolv_conf, str) or not resolv_conf:
+        raise ConfigError("resolv_conf", f"expected a path, got {resolv_conf!r}")
     zone_config = ZoneConfig(
         zones=zones,
         ttl_s=integer("ttl", 5, 0, 3600),
@@ -165,4 +190,6 @@ def build_config(values: Mapping[str, Any]) -> Config:
         max_udp_size=integer("max_udp_size", 1232, 512, 65535),
         tcp_idle_timeout_s=float(idle),
         log_level=log_level,
+        upstream=upstream,
+        resolv_conf=resolv_conf,
     )

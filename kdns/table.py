@@ -25,7 +25,16 @@ from dataclasses import dataclass, field
 from cachetools import FIFOCache
 
 from kdns import wire
-from kdns.names import Name, dashed_ip, name_to_text, pod_label_to_ip, reverse_name, split_zone
+from kdns.names import (
+    Name,
+    dashed_ip,
+    looks_like_ip,
+    name_to_text,
+    pod_label_to_ip,
+    reverse_name,
+    split_zone,
+    text_to_name,
+)
 from kdns.state import APEX, Index, Owner
 from kdns.synth.resolve import negative, resolve
 
@@ -50,10 +59,16 @@ class NameSpec:
     name: Name
     types: tuple[int, ...]
     exists: bool = True
+    chase: Name | None = None
+    """An out-of-zone ExternalName target the server chases through its forwarder."""
 
 
-def owner_names(index: Index, owner: Owner) -> Iterator[NameSpec]:
-    """Every name ``owner`` defines, in every served zone."""
+def owner_names(index: Index, owner: Owner, chase: bool = False) -> Iterator[NameSpec]:
+    """Every name ``owner`` defines, in every served zone.
+
+    With ``chase``, ExternalName names whose target lies outside our zones compile nothing: the
+    server answers them through its forwarder (CNAME plus the target's records).
+    """
     config = index.config
     kind = owner[0]
     if kind == "apex":
@@ -72,7 +87,7 @@ def owner_names(index: Index, owner: Owner) -> Iterator[NameSpec]:
                 if config.pods != "disabled":
                     yield NameSpec((namespace, "pod", *zone), ())
     elif kind == "svc":
-        yield from _service_names(index, (owner[1], owner[2]))
+        yield from _service_names(index, (owner[1], owner[2]), chase)
     elif kind == "ptr":
         if owner[1] in index.reverse:
             yield NameSpec(reverse_name(owner[1]), PTR_TYPES)
@@ -89,7 +104,7 @@ def owner_names(index: Index, owner: Owner) -> Iterator[NameSpec]:
                 yield NameSpec((label, namespace, "pod", *zone), ADDRESS_TYPES)
 
 
-def _service_names(index: Index, key: tuple[str, str]) -> Iterator[NameSpec]:
+def _service_names(index: Index, key: tuple[str, str], chase: bool) -> Iterator[NameSpec]:
     view = index.services.get(key)
     if view is None or not index.exposed(key[0]):
         return
@@ -97,7 +112,11 @@ def _service_names(index: Index, key: tuple[str, str]) -> Iterator[NameSpec]:
     for zone in index.config.zones:
         base: Name = (service.name, service.namespace, "svc", *zone)
         if view.is_external:
-            yield NameSpec(base, EXTERNAL_TYPES, exists=False)
+            target = _outside_target(index, service.external_name) if chase else None
+            if target is not None:
+                yield NameSpec(base, (), exists=False, chase=target)
+            else:
+                yield NameSpec(base, EXTERNAL_TYPES, exists=False)
             continue
         # A headless Service with no ready endpoints, or a ClusterIP one still without an IP,
         # is NXDOMAIN (R4.2): left to the slow path. Endpoint names below it still resolve.
@@ -116,6 +135,16 @@ def _service_names(index: Index, key: tuple[str, str]) -> Iterator[NameSpec]:
             yield NameSpec((endpoint_name, *base), SERVICE_TYPES)  # SRV too: its ports
 
 
+def _outside_target(index: Index, external_name: str) -> Name | None:
+    """The ExternalName target as a Name when it is a name outside every served zone."""
+    if not external_name or looks_like_ip(external_name):
+        return None
+    target = text_to_name(external_name)
+    if not target or split_zone(target, index.config.all_zones) is not None:
+        return None
+    return target
+
+
 def _is_plain_nodata(answer: wire.Answer) -> bool:
     return answer.rcode == wire.NOERROR and not answer.answer
 
@@ -127,6 +156,8 @@ class AnswerTable:
     index: Index
     records: dict[bytes, wire.Compiled]
     names: dict[bytes, int]
+    chase: dict[bytes, Name] = field(default_factory=dict)
+    """Lower-case name bytes -> the out-of-zone target a forwarding server chases."""
     # FIFO, not LRU: a hit must not reorder anything, so the serving threads read it without
     # the lock (an LRU get costs a locked, Python-level reorder per NXDOMAIN hit).
     memo: FIFOCache[bytes, wire.Compiled | None] = field(
@@ -198,6 +229,8 @@ class TableBuilder:
     """Single-writer: turns (Index, dirty owners) into successive ``AnswerTable``s."""
 
     table: AnswerTable | None = None
+    chase_external: bool = False
+    """Set when the server forwards: out-of-zone ExternalName targets are chased, not compiled."""
     owned_records: dict[Owner, list[bytes]] = field(default_factory=dict)
     owned_names: dict[Owner, list[bytes]] = field(default_factory=dict)
 
@@ -207,18 +240,23 @@ class TableBuilder:
         """Rebuild the entries of ``dirty`` (and ``always``) owners; return the new table."""
         records = dict(self.table.records) if self.table else {}
         names = dict(self.table.names) if self.table else {}
+        chase = dict(self.table.chase) if self.table else {}
         every_time = (always or set()) | {APEX}
         for owner in dirty | every_time:
             for key in self.owned_records.pop(owner, ()):
                 records.pop(key, None)
             for key in self.owned_names.pop(owner, ()):
                 names.pop(key, None)
+                chase.pop(key, None)
             owner_records: list[bytes] = []
             owner_name_keys: list[bytes] = []
-            for spec in owner_names(index, owner):
+            for spec in owner_names(index, owner, self.chase_external):
                 name_key = wire.name_wire(spec.name)
                 if spec.exists:
                     names[name_key] = negative_key(index, spec.name)
+                if spec.chase is not None:
+                    chase[name_key] = spec.chase
+                if spec.exists or spec.chase is not None:
                     owner_name_keys.append(name_key)
                 for qtype in spec.types:
                     answer = resolve(index, spec.name, qtype)
@@ -233,7 +271,7 @@ class TableBuilder:
                 self.owned_records[owner] = owner_records
             if owner_name_keys:
                 self.owned_names[owner] = owner_name_keys
-        self.table = AnswerTable(index, records, names)
+        self.table = AnswerTable(index, records, names, chase)
         return self.table
 
     def all_owners(self, index: Index) -> set[Owner]:

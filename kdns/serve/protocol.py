@@ -21,10 +21,20 @@ from __future__ import annotations
 import logging
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from kdns import wire
+from kdns.names import Name
+from kdns.serve.reply import Reply
 from kdns.table import AnswerTable
+
+
+class Forwarding(Protocol):
+    """What the Responder needs from a forwarder (``kdns.serve.forward.Forwarder``)."""
+
+    def forward(self, query: Query, tcp: bool) -> Reply: ...
+    def chase(self, query: Query, target: Name, cname_ttl: int, tcp: bool) -> Reply: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +49,15 @@ class Responder:
 
     def __init__(self, max_udp_size: int = 1232) -> None:
         self.table: AnswerTable | None = None
+        self.forwarder: Forwarding | None = None
+        """Set to forward names outside our zones (and chase ExternalNames) upstream."""
         self.max_udp_size = max_udp_size
         self._opt = wire.opt_record(max_udp_size)
         self._opt_do = wire.opt_record(max_udp_size, do_bit=True)
         self.queries_fast = 0
         self.errors = 0
 
-    def answer(self, packet: bytes, tcp: bool = False) -> bytes | None:
+    def answer(self, packet: bytes, tcp: bool = False) -> Reply:
         """Reply to one query; None means drop it. Never raises."""
         try:
             table = self.table
@@ -89,7 +101,7 @@ class Responder:
             logger.exception("internal error answering a query; dropped")
             return None
 
-    def answer_slow(self, packet: bytes, tcp: bool = False) -> bytes | None:
+    def answer_slow(self, packet: bytes, tcp: bool = False) -> Reply:
         """The fully checked path, for everything the fast path does not take."""
         screened = screen(packet, self.max_udp_size)
         if not isinstance(screened, Query):
@@ -101,8 +113,15 @@ class Responder:
         question = query.question
         key = question.wire_lower + packet[question.end - 4 : question.end]
         compiled = table.lookup(key, question.name, question.qtype)
+        forwarder = self.forwarder
         if compiled is None:
+            if forwarder is not None:
+                return forwarder.forward(query, tcp)
             return query.error(wire.REFUSED)
+        if forwarder is not None and table.chase and question.qtype != wire.CNAME:
+            target = table.chase.get(question.wire_lower)
+            if target is not None:
+                return forwarder.chase(query, target, table.index.config.ttl_s, tcp)
         limit = query.size_limit(tcp)
         heads, body = compiled
         reply: bytes = (

@@ -146,3 +146,19 @@ def _threadsafe_sender(future: asyncio.Future[bytes]) -> Callable[[bytes], None]
 def _settle(future: asyncio.Future[bytes], data: bytes) -> None:
     if not future.done():
         future.set_result(data)
+
+
+def bind_pair(host: str, port: int, attempts: int = 20) -> tuple[socket.socket, socket.socket]:
+    """Bind UDP and TCP on the same address. With port 0 the UDP port is picked by the kernel and
+    TCP takes the same number; if another process holds that TCP port, try a fresh one."""
+    from kdns.serve.udp import bind_udp
+
+    for _ in range(attempts if port == 0 else 1):
+        udp = bind_udp(host, port)
+        try:
+            return udp, bind_tcp(host, udp.getsockname()[1])
+        except OSError:
+            udp.close()
+            if port != 0:
+                raise
+    raise OSError(f"no free UDP+TCP port pair on {host} after {attempts} attempts")

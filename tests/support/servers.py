@@ -13,9 +13,9 @@ import dns.query
 from kdns.config import ZoneConfig
 from kdns.model import KubeObject
 from kdns.runtime import Runtime
-from kdns.serve.protocol import Responder
-from kdns.serve.tcp import TCPServer, bind_tcp
-from kdns.serve.udp import UDPServer, bind_udp
+from kdns.serve.protocol import Forwarding, Responder
+from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.udp import UDPServer
 
 TIMEOUT_S = 3.0
 
@@ -50,13 +50,16 @@ def running_server(
     max_udp_size: int = 1232,
     idle_timeout_s: float = 10.0,
     synced: bool = True,
+    forwarder: Forwarding | None = None,
 ) -> Iterator[RunningServer]:
     responder = Responder(max_udp_size)
     runtime = Runtime(zone_config or ZoneConfig(), responder, synced=synced)
+    if forwarder is not None:
+        responder.forwarder = forwarder
+        runtime.builder.chase_external = True
     runtime.replace(objects)
-    udp_sock = bind_udp("127.0.0.1", 0)
+    udp_sock, tcp_sock = bind_pair("127.0.0.1", 0)
     port = udp_sock.getsockname()[1]
-    tcp_sock = bind_tcp("127.0.0.1", port)
     udp = UDPServer(udp_sock, responder.answer)
     tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
     udp.start()

@@ -1,0 +1,90 @@
+"""kdns forwarding: names outside the cluster zones go upstream through the shared resolver core
+(the same upstream client and cache nodecache uses), and ExternalName targets outside the zones
+are chased through it.
+
+An ExternalName answer is our CNAME (authoritative) followed by the upstream's records for the
+target, with the upstream's rcode (RFC 6604: the rcode describes the last name of the chain).
+If the target cannot be resolved because the upstream failed, the reply is SERVFAIL: an upstream
+failure is never turned into NXDOMAIN, and the CNAME alone would read as "no such data".
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+from kdns import wire
+from kdns.names import Name
+from kdns.resolver import message
+from kdns.resolver.core import Resolver
+from kdns.serve.protocol import Query, screen
+from kdns.serve.reply import Later, Reply
+
+logger = logging.getLogger(__name__)
+
+
+class Forwarder:
+    """Sends queries kdns is not authoritative for to the resolver core."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+
+    def forward(self, query: Query, tcp: bool) -> Reply:
+        later = Later()
+        immediate = self.resolver.answer(query, later.done, None, tcp=tcp)
+        return immediate if immediate is not None else later
+
+    def chase(self, query: Query, target: Name, cname_ttl: int, tcp: bool) -> Reply:
+        """Our CNAME to ``target`` plus the upstream's answer for (target, qtype)."""
+        question = query.question
+        sub_packet = message.make_query(
+            0,
+            wire.name_wire(target),
+            question.qtype,
+            question.qclass,
+            cd=bool(query.flags & 0x0010),
+            do_bit=query.edns is not None and query.edns.do_bit,
+        )
+        sub = screen(sub_packet, wire.TCP_MAX_SIZE)
+        if not isinstance(sub, Query):
+            return query.error(wire.SERVFAIL)
+        later = Later()
+
+        def finish(reply: bytes) -> None:
+            try:
+                later.done(self.combine(query, target, cname_ttl, reply, tcp))
+            except Exception:
+                logger.exception("combining an ExternalName chase failed")
+                later.done(query.error(wire.SERVFAIL))
+
+        immediate = self.resolver.answer(sub, finish, None, tcp=True)
+        if immediate is not None:
+            finish(immediate)
+        return later
+
+    @staticmethod
+    def combine(query: Query, target: Name, cname_ttl: int, upstream: bytes, tcp: bool) -> bytes:
+        facts = message.inspect(upstream)
+        if facts.kind is message.Kind.ERROR:
+            return query.error(wire.SERVFAIL)
+        question = query.question_bytes
+        cname = message.Record(
+            section=0,
+            owner=question[: len(question) - 4],
+            rtype=wire.CNAME,
+            rclass=wire.CLASS_IN,
+            ttl=cname_ttl,
+            rdata=wire.name_wire(target),
+            ttl_offset=0,
+        )
+        built = message.build(question, facts.rcode, [cname, *facts.answer], facts.authority)
+        body = built.message
+        copied = query.flags & (message.RD | message.CD)
+        flags = message.QR | message.AA | message.RA | copied | (facts.rcode & 0xF)
+        opt = query.opt
+        an, ns, ar = struct.unpack_from(">HHH", body, 6)
+        header = query.packet[:2] + struct.pack(">HHHHH", flags, 1, an, ns, ar + (1 if opt else 0))
+        reply = header + body[wire.HEADER_SIZE :] + opt
+        if len(reply) > query.size_limit(tcp):
+            return message.truncated_reply(reply, query.question.end, opt)
+        return reply
