@@ -7,8 +7,13 @@ its process tree, read before and after, divided by the completed queries. Then 
 the offered rate up until more than 0.1% of queries are lost. NSD serves the zone file that
 ``kdns zonefile`` renders from the very same snapshot, in the same run; we report ratios.
 
+kdns runs twice, side by side: with the optional C accelerator of the UDP loop
+(kdns/serve/_fastpath.c, "kdns-c") and without it (``KDNS_NO_ACCEL=1``, the pure-Python loop,
+"kdns-py"); ``--accel on|off`` runs only one of them.
+
 Usage: python3 bench/run.py [--rate 30000 --rate 60000] [--duration 4] [--repeat 3]
-                            [--services 1000] [--skip-max] [--out docs/benchmarks.md] [--keep]
+                            [--services 1000] [--skip-max] [--accel both|on|off]
+                            [--out docs/benchmarks.md] [--keep]
 
 Stdlib only. Every load is bounded by dnsperf's -l; both servers are killed on the way out.
 """
@@ -268,17 +273,80 @@ def start_nsd(workdir: Path, zone_text: str, minimal: bool) -> Server:
     return Server("nsd", port, proc, err, {"cmd": shlex.join(cmd), "conf": conf.read_text()})
 
 
-def start_kdns(workdir: Path, manifests: Path, python: str) -> Server:
+# ``python -m kdns`` plus one thing: each UDP server thread writes which loop it runs (the C
+# accelerator or the Python loop) to $KDNS_BENCH_LOOP_REPORT, so the report states what was
+# measured. While kdns/serve/udp.py does not pick the C loop itself (it imports
+# kdns.serve.accel once it does), this also makes it do so, by the same rule (accel.responder_of).
+KDNS_BOOT = """\
+import os, sys
+from kdns.serve import accel, udp
+original_run = udp.UDPServer._run
+udp_picks_loop = hasattr(udp, "accel")
+def run(self):
+    responder = accel.responder_of(self.answer)
+    with open(os.environ["KDNS_BENCH_LOOP_REPORT"], "a") as report:
+        report.write(("c" if responder is not None else "python") + "\\n")
+    if responder is not None and not udp_picks_loop:
+        accel.serve(self.sock.fileno(), responder, self)
+    else:
+        original_run(self)
+udp.UDPServer._run = run
+from kdns.cli import main
+sys.exit(main())
+"""
+
+
+@dataclass
+class KdnsVariant:
+    name: str
+    accel: bool
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"KDNS_NO_ACCEL": "" if self.accel else "1"}
+
+
+VARIANTS = {"on": [KdnsVariant("kdns-c", True)], "off": [KdnsVariant("kdns-py", False)]}
+VARIANTS["both"] = VARIANTS["on"] + VARIANTS["off"]
+
+
+def accel_status(python: str, variant: KdnsVariant) -> tuple[bool, str]:
+    """(available, reason) of kdns.serve.accel under the variant's environment."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **variant.env)
+    code = "from kdns.serve import accel; print(accel.available); print(accel.reason)"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=env, cwd=REPO)  # fmt: skip
+    if out.returncode != 0:
+        return False, f"importing kdns.serve.accel failed: {out.stderr.strip()[-300:]}"
+    available, reason = out.stdout.strip().split("\n", 1)
+    return available == "True", reason
+
+
+def start_kdns(workdir: Path, manifests: Path, python: str, variant: KdnsVariant) -> Server:
     port = free_port()
-    err = workdir / "kdns.stderr"
-    cmd = ["taskset", "-c", SERVER_CORE, python, "-m", "kdns", "serve", "--manifests",
+    err = workdir / f"{variant.name}.stderr"
+    loops = workdir / f"{variant.name}.loops"
+    cmd = ["taskset", "-c", SERVER_CORE, python, "-c", KDNS_BOOT, "serve", "--manifests",
            str(manifests), "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), KDNS_BENCH_LOOP_REPORT=str(loops), **variant.env)
     with err.open("wb") as stderr:
         proc = subprocess.Popen(
             cmd, stdout=stderr, stderr=stderr, stdin=subprocess.DEVNULL, env=env, cwd=REPO
         )
-    return Server("kdns", port, proc, err, {"cmd": shlex.join(cmd)})
+    shown = [*cmd[:5], "<KDNS_BOOT: python -m kdns + UDP loop report>", *cmd[6:]]
+    prefix = "KDNS_NO_ACCEL=1 " if not variant.accel else ""
+    return Server(
+        variant.name, port, proc, err, {"cmd": prefix + shlex.join(shown), "loops": str(loops)}
+    )
+
+
+def udp_loops(server: Server) -> str:
+    """Which UDP loop(s) the kdns process runs, as its threads reported them."""
+    try:
+        kinds = Path(server.extra["loops"]).read_text().split()
+    except OSError:
+        return "unknown (no report)"
+    return ", ".join(sorted(set(kinds))) or "unknown (no report)"
 
 
 # --- answers: kdns and NSD must agree before we time them -------------------------------------
@@ -503,6 +571,10 @@ def machine_facts(python: str) -> list[tuple[str, str]]:
         ["git", "-C", str(REPO), "diff", "HEAD", "--", "kdns"], capture_output=True, timeout=10
     ).stdout
     dirty = f" + uncommitted changes under kdns/ (diff sha1 {hashlib.sha1(diff).hexdigest()[:10]})"
+    untracked = tool_output(
+        ["git", "-C", str(REPO), "ls-files", "--others", "--exclude-standard", "--", "kdns"]
+    ).split()
+    new_files = f" + untracked: {', '.join(untracked)}" if untracked else ""
     return [
         ("date", dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
         ("nproc", tool_output(["nproc"])),
@@ -512,7 +584,7 @@ def machine_facts(python: str) -> list[tuple[str, str]]:
         ("kdns interpreter", tool_output([python, "--version"]) + f" ({python})"),
         ("nsd -v", nsd_v[0] if nsd_v else "unknown"),
         ("dnsperf", f"dnsperf {version.group(1)}" if version else "unknown"),
-        ("kdns tree", f"{commit}{dirty if diff else ''}"),
+        ("kdns tree", f"{commit}{dirty if diff else ''}{new_files}"),
     ]
 
 
@@ -524,6 +596,41 @@ def pooled_us(runs: list[Measurement]) -> float:
     """Total server CPU over total completed queries, in µs."""
     done = sum(r.perf.completed for r in runs)
     return sum(r.cpu_s for r in runs) / done * 1e6 if done else float("nan")
+
+
+def summary_table(results: list[Measurement], servers: dict[str, Server]) -> list[str]:
+    """One row per workload and rate: pooled CPU µs/query of each kdns variant and NSD."""
+    kdns = [name for name in servers if name.startswith("kdns")]
+    if not results or not kdns:
+        return []
+    pooled: dict[tuple[str, int, str], float] = {}
+    groups: dict[tuple[str, int, str], list[Measurement]] = {}
+    for m in results:
+        groups.setdefault((m.workload, m.rate, m.server), []).append(m)
+    for key, runs in groups.items():
+        pooled[key] = pooled_us(runs)
+    cells = [f"{k} µs/q" for k in kdns] + ["nsd µs/q"] + [f"{k}/nsd" for k in kdns]
+    if "kdns-c" in kdns and "kdns-py" in kdns:
+        cells.append("kdns-c/kdns-py")
+    lines = [
+        "### Summary: CPU µs per answered query, kdns with (kdns-c) and without (kdns-py) the "
+        "C accelerator, and NSD",
+        "",
+        "Pooled over the repeats below. kdns-c serves UDP from the optional C loop "
+        "(kdns/serve/_fastpath.c); kdns-py is the same kdns with `KDNS_NO_ACCEL=1`, the "
+        "pure-Python loop. Lower is better; ratios under 1.00x beat NSD.",
+        "",
+        "| workload | offered qps | " + " | ".join(cells) + " |",
+        "|---|---|" + "---|" * len(cells),
+    ]
+    for workload, rate in dict.fromkeys((m.workload, m.rate) for m in results):
+        nsd = pooled.get((workload, rate, "nsd"), float("nan"))
+        mine = [pooled.get((workload, rate, k), float("nan")) for k in kdns]
+        row = [f"{v:.2f}" for v in mine] + [f"{nsd:.2f}"] + [fmt_ratio(v, nsd) for v in mine]
+        if "kdns-c" in kdns and "kdns-py" in kdns:
+            row.append(fmt_ratio(mine[kdns.index("kdns-c")], mine[kdns.index("kdns-py")]))
+        lines.append(f"| {workload} | {rate} | " + " | ".join(row) + " |")
+    return [*lines, ""]
 
 
 def render_section(
@@ -555,10 +662,11 @@ def render_section(
         "Workloads:",
         *[f"- **{w.name}**: {w.describe}" for w in workloads],
         "",
+        *summary_table(results, servers),
         "### CPU per answered query at a fixed offered rate",
         "",
-        f"{args.repeat} x {args.duration:g} s per server, workload and rate (kdns and NSD "
-        f"alternating), after a {args.warmup:g} s warm-up per server and workload. "
+        f"{args.repeat} x {args.duration:g} s per server, workload and rate (the servers in "
+        f"rotating order), after a {args.warmup:g} s warm-up per server and workload. "
         "CPU = utime+stime of the server's process tree over the run / completed queries, "
         "pooled over the repeats; each run's value in parentheses. The last column is a noise "
         f"indicator: the largest share of core {SERVER_CORE} that other processes on this "
@@ -574,7 +682,7 @@ def render_section(
     for (workload, rate, server), runs in groups.items():
         peer = groups.get((workload, rate, "nsd"))
         ratio = ""
-        if server == "kdns" and peer:
+        if server.startswith("kdns") and peer:
             ratio = fmt_ratio(pooled_us(runs), pooled_us(peer))
             if len(runs) > 1:
                 pairs = zip(runs, peer, strict=False)
@@ -624,8 +732,7 @@ def render_section(
         "",
         "Server command lines:",
         "",
-        f"- `{servers['kdns'].extra['cmd']}`",
-        f"- `{servers['nsd'].extra['cmd']}`",
+        *[f"- `{server.extra['cmd']}`" for server in servers.values()],
         f"- dnsperf: `{results[0].perf.cmd}`" if results else "",
     ]
     return "\n".join(lines).rstrip() + "\n"
@@ -646,6 +753,10 @@ What is measured, and how (the method of `../shared/docs/performance.md`, in the
 - The peer, NSD, runs in the same run on the same records (the zone file `kdns zonefile`
   renders from the same snapshot). Absolute numbers drift between runs and machines; the
   kdns/NSD ratio within one run is the number to compare.
+- kdns runs twice in the same run: **kdns-c** with the optional C accelerator of the UDP loop
+  (`kdns/serve/_fastpath.c`, built by `pip install -e .`) and **kdns-py** with
+  `KDNS_NO_ACCEL=1`, the pure-Python loop (`--accel on|off|both`, default both). Each kdns
+  process reports which loop its UDP threads run, and the report says it.
 
 Setup details that change the numbers:
 
@@ -704,6 +815,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server and workload (default 2)")  # fmt: skip
     p.add_argument("--services", type=int, default=1000, help="ClusterIP Services in the snapshot (default 1000)")  # fmt: skip
     p.add_argument("--skip-max", action="store_true", help="skip the highest-loss-free-rate search")
+    p.add_argument("--accel", choices=("both", "on", "off"), default="both",
+                   help="kdns with the C accelerator (on), without it (off: KDNS_NO_ACCEL=1), or both side by side (default)")  # fmt: skip
     p.add_argument("--max-steps", default="20000,40000,60000,80000,100000", help="offered rates for the max search")  # fmt: skip
     p.add_argument("--max-duration", type=float, default=3.0, help="seconds per max-search step (default 3)")  # fmt: skip
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="Markdown file to write ('-' for none)")  # fmt: skip
@@ -770,8 +883,22 @@ def main(argv: list[str] | None = None) -> int:
                      "`…cluster.local`; no EDNS"),
         ]  # fmt: skip
 
+        variants = []
+        for variant in VARIANTS[args.accel]:
+            available, reason = accel_status(args.python, variant)
+            log(f"{variant.name}: accelerator available={available} ({reason})")
+            if variant.accel and not available:
+                if args.accel == "on":
+                    raise RuntimeError(
+                        f"--accel on, but the accelerator is not available: {reason}"
+                    )
+                notes.append(f"kdns-c not run: the C accelerator is not available ({reason})")
+                continue
+            variants.append(variant)
+        for variant in variants:
+            servers[variant.name] = start_kdns(workdir, manifests, args.python, variant)
         servers["nsd"] = start_nsd(workdir, zone.stdout, args.nsd_minimal)
-        servers["kdns"] = start_kdns(workdir, manifests, args.python)
+        kdns_names = [v.name for v in variants]
         for server in servers.values():
             took = wait_answering(server, positive[0], 60)
             log(f"{server.name} answering on 127.0.0.1:{server.port} after {took:.1f}s")
@@ -787,41 +914,55 @@ def main(argv: list[str] | None = None) -> int:
                    ("hl0-1.hl0.ns0.svc.cluster.local", "A", False),
                    ("svc1.ns1.svc.cluster.local", "AAAA", False),
                    ("cluster.local", "SOA", False)]  # fmt: skip
-        problems = compare_answers(servers["kdns"], servers["nsd"], checks)
-        for p in problems:
-            log("ANSWER DIFFERENCE " + p)
-        sample = dig(servers["kdns"].port, positive[1], "A", True)
-        (workdir / "dig-kdns-sample.txt").write_text(str(sample["raw"]))
+        problems = []
+        for name in kdns_names:
+            for p in compare_answers(servers[name], servers["nsd"], checks):
+                problems.append(f"{name}: {p}")
+                log(f"ANSWER DIFFERENCE {name}: {p}")
+            sample = dig(servers[name].port, positive[1], "A", True)
+            (workdir / f"dig-{name}-sample.txt").write_text(str(sample["raw"]))
+        for name in kdns_names:
+            loops = udp_loops(servers[name])
+            log(f"{name} UDP loop: {loops}")
+            expected = "c" if name == "kdns-c" else "python"
+            if loops != expected:
+                raise RuntimeError(f"{name} runs the {loops} UDP loop, not the {expected} one")
+        everyone = [*kdns_names, "nsd"]
 
         results: list[Measurement] = []
         for workload in workloads:
-            for name in ("kdns", "nsd"):
+            for name in everyone:
                 dnsperf(
                     servers[name].port, workload.datafile, args.rate[0], args.warmup, workload.edns
                 )
             for rate in args.rate:
                 for repeat in range(args.repeat):
-                    order = ("kdns", "nsd") if repeat % 2 == 0 else ("nsd", "kdns")
-                    for name in order:
+                    shift = repeat % len(everyone)
+                    for name in everyone[shift:] + everyone[:shift]:
                         m = measure(servers[name], workload, rate, args.duration, notes)
                         results.append(m)
 
         maxima: list[MaxResult] = []
         if not args.skip_max:
             for workload in workloads:
-                for name in ("kdns", "nsd"):
+                for name in everyone:
                     maxima.append(find_max(servers[name], workload, args.max_steps, args.max_duration, notes))  # fmt: skip
 
-        after = compare_answers(servers["kdns"], servers["nsd"], checks)
-        for p in after:
-            if p not in problems:
-                problems.append(f"after the load: {p}")
-                log("ANSWER DIFFERENCE after the load: " + p)
-        kdns_err = servers["kdns"].stderr_tail()
-        if kdns_err.strip():
-            notes.append(f"kdns stderr during the run: `{kdns_err.strip()[:500]}`")
+        for name in kdns_names:
+            for p in compare_answers(servers[name], servers["nsd"], checks):
+                if f"{name}: {p}" not in problems:
+                    problems.append(f"after the load: {name}: {p}")
+                    log(f"ANSWER DIFFERENCE after the load: {name}: {p}")
+            kdns_err = servers[name].stderr_tail()
+            if kdns_err.strip():
+                notes.append(f"{name} stderr during the run: `{kdns_err.strip()[:500]}`")
 
         facts = machine_facts(args.python)
+        for variant in variants:
+            loops = udp_loops(servers[variant.name])
+            facts.append(
+                (f"{variant.name} UDP loop", f"{loops}: {accel_status(args.python, variant)[1]}")
+            )
         section = render_section(args, command, facts, counts, workloads, results, maxima,
                                  notes, problems, servers)  # fmt: skip
         print(section)

@@ -88,7 +88,7 @@ def name_wire(name: Name) -> bytes:
     """Uncompressed wire form of a Name, ending with the root label."""
     out = bytearray()
     for label in name:
-        raw = label.encode("ascii")
+        raw = label.encode("latin-1")  # query labels are decoded latin-1: any byte round-trips
         out.append(len(raw))
         out += raw
     out.append(0)
@@ -113,7 +113,7 @@ class _Writer:
             position = self.base + len(self.buf)
             if position < 0x3FFF and suffix not in self.offsets:
                 self.offsets[suffix] = position
-            raw = name[i].encode("ascii")
+            raw = name[i].encode("latin-1")
             self.buf.append(len(raw))
             self.buf += raw
         self.buf.append(0)

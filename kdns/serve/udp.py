@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 
+from kdns.serve import accel
 from kdns.serve.reply import Handler, PeerHandler
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ class UDPServer:
         self._thread.start()
 
     def _run(self) -> None:
+        responder = accel.responder_of(self.answer)
+        if responder is not None:
+            # The C loop (kdns/serve/_fastpath.c): the same replies, the same stop protocol.
+            accel.serve(self.sock.fileno(), responder, self)
+            return
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
         answer = self.answer

@@ -1,0 +1,6 @@
+"""Type stub of the optional C accelerator built from kdns/serve/_fastpath.c."""
+
+from kdns.serve.protocol import Responder
+
+def answer(responder: Responder, packet: bytes, tcp: bool = False) -> bytes | None: ...
+def serve(sock_fd: int, responder: Responder, server: object) -> None: ...
