@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ import yaml
 
 from kdns import __version__
 from kdns.config import Config, ConfigError, build_config
+from kdns.health import HealthServer, probe_udp, render_metrics
 from kdns.model import ClusterState, Service
 from kdns.resolver import resolvconf
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
@@ -102,6 +104,14 @@ def make_parser() -> argparse.ArgumentParser:
                        help="ceiling on the EDNS payload honoured (default 1232)")  # fmt: skip
     serve.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
                        help="close idle TCP connections after this long (default 10)")  # fmt: skip
+    serve.add_argument("--kubeconfig", metavar="PATH",
+                       help="without --manifests: the cluster to watch (else in-cluster, "
+                       "$KUBECONFIG, ~/.kube/config)")  # fmt: skip
+    serve.add_argument("--context", metavar="NAME", help="kubeconfig context to use")
+    serve.add_argument("--health-listen", metavar="HOST:PORT",
+                       help="/health, /ready, /metrics (0.0.0.0:8080; 'none': off)")  # fmt: skip
+    serve.add_argument("--startup-timeout", type=float, metavar="SECONDS",
+                       help="serve anyway after this long if the sync is slow (5)")  # fmt: skip
     serve.add_argument("--upstream", action="append", metavar="HOST[:PORT]",
                        help="forward names outside the zones here (repeatable; default: the "
                        "nameservers in --resolv-conf; 'none' answers them REFUSED)")  # fmt: skip
@@ -117,6 +127,7 @@ def make_parser() -> argparse.ArgumentParser:
 SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
     "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
+    "kubeconfig", "context", "health_listen", "startup_timeout",
 )  # fmt: skip
 
 
@@ -152,10 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        if args.command == "serve" and not config.manifests:
+            return serve(config, live_source(config), None)
         if not config.manifests:
-            raise UsageError(
-                "no source: pass --manifests PATH to serve a snapshot of Kubernetes objects"
-            )
+            raise UsageError(f"{args.command} needs --manifests PATH (a snapshot to read)")
         # Watch from before the first load, so an edit made during it is not missed.
         watcher = SnapshotWatcher(config.manifests, on_change=lambda snap: None)
         try:
@@ -171,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ", ".join(f"{kind}={n}" for kind, n in sorted(snapshot.skipped.items())),
         )
     if args.command == "serve":
-        return serve(config, snapshot.state, watcher)
+        return serve(config, None, (snapshot, watcher))
     runtime = Runtime(config.zone, Responder(config.max_udp_size))
     runtime.replace(snapshot.state.objects())
     table = runtime.table
@@ -182,6 +193,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sys.stdout.write(summary(snapshot.state, count_by_type(table.index), snapshot.skipped))
     return 0
+
+
+def live_source(config: Config) -> Any:
+    """The API client for the live source; UsageError (exit 2) when no cluster is configured.
+
+    ``kdns.watch`` is imported only here: it pulls in the kubernetes client (about 33 MB).
+    """
+    from kdns.watch import ClusterConfigError, load_api_client
+
+    try:
+        return load_api_client(config.kubeconfig, config.context, os.environ)
+    except ClusterConfigError as error:
+        raise UsageError(str(error)) from None
 
 
 def summary(state: ClusterState, records: Counter[str], skipped: Any) -> str:
@@ -213,49 +237,129 @@ def summary(state: ClusterState, records: Counter[str], skipped: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve(config: Config, state: ClusterState, watcher: SnapshotWatcher) -> int:
+def serve(
+    config: Config, api_client: Any, snapshot: tuple[Snapshot, SnapshotWatcher] | None
+) -> int:
+    """Serve from a snapshot (with its file watcher) or from the live cluster (``api_client``)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     responder = Responder(config.max_udp_size)
-    runtime = Runtime(config.zone, responder)
+    runtime = Runtime(config.zone, responder, synced=snapshot is not None)
     forwarder = make_forwarder(config)
     if forwarder is not None:
         responder.forwarder = forwarder
         runtime.builder.chase_external = True
-    runtime.replace(state.objects())
+    source: Any = None
+    if snapshot is not None:
+        runtime.replace(snapshot[0].state.objects())
+    else:
+        from kdns.watch import WatchSource
+
+        runtime.replace([])  # an empty, unsynced table: would-be NXDOMAIN is SERVFAIL (R8.2)
+        source = WatchSource(
+            api_client,
+            runtime,
+            namespaces=config.zone.namespaces,
+            pods=config.zone.pods == "verified",
+        )
+        source.start()
+        if source.wait_synced(config.startup_timeout_s):
+            logger.info("initial lists complete; serving")
+        else:
+            logger.warning(
+                "not synced after %.1f s; serving anyway: names that would be NXDOMAIN are "
+                "answered SERVFAIL until every initial list has completed",
+                config.startup_timeout_s,
+            )
     try:
         pairs = [bind_pair(host, port) for host, port in config.listen]
-        udp_socks = [udp for udp, _ in pairs]
-        tcp_socks = [tcp for _, tcp in pairs]
     except OSError as error:
         logger.error("cannot bind %s: %s", config.listen, error.strerror)
         return 1
-    udp_servers = [UDPServer(sock, responder.answer) for sock in udp_socks]
+    udp_servers = [UDPServer(udp, responder.answer) for udp, _ in pairs]
     tcp_server = TCPServer(
-        tcp_socks, lambda packet: responder.answer(packet, tcp=True), config.tcp_idle_timeout_s
+        [tcp for _, tcp in pairs],
+        lambda packet: responder.answer(packet, tcp=True),
+        config.tcp_idle_timeout_s,
     )
     for server in udp_servers:
         server.start()
     tcp_server.start()
     for server in udp_servers:
         logger.info("serving on %s:%d (udp+tcp)", *server.address)
+    health = start_health(config, runtime, udp_servers[0].address, source)
+    watcher = None
+    if snapshot is not None:
+        watcher = snapshot[1]
 
-    def on_change(snapshot: Snapshot) -> None:
-        runtime.replace(snapshot.state.objects())
-        logger.info("snapshot reloaded: %d objects", len(snapshot.state.objects()))
+        def on_change(new: Snapshot) -> None:
+            runtime.replace(new.state.objects())
+            logger.info("snapshot reloaded: %d objects", len(new.state.objects()))
 
-    watcher.on_change = on_change
-    watcher.start()
+        watcher.on_change = on_change
+        watcher.start()
     stop.wait()
     logger.info("shutting down")
-    watcher.stop()
+    if watcher is not None:
+        watcher.stop()
+    if source is not None:
+        source.stop()
+        api_client.close()
+    if health is not None:
+        health.stop()
     tcp_server.stop()
     for server in udp_servers:
         server.stop()
+    runtime.stop()
     if forwarder is not None:
         forwarder.resolver.close()
     return 0
+
+
+def start_health(
+    config: Config, runtime: Runtime, udp_address: tuple[str, int], source: Any
+) -> HealthServer | None:
+    """``/health``, ``/ready`` and ``/metrics``; a port already in use is logged, not fatal,
+    because DNS matters more than the probe endpoint (the kubelet's probes will say so)."""
+    if config.health_listen is None:
+        return None
+    zone = config.zone.primary_zone
+
+    def alive() -> bool:
+        return probe_udp(udp_address[0], udp_address[1], zone)
+
+    def ready() -> tuple[bool, str]:
+        if runtime.table is None:
+            return False, "no answer table published yet"
+        if source is not None and not source.synced():
+            return False, "initial lists not complete"
+        return True, "ready"
+
+    def metrics() -> str:
+        table = runtime.table
+        values = {
+            "kdns_table_records": float(len(table.records)) if table else 0.0,
+            "kdns_table_names": float(len(table.names)) if table else 0.0,
+            "kdns_table_generation": float(table.generation) if table else 0.0,
+            "kdns_last_publish_seconds": runtime.last_publish_s,
+            "kdns_internal_errors": float(runtime.responder.errors),
+            "kdns_synced": 1.0 if ready()[0] else 0.0,
+        }
+        labelled: dict[str, dict[str, float]] = {}
+        if source is not None:
+            labelled["resource:kdns_watch_staleness_seconds"] = dict(source.staleness())
+        return render_metrics(values, labelled)
+
+    host, port = config.health_listen
+    try:
+        server = HealthServer(host, port, alive, ready, metrics)
+    except OSError as error:
+        logger.error("health endpoint disabled: cannot bind %s:%d: %s", host, port, error.strerror)
+        return None
+    server.start()
+    logger.info("health on http://%s:%d (/health, /ready, /metrics)", *server.address)
+    return server
 
 
 def make_forwarder(config: Config) -> Forwarder | None:

@@ -69,6 +69,12 @@ class Config:
     """Where names outside our zones are forwarded: None reads ``resolv_conf``'s nameservers;
     an empty tuple (``--upstream none``) disables forwarding (they get REFUSED)."""
     resolv_conf: str = "/etc/resolv.conf"
+    kubeconfig: str | None = None
+    context: str | None = None
+    health_listen: tuple[str, int] | None = ("0.0.0.0", 8080)
+    """/health, /ready, /metrics; None disables the endpoint."""
+    startup_timeout_s: float = 5.0
+    """Serve anyway after this long if the initial lists have not completed (R8.2)."""
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -115,6 +121,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
+        "kubeconfig", "context", "health_listen", "startup_timeout",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -174,6 +181,19 @@ def build_config(values: Mapping[str, Any]) -> Config:
     resolv_conf = values.get("resolv_conf", "/etc/resolv.conf")
     if not isinstance(resolv_conf, str) or not resolv_conf:
         raise ConfigError("resolv_conf", f"expected a path, got {resolv_conf!r}")
+    optional_paths: dict[str, str | None] = {}
+    for key in ("kubeconfig", "context"):
+        raw = values.get(key)
+        if raw is not None and (not isinstance(raw, str) or not raw):
+            raise ConfigError(key, f"expected a non-empty string, got {raw!r}")
+        optional_paths[key] = raw
+    health_text = values.get("health_listen", "0.0.0.0:8080")
+    if not isinstance(health_text, str):
+        raise ConfigError("health_listen", f"expected HOST:PORT or none, got {health_text!r}")
+    health_listen = None if health_text == "none" else parse_listen(health_text, "health_listen")
+    startup = values.get("startup_timeout", 5.0)
+    if isinstance(startup, bool) or not isinstance(startup, int | float) or startup < 0:
+        raise ConfigError("startup_timeout", f"expected seconds >= 0, got {startup!r}")
     zone_config = ZoneConfig(
         zones=zones,
         ttl_s=integer("ttl", 5, 0, 3600),
@@ -192,4 +212,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         log_level=log_level,
         upstream=upstream,
         resolv_conf=resolv_conf,
+        kubeconfig=optional_paths["kubeconfig"],
+        context=optional_paths["context"],
+        health_listen=health_listen,
+        startup_timeout_s=float(startup),
     )

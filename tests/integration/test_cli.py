@@ -11,6 +11,8 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ import dns.zone
 import pytest
 
 from kdns.cli import load_settings, make_parser
+from tests.fakeapi import FakeKube
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,13 +33,25 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-cluster.yaml"
 
 
-def kdns(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def no_cluster_env(home: Path) -> dict[str, str]:
+    """The environment with every way to find a cluster removed."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
+    }
+    env["HOME"] = str(home)
+    return env
+
+
+def kdns(
+    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kdns", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env=env,
     )
 
 
@@ -63,7 +78,7 @@ BAD_SNAPSHOT = textwrap.dedent(
 )
 
 USAGE = [
-    UsageCase("no-source", ("serve",), "no source"),
+    UsageCase("check-needs-manifests", ("check",), "check needs --manifests PATH"),
     UsageCase("ttl-range", ("check", "--manifests", str(DEMO), "--ttl", "-1"), "ttl: must be between 0 and 3600"),
     UsageCase("pods-choice", ("check", "--manifests", str(DEMO), "--pods", "bogus"), "--pods"),
     UsageCase("listen-shape", ("serve", "--manifests", str(DEMO), "--listen", "nope"), "listen: expected HOST:PORT"),
@@ -81,6 +96,14 @@ def test_usage_errors_exit_2_naming_the_field(case: UsageCase) -> None:
     result = kdns(*case.args)
     assert result.returncode == 2, result.stderr
     assert case.message in result.stderr
+
+
+def test_no_source_exits_2_saying_how_to_point_at_a_cluster(tmp_path: Path) -> None:
+    result = kdns("serve", "--listen", "127.0.0.1:0", env=no_cluster_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "no cluster configuration found" in result.stderr
+    assert "--kubeconfig" in result.stderr
+    assert "--manifests" in result.stderr
 
 
 def test_invalid_object_names_file_document_and_field(tmp_path: Path) -> None:
@@ -250,3 +273,81 @@ def test_serve_picks_up_edits_within_2s_and_keeps_last_good(served: Served, tmp_
 def test_serve_exits_0_on_sigterm(served: Served) -> None:
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=10) == 0
+
+
+# -- serve from a (fake) cluster ---------------------------------------------------------------
+
+
+def _start(
+    args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kdns", "serve", *args],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    log: list[str] = []
+    threading.Thread(
+        target=lambda: log.extend(iter(process.stderr.readline, "")), daemon=True
+    ).start()  # type: ignore[union-attr]
+    return process, log
+
+
+def _logged(log: list[str], pattern: str) -> int:
+    for line in list(log):
+        if match := re.search(pattern, line):
+            return int(match.group(1))
+    return 0
+
+
+def _http(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_serve_live_cluster_readiness_and_health(tmp_path: Path) -> None:
+    fake = FakeKube().start()
+    try:
+        fake.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+        fake.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cart", "namespace": "shop"},
+                    "spec": {"clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5"],
+                             "ports": [{"name": "http", "port": 80}]}})  # fmt: skip
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        stall = fake.stall_next(1, verb="list", resource="services")
+        process, log = _start(
+            ["--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:0", "--health-listen",
+             "127.0.0.1:0", "--upstream", "none", "--startup-timeout", "0.2"],
+            env=no_cluster_env(tmp_path),
+        )  # fmt: skip
+        try:
+            port = wait_until(lambda: _logged(log, r"serving on 127\.0\.0\.1:(\d+)"), timeout=20)
+            health = wait_until(
+                lambda: _logged(log, r"health on http://127\.0\.0\.1:(\d+)"), timeout=5
+            )
+            ask = lambda name: dns.query.udp(  # noqa: E731
+                dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=2
+            )
+            # The services list is stalled: not synced, so not ready, and no false NXDOMAIN.
+            assert _http(health, "/ready")[0] == 503
+            assert ask("cart.shop.svc.cluster.local").rcode() == dns.rcode.SERVFAIL
+            assert _http(health, "/health")[0] == 200
+            stall.release()
+            wait_until(lambda: _http(health, "/ready")[0] == 200, timeout=10)
+            assert ask("cart.shop.svc.cluster.local").answer[0][0].address == "10.96.0.5"
+            assert ask("nope.shop.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+            status, metrics = _http(health, "/metrics")
+            assert status == 200
+            assert 'kdns_watch_staleness_seconds{resource="services"}' in metrics
+            fake.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pay", "namespace": "shop"},
+                        "spec": {"clusterIP": "10.96.0.6", "ports": [{"name": "http", "port": 80}]}})  # fmt: skip
+            wait_until(lambda: bool(ask("pay.shop.svc.cluster.local").answer), timeout=5)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=5)
+    finally:
+        fake.stop()
