@@ -125,6 +125,7 @@ class Store:
     _ptr_claims: dict[str, dict[ObjectKey, tuple[Name, ...]]] = field(default_factory=dict)
     _reverse: dict[str, tuple[Name, ...]] = field(default_factory=dict)
     _pod_namespaces: dict[str, dict[ObjectKey, str]] = field(default_factory=dict)
+    _chasing: set[Owner] = field(default_factory=set)
     _dirty_services: set[ObjectKey] = field(default_factory=set)
     _dirty_owners: set[Owner] = field(default_factory=set)
     _serial: int = 0
@@ -264,6 +265,11 @@ class Store:
             self._views[key] = view
         else:
             view = None
+        owner: Owner = ("svc", key[0], key[1])
+        if self._targets_our_zone(view):
+            self._chasing.add(owner)
+        else:
+            self._chasing.discard(owner)
         old_ips = set(self._claims_of(old_view))
         new_claims = self._claims_of(view) if view and self._allowed(key[0]) else {}
         for ip in old_ips - set(new_claims):
@@ -363,16 +369,20 @@ class Store:
         return ("ns", "dns"), self.config.fallback_glue
 
     def external_name_owners(self) -> set[Owner]:
-        """ExternalName Services whose target is in a served zone: their answers chase it."""
-        owners: set[Owner] = set()
-        for key, view in self._views.items():
-            target = view.service.external_name.lower().rstrip(".")
-            if view.is_external and not looks_like_ip(target):
-                for zone in self.config.zones:
-                    suffix = "." + ".".join(zone)
-                    if target.endswith(suffix) or target == suffix[1:]:
-                        owners.add(("svc", key[0], key[1]))
-        return owners
+        """ExternalName Services whose target is in a served zone: their answers chase it, so
+        they are rebuilt with every generation. Kept up to date by ``_refresh_service``."""
+        return set(self._chasing)
+
+    def _targets_our_zone(self, view: ServiceView | None) -> bool:
+        if view is None or not view.is_external:
+            return False
+        target = view.service.external_name.lower().rstrip(".")
+        if looks_like_ip(target):
+            return False
+        return any(
+            target == ".".join(zone) or target.endswith("." + ".".join(zone))
+            for zone in self.config.zones
+        )
 
 
 def _canonical_ip(text: str) -> str:
