@@ -327,7 +327,9 @@ def start_kdns(workdir: Path, manifests: Path, python: str, variant: KdnsVariant
     err = workdir / f"{variant.name}.stderr"
     loops = workdir / f"{variant.name}.loops"
     cmd = ["taskset", "-c", SERVER_CORE, python, "-c", KDNS_BOOT, "serve", "--manifests",
-           str(manifests), "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"]  # fmt: skip
+           str(manifests), "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING",
+           # In-zone names only: no forwarding (nothing may leave loopback), no health port.
+           "--upstream", "none", "--health-listen", "none"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO), KDNS_BENCH_LOOP_REPORT=str(loops), **variant.env)
     with err.open("wb") as stderr:
         proc = subprocess.Popen(
