@@ -227,7 +227,7 @@ def _served(tmp_path: Path) -> Iterator[Served]:
     manifest = tmp_path / "cluster.yaml"
     manifest.write_text(SNAPSHOT)
     process = subprocess.Popen(
-        [sys.executable, "-m", "kdns", "serve", "--manifests", str(manifest), "--listen", "127.0.0.1:0", "--upstream", "none"],
+        [sys.executable, "-m", "kdns", "serve", "--manifests", str(manifest), "--listen", "127.0.0.1:0", "--upstream", "none", "--health-listen", "none"],
         cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     assert process.stderr is not None
