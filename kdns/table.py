@@ -45,6 +45,8 @@ EXTERNAL_TYPES = (wire.A, wire.AAAA, wire.CNAME, wire.SRV, wire.TXT, wire.MX)
 ADDRESS_TYPES = (wire.A, wire.AAAA)
 APEX_TYPES = (wire.SOA, wire.NS)
 PTR_TYPES = (wire.PTR,)
+LAZY_OWNERS = frozenset({"ptr", "pod"})
+"""Owners all of whose names are answered through the memo (see ``NameSpec.compiled``)."""
 MEMO_SIZE = 65536
 
 
@@ -61,6 +63,11 @@ class NameSpec:
     exists: bool = True
     chase: Name | None = None
     """An out-of-zone ExternalName target the server chases through its forwarder."""
+    compiled: bool = True
+    """False for the per-endpoint and per-IP names (endpoint hostnames, PTR, verified pods):
+    they are most of a big cluster's names but a small part of its queries, so they are answered
+    through the memo (once per generation) instead of being compiled into every table. This
+    keeps a table's size, build time and copy-on-publish cost proportional to the Services."""
 
 
 def owner_names(index: Index, owner: Owner, chase: bool = False) -> Iterator[NameSpec]:
@@ -90,7 +97,7 @@ def owner_names(index: Index, owner: Owner, chase: bool = False) -> Iterator[Nam
         yield from _service_names(index, (owner[1], owner[2]), chase)
     elif kind == "ptr":
         if owner[1] in index.reverse:
-            yield NameSpec(reverse_name(owner[1]), PTR_TYPES)
+            yield NameSpec(reverse_name(owner[1]), PTR_TYPES, compiled=False)
     elif kind == "pod":
         namespace, ip = owner[1], owner[2]
         label = dashed_ip(ip)
@@ -101,7 +108,7 @@ def owner_names(index: Index, owner: Owner, chase: bool = False) -> Iterator[Nam
             and pod_label_to_ip(label) == ip
         ):
             for zone in config.zones:
-                yield NameSpec((label, namespace, "pod", *zone), ADDRESS_TYPES)
+                yield NameSpec((label, namespace, "pod", *zone), ADDRESS_TYPES, compiled=False)
 
 
 def _service_names(index: Index, key: tuple[str, str], chase: bool) -> Iterator[NameSpec]:
@@ -132,7 +139,8 @@ def _service_names(index: Index, key: tuple[str, str], chase: bool) -> Iterator[
             for port_name, protocol in sorted(ports):
                 yield NameSpec(("_" + port_name, "_" + protocol, *base), SERVICE_TYPES)
         for endpoint_name in sorted({record.name for record in view.endpoints}):
-            yield NameSpec((endpoint_name, *base), SERVICE_TYPES)  # SRV too: its ports
+            # SRV too: the endpoint's ports answer it.
+            yield NameSpec((endpoint_name, *base), SERVICE_TYPES, compiled=False)
 
 
 def _outside_target(index: Index, external_name: str) -> Name | None:
@@ -243,6 +251,8 @@ class TableBuilder:
         chase = dict(self.table.chase) if self.table else {}
         every_time = (always or set()) | {APEX}
         for owner in dirty | every_time:
+            if owner[0] in LAZY_OWNERS:
+                continue  # they compile nothing (NameSpec.compiled)
             for key in self.owned_records.pop(owner, ()):
                 records.pop(key, None)
             for key in self.owned_names.pop(owner, ()):
@@ -251,6 +261,8 @@ class TableBuilder:
             owner_records: list[bytes] = []
             owner_name_keys: list[bytes] = []
             for spec in owner_names(index, owner, self.chase_external):
+                if not spec.compiled:
+                    continue
                 name_key = wire.name_wire(spec.name)
                 if spec.exists:
                     names[name_key] = negative_key(index, spec.name)
