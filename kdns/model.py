@@ -113,6 +113,8 @@ class Pod:
 
 
 KubeObject = Namespace | Service | EndpointSlice | Pod
+"""Every IP address in these records is in canonical text form (``str(ip_address(x))``):
+sources convert at their edge (kdns/source/convert.py), so lookups by address need no parsing."""
 
 
 @dataclass(frozen=True, slots=True)

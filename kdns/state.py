@@ -12,7 +12,6 @@ Owners are small tuples: ``("svc", ns, name)``, ``("ns", name)``, ``("ptr", ip)`
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -285,9 +284,9 @@ class Store:
         base: Name = (service.name, service.namespace, "svc", *self.config.primary_zone)
         claims: dict[str, tuple[Name, ...]] = {}
         for ip in service.cluster_ips:
-            claims[_canonical_ip(ip)] = (("=cluster-ip", *base),)
+            claims[ip] = (("=cluster-ip", *base),)
         for record in view.endpoints:
-            ip = _canonical_ip(record.ip)
+            ip = record.ip
             if ip in claims and claims[ip][0][0] == "=cluster-ip":
                 continue
             target = (record.name, *base)
@@ -383,10 +382,3 @@ class Store:
             target == ".".join(zone) or target.endswith("." + ".".join(zone))
             for zone in self.config.zones
         )
-
-
-def _canonical_ip(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return text

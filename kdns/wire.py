@@ -128,9 +128,12 @@ class _Writer:
 
     def _rdata(self, rr: RR) -> None:
         data = rr.data
-        if rr.rtype in (A, AAAA):
+        if rr.rtype == A:
             assert isinstance(data, str)
-            self.buf += ipaddress.ip_address(data).packed
+            self.buf += bytes(int(octet) for octet in data.split("."))  # canonical dotted quad
+        elif rr.rtype == AAAA:
+            assert isinstance(data, str)
+            self.buf += ipaddress.IPv6Address(data).packed
         elif rr.rtype in (CNAME, PTR, NS):
             assert isinstance(data, tuple)
             self.name(data)
