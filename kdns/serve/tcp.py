@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from kdns.serve.reply import Handler, PeerHandler
+from kdns.serve.reply import Handler, PeerHandler, bound_socket
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +22,7 @@ MAX_CONNECTIONS = 1024
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((host, port))
+    sock = bound_socket(host, port, socket.SOCK_STREAM)
     sock.listen(128)
     sock.setblocking(False)
     return sock

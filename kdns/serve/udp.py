@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from kdns.serve import accel
-from kdns.serve.reply import Handler, PeerHandler
+from kdns.serve.reply import Handler, PeerHandler, bound_socket
 
 logger = logging.getLogger(__name__)
 
@@ -21,13 +21,8 @@ RECEIVE_SIZE = 65535
 
 
 def bind_udp(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock = bound_socket(host, port, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-    sock.bind((host, port))
     return sock
 
 
