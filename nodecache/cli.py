@@ -1,0 +1,229 @@
+"""Command line: ``nodecache serve | check``. Parses argv and the config file into a ``Config``,
+installs the signal handlers, runs the ``NodeCache`` and owns the exit codes.
+
+Exit codes: 0 clean shutdown (SIGTERM or SIGINT); 2 bad flags or config (the message names the
+field); 1 a DNS listen address that cannot be bound.
+
+Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the config (file, flags, resolv.conf)
+without flushing the cache. The config file is also polled about once a second and reloaded
+when it changes. Handlers only queue a command: the main thread does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from nodecache import __version__
+from nodecache.config import (
+    FLAG_SETTINGS,
+    Config,
+    ConfigError,
+    build_config,
+    load_file,
+    show_address,
+)
+from nodecache.service import ConfigWatcher, NodeCache
+
+logger = logging.getLogger("nodecache")
+
+EXIT_USAGE: Final = 2
+EXIT_RUNTIME: Final = 1
+POLL_INTERVAL_S: Final = 1.0
+"""How often the config file's mtime is checked."""
+
+
+class UsageError(Exception):
+    """Bad flags: exit 2 with this message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(message)
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    # Defaults are None so that only the flags given override the config file.
+    add = parser.add_argument
+    add(
+        "--listen",
+        action="append",
+        metavar="IP:PORT",
+        help="UDP and TCP address to serve (repeatable, required; in production "
+        "169.254.20.10:53 and the kube-dns ClusterIP)",
+    )
+    add(
+        "--cluster-zone",
+        action="append",
+        metavar="ZONE",
+        help="zone answered by the cluster DNS (repeatable; default cluster.local)",
+    )
+    add(
+        "--cluster-upstream",
+        action="append",
+        metavar="HOST:PORT",
+        help="the cluster DNS (kdns), asked over TCP for the cluster and reverse zones "
+        "(repeatable, required)",
+    )
+    add(
+        "--upstream",
+        action="append",
+        metavar="HOST:PORT",
+        help="server for every other name, over UDP with TCP fallback (repeatable; default: "
+        "the nameservers in --host-resolv-conf; 'none' refuses them)",
+    )
+    add(
+        "--host-resolv-conf",
+        metavar="PATH",
+        help="where the node's nameservers are read from (default /etc/resolv.conf)",
+    )
+    add(
+        "--config",
+        metavar="FILE",
+        help="YAML file with the flags' settings and more (stub domains, TTLs, cache, "
+        "prefetch, serve-stale, timeouts); flags win; reloaded on change and SIGHUP",
+    )
+    add(
+        "--health-listen",
+        metavar="IP:PORT",
+        help="/health, /ready and /metrics (default 0.0.0.0:8080; 'none' turns it off)",
+    )
+    add(
+        "--max-udp-size",
+        type=int,
+        metavar="BYTES",
+        help="ceiling on the EDNS payload honoured for clients (default 1232)",
+    )
+    add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nodecache", description="Node-local DNS cache for Kubernetes.")
+    parser.add_argument("--version", action="version", version=f"nodecache {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_flags(commands.add_parser("serve", help="serve DNS on the node-local addresses"))
+    _add_flags(commands.add_parser("check", help="validate the settings and print them"))
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file's settings, overlaid by the flags that were given, validated."""
+    values: dict[str, Any] = load_file(args.config) if args.config else {}
+    for key in FLAG_SETTINGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            values[key] = value
+    return build_config(values, config_file=args.config)
+
+
+def describe(config: Config) -> str:
+    """A readable summary of the effective settings (``nodecache check``)."""
+    resolver = config.resolver
+
+    def servers(group: Any) -> str:
+        listed = ", ".join(show_address(host, port) for host, port in group.servers)
+        return f"{listed} ({group.transport.value})"
+
+    lines = [
+        "listen: " + ", ".join(show_address(host, port) for host, port in config.listen),
+        "health: "
+        + ("off" if config.health_listen is None else show_address(*config.health_listen)),
+        f"cluster zones: {', '.join(resolver.cluster_zones)}; reverse zones: "
+        f"{', '.join(resolver.reverse_zones)}",
+    ]
+    if resolver.cluster_upstream is not None:
+        lines.append(f"cluster upstream: {servers(resolver.cluster_upstream)}")
+    for zone, group in resolver.stub_domains:
+        lines.append(f"stub domain {zone}: {servers(group)}")
+    if resolver.upstream is None:
+        lines.append("upstream: none (other names are REFUSED)")
+    else:
+        lines.append(f"upstream: {servers(resolver.upstream)} from {config.upstream_source}")
+    for zone, ttl in resolver.zone_ttls():
+        lines.append(
+            f"ttl {zone}: success {ttl.success_min_s}-{ttl.success_max_s} s, "
+            f"denial {ttl.denial_min_s}-{ttl.denial_max_s} s"
+        )
+    ttl = resolver.cache.default_ttl
+    lines.append(
+        f"ttl (other): success {ttl.success_min_s}-{ttl.success_max_s} s, "
+        f"denial {ttl.denial_min_s}-{ttl.denial_max_s} s"
+    )
+    cache, prefetch, stale = resolver.cache, resolver.prefetch, resolver.stale
+    lines += [
+        f"cache: {cache.max_entries} entries, {cache.max_bytes} bytes, "
+        f"SERVFAIL cached {cache.servfail_s} s",
+        f"prefetch: {'on' if prefetch.enabled else 'off'} (min_hits {prefetch.min_hits}, "
+        f"lead {prefetch.lead_percent}%, keep_warm_ttls {prefetch.keep_warm_ttls})",
+        f"serve_stale: {stale.mode.value}, max {stale.max_stale_s:g} s, ttl {stale.ttl_s} s, "
+        f"verify_timeout {stale.verify_timeout_s:g} s",
+    ]
+    if resolver.cluster_upstream is not None:
+        group = resolver.cluster_upstream
+        lines.append(
+            f"upstream timeouts: {group.try_timeout_s:g} s per try, {group.overall_timeout_s:g} s "
+            f"per query, max_concurrent {group.max_concurrent}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        # Watch from before the first load, so an edit made during it is not missed.
+        watcher = ConfigWatcher(args.config) if args.config else None
+        config = load_config(args)
+    except (UsageError, ConfigError) as error:
+        sys.stderr.write(f"nodecache: error: {error}\n")
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for note in config.notes:
+        logger.warning("%s", note)
+    if args.command == "check":
+        sys.stdout.write(describe(config))
+        return 0
+    return serve(config, lambda: load_config(args), watcher)
+
+
+def serve(config: Config, load: Callable[[], Config], watcher: ConfigWatcher | None) -> int:
+    commands: queue.SimpleQueue[str] = queue.SimpleQueue()
+    # SimpleQueue.put is reentrant, so a handler may run in the middle of the main loop's get.
+    signal.signal(signal.SIGTERM, lambda *_: commands.put("stop"))
+    signal.signal(signal.SIGINT, lambda *_: commands.put("stop"))
+    signal.signal(signal.SIGHUP, lambda *_: commands.put("reload"))
+    node = NodeCache(config, load)
+    try:
+        node.start()
+    except OSError as error:
+        where = ", ".join(show_address(host, port) for host, port in config.listen)
+        logger.error("cannot bind %s: %s", where, error.strerror or error)
+        node.resolver.close()
+        return EXIT_RUNTIME
+    logger.info(
+        "nodecache %s: cluster zones %s; upstream from %s",
+        __version__,
+        ", ".join(config.resolver.cluster_zones),
+        config.upstream_source,
+    )
+    while True:
+        try:
+            command = commands.get(timeout=POLL_INTERVAL_S)
+        except queue.Empty:
+            command = "poll"
+        if command == "stop":
+            break
+        if command == "reload":
+            if watcher is not None:
+                watcher.changed()  # this reload reads the file too: one reload, not two
+            node.reload("SIGHUP")
+        elif watcher is not None and watcher.changed():
+            node.reload(f"{watcher.path} changed")
+    node.shutdown()
+    return 0

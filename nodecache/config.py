@@ -1,0 +1,600 @@
+"""nodecache configuration: flags and the YAML config file merged into one frozen ``Config``.
+
+This module owns the setting names, their validation and their mapping onto
+``kdns.resolver.config.ResolverConfig`` (the resolver core never reads files or argv). Every
+error is a ``kdns.config.ConfigError`` whose ``field`` names the setting as the user wrote it
+(``serve_stale.verify_timeout_s``, ``stub_domains.corp.example``), so startup exits 2 with it and
+a reload logs it and keeps the previous config.
+
+Keys are the long flag names with ``_`` for ``-``; the file may also hold what has no flag
+(``FILE_ONLY``). Flags win over the file. Defaults follow NodeLocal DNSCache's shipped Corefile
+(../shared/docs/nodecache.md §1.3): cluster and reverse zones go to the cluster DNS over TCP
+(``force_tcp``), everything else to the node's resolv.conf nameservers over UDP, success TTLs
+capped at 30 s and cluster-zone denials at 5 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from kdns.config import ConfigError, parse_listen, parse_zone
+from kdns.resolver.config import (
+    CLUSTER_TTL,
+    OTHER_TTL,
+    Address,
+    CacheConfig,
+    PrefetchConfig,
+    ResolverConfig,
+    StaleConfig,
+    StaleMode,
+    Transport,
+    UpstreamConfig,
+    ZoneTTL,
+    parse_address,
+)
+
+T = TypeVar("T")
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "build_config",
+    "load_file",
+    "resolv_conf_nameservers",
+    "show_address",
+]
+
+FLAG_SETTINGS: Final = (
+    "listen", "cluster_zone", "cluster_upstream", "upstream", "host_resolv_conf",
+    "health_listen", "max_udp_size", "log_level",
+)  # fmt: skip
+"""Settings that have a flag (``--cluster-zone`` is ``cluster_zone``)."""
+
+FILE_ONLY: Final = (
+    "stub_domains", "reverse_zones", "cluster_transport", "zone_ttls", "default_ttl", "cache",
+    "prefetch", "serve_stale", "upstream_options", "workers", "max_pending",
+    "tcp_idle_timeout_s", "drain_timeout_s",
+)  # fmt: skip
+"""Settings only the config file holds."""
+
+DEFAULT_RESOLV_CONF: Final = "/etc/resolv.conf"
+DEFAULT_HEALTH_LISTEN: Final = "0.0.0.0:8080"  # NodeLocal's health port (nodecache.md §1.1)
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+RESTART_ONLY: Final = (
+    "listen", "health_listen", "max_udp_size", "tcp_idle_timeout_s",
+    "cache.max_entries", "cache.max_bytes", "workers",
+)  # fmt: skip
+"""Settings a reload cannot change (bound sockets, the cache's capacity, the pool size): a
+reload that changes them logs a warning and keeps the running values."""
+
+# Per section: key -> kind. "int"/"float" are plain numbers; "int_s"/"float_s" are durations in
+# seconds that may also be written "100ms", "30s", "5m", "1h"; "bytes" also takes "32Mi".
+_TTL_KEYS: Final = {
+    "success_min_s": "int_s",
+    "success_max_s": "int_s",
+    "denial_min_s": "int_s",
+    "denial_max_s": "int_s",
+}
+_CACHE_KEYS: Final = {"max_entries": "int", "max_bytes": "bytes", "servfail_s": "int_s"}
+_PREFETCH_KEYS: Final = {
+    "enabled": "bool",
+    "min_hits": "int",
+    "lead_percent": "int",
+    "keep_warm_ttls": "int",
+    "min_ttl_s": "int_s",
+}
+_STALE_KEYS: Final = {
+    "mode": "mode",
+    "max_stale_s": "float_s",
+    "ttl_s": "int_s",
+    "verify_timeout_s": "float_s",
+    "recheck_s": "float_s",
+    "prefer_positive": "bool",
+}
+_UPSTREAM_KEYS: Final = {
+    "try_timeout_s": "float_s",
+    "overall_timeout_s": "float_s",
+    "max_fails": "int",
+    "probe_interval_s": "float_s",
+    "max_concurrent": "int",
+    "tcp_idle_s": "float_s",
+    "udp_size": "int",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole nodecache configuration: the edges (listeners, health, logging) plus the
+    resolver core's ``ResolverConfig``."""
+
+    resolver: ResolverConfig
+    """Routing, cache, prefetch, serve-stale and upstream knobs, as the core takes them."""
+    listen: tuple[Address, ...]
+    """UDP and TCP addresses served (production: 169.254.20.10:53 and the kube-dns ClusterIP)."""
+    health_listen: Address | None = ("0.0.0.0", 8080)
+    """``/health``, ``/ready``, ``/metrics``; None (``none``) turns the endpoint off."""
+    max_udp_size: int = 1232
+    """Ceiling on the EDNS payload honoured for clients (DNS flag day 2020)."""
+    tcp_idle_timeout_s: float = 10.0
+    """Idle client TCP connections are closed after this."""
+    drain_timeout_s: float = 5.0
+    """On SIGTERM, how long queries already waiting for an upstream may take to finish."""
+    log_level: str = "INFO"
+    config_file: str | None = None
+    """The YAML file the settings came from; watched for changes."""
+    host_resolv_conf: str = DEFAULT_RESOLV_CONF
+    upstream_source: str = "flags"
+    """Where ``resolver.upstream`` came from: flags, config, ``resolv.conf PATH`` or none."""
+    notes: tuple[str, ...] = ()
+    """Warnings found while building (e.g. resolv.conf entries skipped), for the log."""
+
+    def restart_only_changes(self, new: Config) -> list[str]:
+        """The restart-only settings that differ in ``new``."""
+        changed = []
+        for name in RESTART_ONLY:
+            if _get(self, name) != _get(new, name):
+                changed.append(name)
+        return changed
+
+    def keeping_restart_only(self, new: Config) -> Config:
+        """``new`` with this config's restart-only settings: what a reload really applies."""
+        cache = dataclasses.replace(
+            new.resolver.cache,
+            max_entries=self.resolver.cache.max_entries,
+            max_bytes=self.resolver.cache.max_bytes,
+        )
+        resolver = dataclasses.replace(new.resolver, cache=cache, workers=self.resolver.workers)
+        return dataclasses.replace(
+            new,
+            resolver=resolver,
+            listen=self.listen,
+            health_listen=self.health_listen,
+            max_udp_size=self.max_udp_size,
+            tcp_idle_timeout_s=self.tcp_idle_timeout_s,
+        )
+
+
+def _get(config: Config, name: str) -> object:
+    if name.startswith("cache."):
+        return getattr(config.resolver.cache, name.removeprefix("cache."))
+    if name == "workers":
+        return config.resolver.workers
+    return getattr(config, name)
+
+
+def show_address(host: str, port: int) -> str:
+    """``127.0.0.1:53`` or ``[fd00::a]:53``, as logs and /ready print addresses."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """The settings in a YAML config file (keys with ``-`` read as ``_``)."""
+    import yaml  # only needed with --config
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError("config", f"{path} is not valid YAML: {error}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("config", f"{path} must hold a mapping of settings")
+    return {str(key).replace("-", "_"): value for key, value in loaded.items()}
+
+
+def resolv_conf_nameservers(text: str) -> tuple[list[str], list[str]]:
+    """(nameserver addresses, skipped entries with why) from resolv.conf text, in file order.
+
+    glibc reads at most 3 (``MAXNS``); we take them all, as CoreDNS's ``forward . /etc/resolv.conf``
+    does. Link-local IPv6 with a zone (``fe80::1%eth0``) cannot be used from a socket address
+    tuple without the scope id, so it is skipped (noted)."""
+    servers: list[str] = []
+    skipped: list[str] = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if len(fields) < 2 or fields[0] != "nameserver":
+            continue
+        address = fields[1]
+        if "%" in address:
+            skipped.append(f"{address} (link-local with a zone index)")
+            continue
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            skipped.append(f"{address} (not an IP address)")
+            continue
+        servers.append(address)
+    return servers, skipped
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def build_config(
+    values: Mapping[str, Any],
+    *,
+    config_file: str | None = None,
+    read_text: Callable[[str], str] = lambda path: Path(path).read_text(),
+) -> Config:
+    """Validate merged settings (the config file overlaid by the flags) into a ``Config``.
+
+    ``read_text`` reads the host resolv.conf (injected for tests)."""
+    for key in values:
+        if key not in FLAG_SETTINGS and key not in FILE_ONLY:
+            raise ConfigError(key, "unknown setting")
+    notes: list[str] = []
+
+    listen_texts = _strings(values, "listen")
+    if not listen_texts:
+        raise ConfigError(
+            "listen",
+            "at least one IP:PORT is required (in production 169.254.20.10:53 and the kube-dns "
+            "ClusterIP)",
+        )
+    listen = tuple(parse_listen(text, "listen") for text in listen_texts)
+    if len(set(listen)) != len(listen):
+        raise ConfigError("listen", "an address is listed twice")
+
+    health_text = values.get("health_listen", DEFAULT_HEALTH_LISTEN)
+    if health_text is None:
+        health_text = DEFAULT_HEALTH_LISTEN
+    if not isinstance(health_text, str):
+        raise ConfigError("health_listen", f"expected IP:PORT or none, got {health_text!r}")
+    health = None if health_text.lower() == "none" else parse_listen(health_text, "health_listen")
+
+    cluster_zones = tuple(_strings(values, "cluster_zone") or ["cluster.local"])
+    for text in cluster_zones:
+        parse_zone(text, "cluster_zone")
+    if len({z.lower().rstrip(".") for z in cluster_zones}) != len(cluster_zones):
+        raise ConfigError("cluster_zone", "a zone is listed twice")
+    reverse_zones = None
+    if values.get("reverse_zones") is not None:
+        reverse_zones = tuple(_strings(values, "reverse_zones"))
+        for text in reverse_zones:
+            parse_zone(text, "reverse_zones")
+
+    options = _section(values, "upstream_options", _UPSTREAM_KEYS)
+    # Checked once here, so an error names upstream_options rather than the first group.
+    _make("upstream_options", UpstreamConfig, options, servers=(("127.0.0.1", 53),))
+    cluster_transport = _transport(values.get("cluster_transport", "tcp"), "cluster_transport")
+
+    cluster_texts = _strings(values, "cluster_upstream")
+    if not cluster_texts:
+        raise ConfigError(
+            "cluster_upstream",
+            "required: the cluster DNS (kdns) as HOST:PORT, e.g. the kube-dns-upstream ClusterIP",
+        )
+    cluster_servers = _addresses(cluster_texts, "cluster_upstream")
+    _no_loop(cluster_servers, listen, "cluster_upstream")
+    cluster = _upstream(cluster_servers, options, cluster_transport, "cluster_upstream")
+
+    resolv_path = values.get("host_resolv_conf", DEFAULT_RESOLV_CONF) or DEFAULT_RESOLV_CONF
+    if not isinstance(resolv_path, str):
+        raise ConfigError("host_resolv_conf", f"expected a path, got {resolv_path!r}")
+    upstream_texts = _strings(values, "upstream")
+    upstream: UpstreamConfig | None
+    if [t.lower() for t in upstream_texts] == ["none"]:
+        upstream, source = None, "none"
+    elif upstream_texts:
+        servers = _addresses(upstream_texts, "upstream")
+        _no_loop(servers, listen, "upstream")
+        upstream = _upstream(servers, options, Transport.UDP, "upstream")
+        source = "flags or config"
+    else:
+        upstream, source = _from_resolv_conf(resolv_path, listen, options, read_text, notes)
+
+    stub_domains = _stub_domains(values.get("stub_domains"), options, listen)
+    zone_ttls, default_ttl = _ttls(values, cluster_zones)
+    cache_values = _section(values, "cache", _CACHE_KEYS)
+    prefetch_values = _section(values, "prefetch", _PREFETCH_KEYS)
+    stale_values = _section(values, "serve_stale", _STALE_KEYS)
+    cache = _make("cache", CacheConfig, cache_values, zone_ttls=zone_ttls, default_ttl=default_ttl)
+    prefetch = _make("prefetch", PrefetchConfig, prefetch_values)
+    stale = _make("serve_stale", StaleConfig, stale_values)
+
+    resolver_options: dict[str, Any] = {
+        "cluster_zones": cluster_zones,
+        "cluster_upstream": cluster,
+        "stub_domains": stub_domains,
+        "upstream": upstream,
+        "cache": cache,
+        "prefetch": prefetch,
+        "stale": stale,
+    }
+    if reverse_zones is not None:
+        resolver_options["reverse_zones"] = reverse_zones
+    for key in ("workers", "max_pending"):
+        if values.get(key) is not None:
+            resolver_options[key] = _number(values[key], key, "int")
+    resolver = _make("", ResolverConfig, resolver_options)
+
+    log_level = str(values.get("log_level") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(
+            "log_level", f"unknown level {log_level!r} (one of {', '.join(LOG_LEVELS)})"
+        )
+    max_udp_size = _number(values.get("max_udp_size", 1232), "max_udp_size", "int")
+    if not 512 <= max_udp_size <= 65535:
+        raise ConfigError("max_udp_size", f"must be between 512 and 65535, got {max_udp_size}")
+    idle = _positive(values, "tcp_idle_timeout_s", 10.0)
+    drain = _positive(values, "drain_timeout_s", 5.0)
+    return Config(
+        resolver=resolver,
+        listen=listen,
+        health_listen=health,
+        max_udp_size=int(max_udp_size),
+        tcp_idle_timeout_s=idle,
+        drain_timeout_s=drain,
+        log_level=log_level,
+        config_file=config_file,
+        host_resolv_conf=resolv_path,
+        upstream_source=source,
+        notes=tuple(notes),
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _strings(values: Mapping[str, Any], key: str) -> list[str]:
+    raw = values.get(key)
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise ConfigError(key, "expected a string or a list of strings")
+    return list(raw)
+
+
+def _addresses(texts: list[str], field_name: str) -> tuple[Address, ...]:
+    servers = []
+    for text in texts:
+        try:
+            host, port = parse_address(text)
+            ipaddress.ip_address(host)
+        except ValueError as error:
+            raise ConfigError(field_name, f"{text!r}: {error}") from None
+        servers.append((host, port))
+    if len(set(servers)) != len(servers):
+        raise ConfigError(field_name, "a server is listed twice")
+    return tuple(servers)
+
+
+def _is_own(server: Address, listen: tuple[Address, ...]) -> bool:
+    """Whether ``server`` is one of our listeners: forwarding there would loop."""
+    host, port = server
+    for listen_host, listen_port in listen:
+        if port != listen_port:
+            continue
+        if ipaddress.ip_address(host) == ipaddress.ip_address(listen_host):
+            return True
+        if (
+            ipaddress.ip_address(listen_host).is_unspecified
+            and ipaddress.ip_address(host).is_loopback
+        ):
+            return True
+    return False
+
+
+def _no_loop(servers: tuple[Address, ...], listen: tuple[Address, ...], field_name: str) -> None:
+    for server in servers:
+        if _is_own(server, listen):
+            raise ConfigError(
+                field_name,
+                f"{server[0]}:{server[1]} is one of our own listen addresses (a forwarding loop; "
+                "for the cluster DNS use a second Service such as kube-dns-upstream)",
+            )
+
+
+def _from_resolv_conf(
+    path: str,
+    listen: tuple[Address, ...],
+    options: dict[str, Any],
+    read_text: Callable[[str], str],
+    notes: list[str],
+) -> tuple[UpstreamConfig, str]:
+    try:
+        text = read_text(path)
+    except OSError as error:
+        raise ConfigError(
+            "upstream",
+            f"none given and {path} cannot be read ({error.strerror}); pass --upstream HOST:PORT, "
+            "--upstream none, or --host-resolv-conf PATH",
+        ) from None
+    found, skipped = resolv_conf_nameservers(text)
+    notes.extend(f"{path}: skipped nameserver {entry}" for entry in skipped)
+    servers = []
+    for address in found:
+        server = parse_address(address)
+        if _is_own(server, listen):
+            # The node may already point at us (kubelet --cluster-dns on the host): skip it.
+            notes.append(f"{path}: skipped nameserver {address}: it is our own listen address")
+        elif server not in servers:
+            servers.append(server)
+    if not servers:
+        raise ConfigError(
+            "upstream",
+            f"none given and {path} lists no usable nameserver; pass --upstream HOST:PORT or "
+            "--upstream none (external names are then REFUSED)",
+        )
+    return _upstream(tuple(servers), options, Transport.UDP, "upstream"), f"resolv.conf {path}"
+
+
+def _transport(value: object, field_name: str) -> Transport:
+    try:
+        return Transport(str(value).lower())
+    except ValueError:
+        raise ConfigError(field_name, f"expected udp or tcp, got {value!r}") from None
+
+
+def _upstream(
+    servers: tuple[Address, ...], options: dict[str, Any], transport: Transport, field_name: str
+) -> UpstreamConfig:
+    return _make(field_name, UpstreamConfig, {**options, "transport": transport}, servers=servers)
+
+
+def _stub_domains(
+    raw: object, options: dict[str, Any], listen: tuple[Address, ...]
+) -> tuple[tuple[str, UpstreamConfig], ...]:
+    """``{zone: [servers]}`` or ``{zone: {servers: [...], transport: udp|tcp}}``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError("stub_domains", "expected a mapping of zone to servers")
+    stubs = []
+    seen = set()
+    for zone_name, spec in raw.items():
+        where = f"stub_domains.{zone_name}"
+        if not isinstance(zone_name, str):
+            raise ConfigError("stub_domains", f"zone {zone_name!r} is not a string")
+        parse_zone(zone_name, where)
+        normalized = zone_name.lower().rstrip(".")
+        if normalized in seen:
+            raise ConfigError(where, "the zone is listed twice")
+        seen.add(normalized)
+        transport = Transport.UDP  # NodeLocal's stubDomainBlock: UDP forward, cache 30
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"servers", "transport"}
+            if unknown:
+                raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown setting")
+            transport = _transport(spec.get("transport", "udp"), f"{where}.transport")
+            spec = spec.get("servers")
+        texts = _strings({where: spec}, where)
+        if not texts:
+            raise ConfigError(where, "no servers")
+        servers = _addresses(texts, where)
+        _no_loop(servers, listen, where)
+        stubs.append((zone_name, _upstream(servers, options, transport, where)))
+    return tuple(stubs)
+
+
+def _ttls(
+    values: Mapping[str, Any], cluster_zones: tuple[str, ...]
+) -> tuple[tuple[tuple[str, ZoneTTL], ...], ZoneTTL]:
+    """Per-zone TTL floors and caps; an entry only names what it changes from the zone's
+    default (``CLUSTER_TTL`` for a cluster zone, else ``default_ttl``)."""
+    default = _make(
+        "default_ttl",
+        ZoneTTL,
+        _section(values, "default_ttl", _TTL_KEYS),
+        base=OTHER_TTL,
+    )
+    raw = values.get("zone_ttls")
+    if raw is None:
+        return (), default
+    if not isinstance(raw, dict):
+        raise ConfigError("zone_ttls", "expected a mapping of zone to TTL settings")
+    clusters = {z.lower().rstrip(".") for z in cluster_zones}
+    table = []
+    for zone_name, spec in raw.items():
+        where = f"zone_ttls.{zone_name}"
+        if not isinstance(zone_name, str):
+            raise ConfigError("zone_ttls", f"zone {zone_name!r} is not a string")
+        if zone_name.strip(".") != "":
+            parse_zone(zone_name, where)
+        settings = _section({where: spec}, where, _TTL_KEYS)
+        base = CLUSTER_TTL if zone_name.lower().rstrip(".") in clusters else default
+        table.append((zone_name, _make(where, ZoneTTL, settings, base=base)))
+    return tuple(table), default
+
+
+def _section(values: Mapping[str, Any], key: str, kinds: Mapping[str, str]) -> dict[str, Any]:
+    """A nested mapping, each value type-checked (ranges are the dataclasses' job)."""
+    raw = values.get(key)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(key, f"expected a mapping with keys {', '.join(kinds)}")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{key}.{name}"
+        kind = kinds.get(str(name))
+        if kind is None:
+            raise ConfigError(where, f"unknown setting (known: {', '.join(kinds)})")
+        out[str(name)] = _number(value, where, kind)
+    return out
+
+
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_BYTES: Final = re.compile(r"^\s*(\d+)\s*(Ki|Mi|Gi|k|M|G)?B?\s*$")
+_BYTES_UNITS: Final = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 10**6, "G": 10**9}
+
+
+def _number(value: object, where: str, kind: str) -> Any:
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(where, f"expected true or false, got {value!r}")
+        return value
+    if kind == "mode":
+        try:
+            return StaleMode(str(value).lower())
+        except ValueError:
+            modes = ", ".join(mode.value for mode in StaleMode)
+            raise ConfigError(where, f"expected one of {modes}, got {value!r}") from None
+    if isinstance(value, bool):
+        raise ConfigError(where, f"expected a number, got {value!r}")
+    if kind == "bytes" and isinstance(value, str):
+        match = _BYTES.match(value)
+        if match is None:
+            raise ConfigError(
+                where, f"expected a byte count such as 33554432 or 32Mi, got {value!r}"
+            )
+        return int(match.group(1)) * _BYTES_UNITS.get(match.group(2) or "", 1)
+    if kind.endswith("_s") and isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ConfigError(
+                where, f"expected seconds or a duration such as 1h, 30s, 100ms, got {value!r}"
+            )
+        value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if kind in ("int", "int_s", "bytes"):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise ConfigError(where, f"expected a whole number, got {value!r}")
+        return value
+    if not isinstance(value, int | float):
+        raise ConfigError(where, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _positive(values: Mapping[str, Any], key: str, default: float) -> float:
+    raw = values.get(key)
+    seconds = default if raw is None else float(_number(raw, key, "float_s"))
+    if seconds <= 0:
+        raise ConfigError(key, f"must be > 0, got {seconds:g}")
+    return seconds
+
+
+def _make(where: str, cls: type[T], settings: Mapping[str, Any], **extra: Any) -> T:
+    """``cls(**settings, **extra)`` (or ``replace(base, ...)``), with its ValueError turned into
+    a ConfigError naming ``where.field`` when the message starts with a field name."""
+    base = extra.pop("base", None)
+    try:
+        if base is not None:
+            replaced: T = dataclasses.replace(base, **settings, **extra)
+            return replaced
+        return cls(**settings, **extra)
+    except ValueError as error:
+        message = str(error)
+        first = message.split(" ", 1)[0]
+        names = (
+            {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        )
+        if first in names:
+            path = f"{where}.{first}" if where else first
+            raise ConfigError(path, message.split(" ", 1)[1]) from None
+        raise ConfigError(where or "config", message) from None

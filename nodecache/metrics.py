@@ -1,0 +1,187 @@
+"""Every nodecache metric, declared once, rendered as Prometheus text for ``/metrics``.
+
+The numbers live where they are counted (``ResolverStats``, ``CacheStats``, ``UpstreamStats``,
+``HandlerStats``: plain ints, no locks on the hot path); this module only reads them. Counters
+end in ``_total``; every labelled series is present from the start (pre-initialised to 0).
+
+A reload replaces the upstream clients (``Resolver.reconfigure``), and with them their
+counters; ``retire`` folds the old clients' counts into a running total per upstream group so
+the exported counters never go backwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterable
+from typing import Final
+
+from kdns.resolver.core import Resolver, Router
+from kdns.resolver.upstream import UpstreamClient, UpstreamStats
+from nodecache import __version__
+from nodecache.config import show_address
+from nodecache.handler import QueryHandler
+
+RELOAD_RESULTS: Final = ("applied", "unchanged", "rejected")
+
+_UPSTREAM_HELP: Final = {
+    "queries": "Queries sent to the group (each may try several servers).",
+    "replies": "Queries answered with NOERROR or NXDOMAIN.",
+    "failures": "Queries that ended without a usable reply (answered SERVFAIL or stale).",
+    "timeouts": "Tries that timed out.",
+    "unreachable": "Tries refused or failed at the socket.",
+    "mismatched": "Replies dropped for a wrong ID, QR, opcode or question (spoofing attempts).",
+    "garbage": "Replies dropped because they did not parse.",
+    "truncated": "UDP replies with TC=1, retried over TCP.",
+    "failovers": "Tries that went to another server after one failed.",
+    "overloaded": "Queries refused locally: max_concurrent in flight.",
+    "tcp_connects": "TCP connections opened.",
+    "marked_down": "Times a server was marked down.",
+    "recovered": "Times a down server came back.",
+    "probes": "Health probes sent to down servers.",
+}
+
+_RESOLVER: Final = (
+    # (metric, ResolverStats field, help)
+    ("nodecache_queries_total", "queries", "Client queries that reached the resolver."),
+    ("nodecache_cache_hits_total", "hits", "Queries answered from a fresh cache entry."),
+    ("nodecache_cache_misses_total", "misses", "Queries with no usable cache entry."),
+    ("nodecache_cache_stale_served_total", "stale_served", "Stale answers served (RFC 8767)."),
+    ("nodecache_cache_prefetches_total", "prefetches", "Entries refreshed before expiry."),
+    ("nodecache_fetches_total", "fetches", "Upstream fetches started (misses, refreshes)."),
+    ("nodecache_coalesced_total", "coalesced", "Misses that joined a fetch in flight."),
+    ("nodecache_refreshes_total", "refreshes", "Refreshes of expired entries."),
+    ("nodecache_upstream_failures_total", "failures", "Fetches that got no usable answer."),
+    ("nodecache_servfail_total", "servfail", "SERVFAIL replies sent for upstream failures."),
+    ("nodecache_refused_total", "refused", "Queries for names no route covers (REFUSED)."),
+    ("nodecache_overloaded_total", "overloaded", "Queries over max_pending (SERVFAIL or stale)."),
+    (
+        "nodecache_dropped_records_total",
+        "dropped_records",
+        "Records removed by the bailiwick rule.",
+    ),
+    ("nodecache_chased_total", "chased", "CNAME targets resolved through their own route."),
+)
+
+_CACHE: Final = (
+    ("nodecache_cache_evictions_total", "evictions", "Entries evicted to stay within bounds."),
+    ("nodecache_cache_drops_total", "drops", "Replies not cached: question did not match."),
+    ("nodecache_cache_uncacheable_total", "uncacheable", "Replies not cacheable (no SOA, ...)."),
+    (
+        "nodecache_cache_kept_last_good_total",
+        "kept_last_good",
+        "SERVFAILs that did not replace a last-known-good answer.",
+    ),
+)
+
+
+def upstream_groups(router: Router) -> dict[str, UpstreamClient]:
+    """Each upstream client of ``router`` by group label: ``cluster``, ``default``,
+    ``stub:ZONE`` (the cluster group serves several routes; it is one group)."""
+    groups: dict[str, UpstreamClient] = {}
+    for route in router.routes():
+        if isinstance(route.upstream, UpstreamClient):
+            label = "cluster" if route.name.startswith("cluster:") else route.name
+            groups.setdefault(label, route.upstream)
+    return groups
+
+
+class Metrics:
+    """Renders ``/metrics``; owns the reload counters and the retired upstream totals."""
+
+    def __init__(self, resolver: Resolver, handler: QueryHandler) -> None:
+        self.resolver = resolver
+        self.handler = handler
+        self.reloads = dict.fromkeys(RELOAD_RESULTS, 0)
+        self._retired: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def count_reload(self, result: str) -> None:
+        with self._lock:
+            self.reloads[result] += 1
+
+    def retire(self, router: Router) -> None:
+        """Keep the counts of ``router``'s clients (swapped out by a reload)."""
+        with self._lock:
+            for label, client in upstream_groups(router).items():
+                totals = self._retired.setdefault(label, {})
+                for name, value in _counts(client.stats).items():
+                    totals[name] = totals.get(name, 0) + value
+
+    def render(self) -> str:
+        lines: list[str] = []
+
+        def metric(
+            name: str, kind: str, help_text: str, series: Iterable[tuple[str, float]]
+        ) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in series:
+                lines.append(f"{name}{labels} {value:g}")
+
+        resolver, handler = self.resolver, self.handler
+        metric("nodecache_build_info", "gauge", "Version of nodecache.",
+               [(f'{{version="{__version__}"}}', 1)])  # fmt: skip
+        for name, attribute, help_text in _RESOLVER:
+            metric(name, "counter", help_text, [("", getattr(resolver.stats, attribute))])
+        metric(
+            "nodecache_cache_fast_hits_total",
+            "counter",
+            "Cache hits answered by the shortcut without a full parse (part of cache_hits).",
+            [("", handler.stats.fast_hits)],
+        )
+        for name, attribute, help_text in _CACHE:
+            metric(name, "counter", help_text, [("", getattr(resolver.cache.stats, attribute))])
+        metric("nodecache_cache_entries", "gauge", "Entries in the cache.",
+               [("", len(resolver.cache))])  # fmt: skip
+        metric("nodecache_cache_bytes", "gauge", "Bytes charged to the cache's byte bound.",
+               [("", resolver.cache.size_bytes)])  # fmt: skip
+        routes = sorted(dict(resolver.stats.by_route).items())
+        metric("nodecache_route_queries_total", "counter",
+               "Queries that needed an upstream, by route.",
+               [(f'{{route="{_escape(route)}"}}', n) for route, n in routes])  # fmt: skip
+        metric("nodecache_bad_queries_total", "counter",
+               "Queries screened out: dropped (responses, runts) or rejected with an error.",
+               [('{action="dropped"}', handler.stats.dropped),
+                ('{action="rejected"}', handler.stats.rejected)])  # fmt: skip
+        metric("nodecache_drained_queries_total", "counter",
+               "Queries dropped while shutting down.", [("", handler.stats.drained)])  # fmt: skip
+        metric("nodecache_health_probes_total", "counter",
+               "Liveness probe queries answered.", [("", handler.stats.probes)])  # fmt: skip
+        metric("nodecache_inflight_queries", "gauge",
+               "Client queries waiting for an upstream.", [("", handler.inflight)])  # fmt: skip
+        metric("nodecache_draining", "gauge", "1 while shutting down.",
+               [("", 1 if handler.draining else 0)])  # fmt: skip
+
+        groups = upstream_groups(resolver.router)
+        with self._lock:
+            retired = {label: dict(counts) for label, counts in self._retired.items()}
+            reloads = dict(self.reloads)
+        labels = sorted(set(groups) | set(retired))
+        for field_name, help_text in _UPSTREAM_HELP.items():
+            series = []
+            for label in labels:
+                value = retired.get(label, {}).get(field_name, 0)
+                if label in groups:
+                    value += getattr(groups[label].stats, field_name)
+                series.append((f'{{upstream="{_escape(label)}"}}', value))
+            metric(f"nodecache_upstream_{field_name}_total", "counter", help_text, series)
+        up = []
+        for label, client in sorted(groups.items()):
+            for index, (host, port) in enumerate(client.config.servers):
+                server = show_address(host, port)
+                value = 0 if client.health.is_down(index) else 1
+                up.append((f'{{upstream="{_escape(label)}",server="{server}"}}', value))
+        metric("nodecache_upstream_up", "gauge",
+               "1 if the server is considered healthy, 0 while marked down.", up)  # fmt: skip
+        metric("nodecache_reloads_total", "counter", "Config reloads by result.",
+               [(f'{{result="{r}"}}', reloads[r]) for r in RELOAD_RESULTS])  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
+def _counts(stats: UpstreamStats) -> dict[str, int]:
+    return {f.name: int(getattr(stats, f.name)) for f in dataclasses.fields(stats)}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,239 @@
+"""The running nodecache: listeners, resolver, health endpoint, reloads and the drain on exit.
+
+``NodeCache`` wires kdns's pieces together and owns their lifecycle; it reads no argv and
+installs no signal handler (``cli`` does). Its jobs:
+
+* ``start``: bind every ``--listen`` address (UDP, then TCP on the same port, so port 0 works as
+  in kdns), start the resolver (health probers, prefetch thread), the UDP loops
+  (``kdns.serve.udp``), the TCP server (``kdns.serve.tcp``) and the health endpoint
+  (``kdns.health``). A DNS address that cannot be bound is fatal (``OSError``); a health address
+  that cannot be bound is logged and serving goes on, as kdns does: DNS on the node matters more
+  than the probe port, and a liveness probe that cannot connect restarts us anyway (the usual
+  cause, another process on :8080, is kops#9245).
+* ``reload``: rebuild the config (file + flags + resolv.conf) and apply it with
+  ``Resolver.reconfigure``, which keeps every cache entry. An invalid config is rejected with a
+  log line naming the field, and the running one stays. Restart-only settings are kept as they
+  are, with a warning.
+* ``shutdown``: stop taking queries (the handler drops new ones), give queries waiting on an
+  upstream up to ``drain_timeout_s`` to get their replies, then close the listeners.
+* ``/health``: the UDP loop answers a real query (``probe_udp`` against our first listener; the
+  handler answers the probe name locally, so upstream trouble never fails liveness).
+* ``/ready``: listeners bound and upstream groups configured, and not draining. It does not
+  require the upstreams to be reachable: with serve-stale a node cache is still useful while the
+  cluster DNS is down, and a readiness gate on a shared dependency would mark every node's cache
+  unready at once. The body and ``/metrics`` show each upstream server's health.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+from kdns.config import ConfigError
+from kdns.health import HealthServer, probe_udp
+from kdns.resolver.core import Resolver
+from kdns.serve.tcp import TCPServer, bind_tcp
+from kdns.serve.udp import UDPServer, bind_udp
+from nodecache.config import Config, show_address
+from nodecache.handler import PROBE_ZONE, QueryHandler
+from nodecache.metrics import Metrics, upstream_groups
+
+logger = logging.getLogger(__name__)
+
+
+class NodeCache:
+    """One nodecache process's serving state. ``load`` rebuilds the config for a reload."""
+
+    def __init__(self, config: Config, load: Callable[[], Config]) -> None:
+        self.config = config
+        self._load = load
+        self.resolver = Resolver.from_config(config.resolver)
+        self.handler = QueryHandler(self.resolver, config.max_udp_size)
+        self.metrics = Metrics(self.resolver, self.handler)
+        self.udp_servers: list[UDPServer] = []
+        self.tcp_server: TCPServer | None = None
+        self.health: HealthServer | None = None
+        self.serving = False
+        self._reload_lock = threading.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind and serve; raises OSError (nothing left running) if a DNS address is taken."""
+        udp_socks: list[socket.socket] = []
+        tcp_socks: list[socket.socket] = []
+        try:
+            for host, port in self.config.listen:
+                udp, tcp = _bind_pair(host, port)
+                udp_socks.append(udp)
+                tcp_socks.append(tcp)
+        except OSError:
+            for sock in udp_socks + tcp_socks:
+                sock.close()
+            raise
+        self.resolver.start()
+        self.udp_servers = [UDPServer(sock, peer_answer=self.handler.udp) for sock in udp_socks]
+        self.tcp_server = TCPServer(
+            tcp_socks, None, self.config.tcp_idle_timeout_s, peer_answer=self.handler.tcp
+        )
+        for server in self.udp_servers:
+            server.start()
+        self.tcp_server.start()
+        self.serving = True
+        for server in self.udp_servers:
+            logger.info("serving on %s (udp+tcp)", show_address(*server.address))
+        self._start_health()
+
+    def _start_health(self) -> None:
+        if self.config.health_listen is None:
+            logger.info("health endpoint off (--health-listen none)")
+            return
+        host, port = self.config.health_listen
+        try:
+            self.health = HealthServer(host, port, self.alive, self.ready, self.metrics.render)
+        except OSError as error:
+            logger.error(
+                "cannot bind the health endpoint %s: %s; serving DNS without /health, "
+                "/ready and /metrics",
+                show_address(host, port),
+                error.strerror,
+            )
+            return
+        self.health.start()
+        logger.info("health on %s (/health, /ready, /metrics)", show_address(*self.health.address))
+
+    def shutdown(self) -> bool:
+        """Stop taking queries, let queries in flight finish (bounded), close everything.
+        Returns whether every query in flight got its reply."""
+        logger.info("shutting down: no new queries; %d in flight", self.handler.inflight)
+        self.handler.drain()
+        finished = self.handler.wait_idle(self.config.drain_timeout_s)
+        if not finished:
+            logger.warning(
+                "%d queries still waiting after %.1f s; closing anyway",
+                self.handler.inflight,
+                self.config.drain_timeout_s,
+            )
+        for server in self.udp_servers:
+            server.stop()
+        if self.tcp_server is not None:
+            self.tcp_server.stop()
+        if self.health is not None:
+            self.health.stop()
+        self.resolver.close()
+        self.serving = False
+        logger.info("stopped")
+        return finished
+
+    # --- reload --------------------------------------------------------------------------------
+
+    def reload(self, why: str) -> str:
+        """Re-read the config and apply it, keeping the cache. Returns applied, unchanged or
+        rejected (also counted in ``nodecache_reloads_total``)."""
+        with self._reload_lock:
+            try:
+                return self._reload(why)
+            except ConfigError as error:
+                logger.error(
+                    "config reload (%s) rejected: %s; keeping the previous config", why, error
+                )
+            except Exception:
+                # Never let a reload take the server down: the running config keeps serving.
+                logger.exception("config reload (%s) failed; keeping the previous config", why)
+            self.metrics.count_reload("rejected")
+            return "rejected"
+
+    def _reload(self, why: str) -> str:
+        """The reload itself; raises ConfigError for an invalid config."""
+        new = self._load()
+        for note in new.notes:
+            logger.warning("%s", note)
+        kept = self.config.restart_only_changes(new)
+        if kept:
+            logger.warning(
+                "config reload (%s): %s changed, which needs a restart; keeping the running values",
+                why,
+                ", ".join(kept),
+            )
+        applied = self.config.keeping_restart_only(new)
+        if applied == self.config:
+            logger.info("config reload (%s): nothing changed", why)
+            self.metrics.count_reload("unchanged")
+            return "unchanged"
+        if applied.resolver != self.config.resolver:
+            old_router = self.resolver.router
+            self.resolver.reconfigure(applied.resolver)
+            self.resolver.max_pending = applied.resolver.max_pending
+            self.metrics.retire(old_router)
+        if applied.log_level != self.config.log_level:
+            logging.getLogger().setLevel(applied.log_level)
+        self.config = applied
+        logger.info("config reloaded (%s); cache kept (%d entries)", why, len(self.resolver.cache))
+        self.metrics.count_reload("applied")
+        return "applied"
+
+    # --- health callbacks ----------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        """The UDP loop answers: one real query to our first listener, answered locally."""
+        if not self.serving or not self.udp_servers:
+            return False
+        host, port = self.udp_servers[0].address
+        return probe_udp(host, port, PROBE_ZONE)
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.serving:
+            return False, "not serving yet"
+        if self.handler.draining:
+            return False, "shutting down"
+        lines = ["ready"]
+        for label, client in sorted(upstream_groups(self.resolver.router).items()):
+            states = []
+            for index, (host, port) in enumerate(client.config.servers):
+                state = "down" if client.health.is_down(index) else "up"
+                states.append(f"{show_address(host, port)} {state}")
+            transport = client.config.transport.value
+            lines.append(f"upstream {label} ({transport}): {', '.join(states)}")
+        if self.config.resolver.upstream is None:
+            lines.append("upstream default: none (names outside the routes are REFUSED)")
+        return True, "\n".join(lines)
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on the same address. Port 0 binds a random UDP port and TCP takes
+    the same one; if another process holds that TCP port, another random port is tried."""
+    for _attempt in range(20 if port == 0 else 1):
+        udp = bind_udp(host, port)
+        try:
+            return udp, bind_tcp(host, udp.getsockname()[1])
+        except OSError:
+            udp.close()
+            if port != 0:
+                raise
+    raise OSError(f"no port free for both UDP and TCP on {host}")
+
+
+class ConfigWatcher:
+    """Notices a changed config file by polling its stat (mtime, size, inode: a Kubernetes
+    ConfigMap update swaps a symlink, which changes the inode)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None  # mid-swap or deleted: wait for it to come back
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+    def changed(self) -> bool:
+        current = self._signature()
+        if current is None or current == self._seen:
+            return False
+        self._seen = current
+        return True
