@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from kdns.config import ZoneConfig
 from kdns.model import (
@@ -54,6 +55,14 @@ class ServiceView:
     @property
     def is_external(self) -> bool:
         return self.service.type == "ExternalName"
+
+
+class PtrClaim(NamedTuple):
+    """What one Service says an IP's PTR should point at."""
+
+    cluster_ip: bool
+    """True when the IP is the Service's own ClusterIP (it wins over endpoint claims)."""
+    targets: tuple[Name, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +130,7 @@ class Store:
     synced: bool = True
     _slices_by_service: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
     _views: dict[ObjectKey, ServiceView] = field(default_factory=dict)
-    _ptr_claims: dict[str, dict[ObjectKey, tuple[Name, ...]]] = field(default_factory=dict)
+    _ptr_claims: dict[str, dict[ObjectKey, PtrClaim]] = field(default_factory=dict)
     _reverse: dict[str, tuple[Name, ...]] = field(default_factory=dict)
     _pod_namespaces: dict[str, dict[ObjectKey, str]] = field(default_factory=dict)
     _chasing: set[Owner] = field(default_factory=set)
@@ -273,33 +282,32 @@ class Store:
         new_claims = self._claims_of(view) if view and self._allowed(key[0]) else {}
         for ip in old_ips - set(new_claims):
             self._set_claim(ip, key, None)
-        for ip, targets in new_claims.items():
-            self._set_claim(ip, key, targets)
+        for ip, claim in new_claims.items():
+            self._set_claim(ip, key, claim)
 
-    def _claims_of(self, view: ServiceView | None) -> dict[str, tuple[Name, ...]]:
+    def _claims_of(self, view: ServiceView | None) -> dict[str, PtrClaim]:
         """PTR targets this Service claims per IP (R3.8, R3.9d, R4.8)."""
         if view is None or view.is_external:
             return {}
         service = view.service
         base: Name = (service.name, service.namespace, "svc", *self.config.primary_zone)
-        claims: dict[str, tuple[Name, ...]] = {}
-        for ip in service.cluster_ips:
-            claims[ip] = (("=cluster-ip", *base),)
+        claims: dict[str, PtrClaim] = {ip: PtrClaim(True, (base,)) for ip in service.cluster_ips}
         for record in view.endpoints:
-            ip = record.ip
-            if ip in claims and claims[ip][0][0] == "=cluster-ip":
-                continue
+            claim = claims.get(record.ip)
+            if claim is not None and claim.cluster_ip:
+                continue  # the Service's own ClusterIP names the address, not its endpoint
             target = (record.name, *base)
-            if target not in claims.get(ip, ()):
-                claims[ip] = (*claims.get(ip, ()), target)
+            targets = claim.targets if claim is not None else ()
+            if target not in targets:
+                claims[record.ip] = PtrClaim(False, (*targets, target))
         return claims
 
-    def _set_claim(self, ip: str, key: ObjectKey, targets: tuple[Name, ...] | None) -> None:
+    def _set_claim(self, ip: str, key: ObjectKey, claim: PtrClaim | None) -> None:
         claims = self._ptr_claims.setdefault(ip, {})
-        if targets is None:
+        if claim is None:
             claims.pop(key, None)
         else:
-            claims[key] = targets
+            claims[key] = claim
         if not claims:
             del self._ptr_claims[ip]
         self._dirty_owners.add(("ptr", ip))
@@ -310,15 +318,12 @@ class Store:
             self._reverse.pop(ip, None)
             return
         # A ClusterIP wins over endpoints, and the first Service (by key) wins among ClusterIPs.
-        for key in sorted(claims):
-            first = claims[key][0]
-            if first[0] == "=cluster-ip":
-                self._reverse[ip] = (first[1:],)
+        ordered = [claims[key] for key in sorted(claims)]
+        for claim in ordered:
+            if claim.cluster_ip:
+                self._reverse[ip] = claim.targets
                 return
-        targets: list[Name] = []
-        for key in sorted(claims):
-            targets.extend(claims[key])
-        self._reverse[ip] = tuple(targets)
+        self._reverse[ip] = tuple(target for claim in ordered for target in claim.targets)
 
     # -- reads -----------------------------------------------------------------------------------
 
