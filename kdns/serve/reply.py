@@ -9,7 +9,6 @@ waiting on the network.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -55,15 +54,3 @@ class Later:
                 self._send = send
                 return
         send(reply)
-
-
-def bound_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
-    """A socket of ``kind`` bound to (host, port): address reuse on, IPv6 sockets v6-only so
-    an IPv4 listener on the same port can coexist."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, kind)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((host, port))
-    return sock

@@ -14,7 +14,8 @@ import socket
 import threading
 from collections.abc import Callable
 
-from kdns.serve.reply import Handler, PeerHandler, bound_socket
+from kdns.serve.reply import Handler, PeerHandler
+from kdns.serve.sockets import bound_socket
 
 logger = logging.getLogger(__name__)
 

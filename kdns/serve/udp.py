@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 
 from kdns.serve import accel
-from kdns.serve.reply import Handler, PeerHandler, bound_socket
+from kdns.serve.reply import Handler, PeerHandler
+from kdns.serve.sockets import bound_socket
 
 logger = logging.getLogger(__name__)
 
