@@ -65,6 +65,10 @@ class PtrClaim(NamedTuple):
     targets: tuple[Name, ...]
 
 
+PtrClaims = tuple[ObjectKey, PtrClaim] | dict[ObjectKey, PtrClaim]
+"""One Service's claim on an IP, or several Services' claims by Service key."""
+
+
 @dataclass(frozen=True, slots=True)
 class Index:
     """What the answer code reads: an immutable view of the cluster at one generation."""
@@ -130,7 +134,7 @@ class Store:
     synced: bool = True
     _slices_by_service: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
     _views: dict[ObjectKey, ServiceView] = field(default_factory=dict)
-    _ptr_claims: dict[str, dict[ObjectKey, PtrClaim]] = field(default_factory=dict)
+    _ptr_claims: dict[str, PtrClaims] = field(default_factory=dict)
     _reverse: dict[str, tuple[Name, ...]] = field(default_factory=dict)
     _pod_namespaces: dict[str, dict[ObjectKey, str]] = field(default_factory=dict)
     _chasing: set[Owner] = field(default_factory=set)
@@ -303,22 +307,32 @@ class Store:
         return claims
 
     def _set_claim(self, ip: str, key: ObjectKey, claim: PtrClaim | None) -> None:
-        claims = self._ptr_claims.setdefault(ip, {})
+        # Almost every IP is claimed by one Service: keep that as a (key, claim) pair and only
+        # use a dict when several Services claim it (100k endpoints: ~28 MB of small dicts).
+        current = self._ptr_claims.get(ip)
+        claims = dict([current] if isinstance(current, tuple) else (current or {}).items())
         if claim is None:
             claims.pop(key, None)
         else:
             claims[key] = claim
         if not claims:
-            del self._ptr_claims[ip]
+            self._ptr_claims.pop(ip, None)
+        elif len(claims) == 1:
+            self._ptr_claims[ip] = next(iter(claims.items()))
+        else:
+            self._ptr_claims[ip] = claims
         self._dirty_owners.add(("ptr", ip))
 
     def _resolve_reverse(self, ip: str) -> None:
-        claims = self._ptr_claims.get(ip)
-        if not claims:
+        current = self._ptr_claims.get(ip)
+        if not current:
             self._reverse.pop(ip, None)
             return
+        if isinstance(current, tuple):
+            self._reverse[ip] = current[1].targets  # shared with the claim, not copied
+            return
         # A ClusterIP wins over endpoints, and the first Service (by key) wins among ClusterIPs.
-        ordered = [claims[key] for key in sorted(claims)]
+        ordered = [current[key] for key in sorted(current)]
         for claim in ordered:
             if claim.cluster_ip:
                 self._reverse[ip] = claim.targets
