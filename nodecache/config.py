@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from kdns.config import ConfigError, parse_listen, parse_zone
+from kdns.resolver import resolvconf
 from kdns.resolver.config import (
     CLUSTER_TTL,
     OTHER_TTL,
@@ -194,28 +195,10 @@ def load_file(path: str) -> dict[str, Any]:
 
 
 def resolv_conf_nameservers(text: str) -> tuple[list[str], list[str]]:
-    """(nameserver addresses, skipped entries with why) from resolv.conf text, in file order.
-
-    glibc reads at most 3 (``MAXNS``); we take them all, as CoreDNS's ``forward . /etc/resolv.conf``
-    does. Link-local IPv6 with a zone (``fe80::1%eth0``) cannot be used from a socket address
-    tuple without the scope id, so it is skipped (noted)."""
-    servers: list[str] = []
-    skipped: list[str] = []
-    for line in text.splitlines():
-        fields = line.split("#", 1)[0].split(";", 1)[0].split()
-        if len(fields) < 2 or fields[0] != "nameserver":
-            continue
-        address = fields[1]
-        if "%" in address:
-            skipped.append(f"{address} (link-local with a zone index)")
-            continue
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            skipped.append(f"{address} (not an IP address)")
-            continue
-        servers.append(address)
-    return servers, skipped
+    """(nameserver addresses, skipped entries with why) from resolv.conf text, in file order;
+    the parsing is kdns's (``kdns.resolver.resolvconf``), shared with kdns forwarding."""
+    conf = resolvconf.parse(text)
+    return list(conf.nameservers), list(conf.skipped)
 
 
 # --- building -----------------------------------------------------------------------------------

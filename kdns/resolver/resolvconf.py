@@ -19,30 +19,46 @@ logger = logging.getLogger(__name__)
 class ResolvConf:
     nameservers: tuple[str, ...] = ()
     search: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    """Nameserver entries that cannot be used, each with why (``"x (not an IP address)"``)."""
 
 
 def parse(text: str) -> ResolvConf:
+    """Nameservers in file order (all of them, as CoreDNS's ``forward . /etc/resolv.conf``; glibc
+    reads three), and the search list. Link-local IPv6 with a zone (``fe80::1%eth0``) cannot be
+    used from a socket address tuple without its scope id, so it is skipped with a reason."""
     nameservers: list[str] = []
     search: list[str] = []
+    skipped: list[str] = []
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].split(";", 1)[0].strip()
         if not line:
             continue
         key, *values = line.split()
         if key == "nameserver" and values:
+            address = values[0]
+            if "%" in address:
+                skipped.append(f"{address} (link-local with a zone index)")
+                continue
             try:
-                nameservers.append(str(ipaddress.ip_address(values[0].split("%", 1)[0])))
+                ipaddress.ip_address(address)
             except ValueError:
-                logger.warning("resolv.conf: skipping nameserver %r: not an IP address", values[0])
+                skipped.append(f"{address} (not an IP address)")
+                continue
+            nameservers.append(address)
         elif key in ("search", "domain"):
             search = [v.rstrip(".").lower() for v in values]  # the last one wins, as in glibc
-    return ResolvConf(tuple(nameservers), tuple(search))
+    return ResolvConf(tuple(nameservers), tuple(search), tuple(skipped))
 
 
 def read(path: str | Path) -> ResolvConf:
-    """Parse ``path``; a missing file means no nameservers (the caller decides what that means)."""
+    """Parse ``path``, logging unusable entries; a missing file means no nameservers (the caller
+    decides what that means)."""
     try:
-        return parse(Path(path).read_text())
+        conf = parse(Path(path).read_text())
     except OSError as error:
         logger.warning("cannot read %s: %s", path, error.strerror)
         return ResolvConf()
+    for entry in conf.skipped:
+        logger.warning("%s: skipping nameserver %s", path, entry)
+    return conf
