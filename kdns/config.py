@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kdns.names import Name, text_to_name
+from kdns.resolver.config import parse_address
 
 POD_MODES: Final = ("disabled", "insecure", "verified")
 REVERSE_ZONES: Final[tuple[Name, ...]] = (("in-addr", "arpa"), ("ip6", "arpa"))
@@ -93,12 +94,13 @@ def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
 
 
 def parse_server(value: str, field_name: str) -> tuple[str, int]:
-    """``IP``, ``IP:PORT``, ``V6`` or ``[V6]:PORT``; the port defaults to 53."""
-    text = value.strip()
+    """``IP``, ``IP:PORT``, ``V6`` or ``[V6]:PORT``; the port defaults to 53. The syntax is the
+    resolver core's (``parse_address``); a server must be an IP (DNS cannot find DNS)."""
     try:
-        return str(ipaddress.ip_address(text.strip("[]"))), 53
-    except ValueError:
-        return parse_listen(text, field_name)
+        host, port = parse_address(value)
+        return str(ipaddress.ip_address(host)), port
+    except ValueError as error:
+        raise ConfigError(field_name, f"expected IP[:PORT], got {value!r} ({error})") from None
 
 
 def parse_zone(value: str, field_name: str = "zone") -> Name:
