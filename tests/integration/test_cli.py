@@ -226,22 +226,13 @@ class Served:
 def _served(tmp_path: Path) -> Iterator[Served]:
     manifest = tmp_path / "cluster.yaml"
     manifest.write_text(SNAPSHOT)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kdns", "serve", "--manifests", str(manifest), "--listen", "127.0.0.1:0", "--upstream", "none", "--health-listen", "none"],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    process, log = _start(
+        ["--manifests", str(manifest), "--listen", "127.0.0.1:0", "--upstream", "none",
+         "--health-listen", "none"]
     )  # fmt: skip
-    assert process.stderr is not None
-    log: list[str] = []
-    reader = threading.Thread(
-        target=lambda: log.extend(iter(process.stderr.readline, "")), daemon=True
-    )  # type: ignore[union-attr]
-    reader.start()
 
     def reported_port() -> int:
-        for line in list(log):
-            if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", line):
-                return int(match.group(1))
-        return 0
+        return _logged(log, r"serving on 127\.0\.0\.1:(\d+)")
 
     port = wait_until(reported_port, timeout=20, message="kdns did not report its port")
     try:
