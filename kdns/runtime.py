@@ -43,7 +43,6 @@ class Runtime:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.last_publish_s = 0.0
-        self.last_publish_at = 0.0
 
     @property
     def table(self) -> AnswerTable | None:
@@ -138,7 +137,6 @@ class Runtime:
         table = self.builder.publish(index, dirty, always=self.store.external_name_owners())
         self.responder.table = table
         self.last_publish_s = time.perf_counter() - started
-        self.last_publish_at = time.monotonic()
         logger.debug(
             "published generation %d: %d owners rebuilt, %d records, in %.1f ms",
             index.serial,

@@ -54,7 +54,6 @@ class Responder:
         self.max_udp_size = max_udp_size
         self._opt = wire.opt_record(max_udp_size)
         self._opt_do = wire.opt_record(max_udp_size, do_bit=True)
-        self.queries_fast = 0
         self.errors = 0
 
     def answer(self, packet: bytes, tcp: bool = False) -> Reply:
