@@ -2,8 +2,10 @@
 
 ``Resolver.answer(query, done)`` is the whole decision for a screened client query:
 
-1. ``policy.decide`` (a ``SearchPathPolicy``, later issue: autopath, local negatives) may answer
-   first, before the cache and the upstream are asked.
+1. ``policy.decide`` (a ``SearchPathPolicy``: nodecache's local negatives and autopath) may
+   answer first, before the cache and the upstream are asked, or take the query over and
+   settle it later (``DEFERRED``). ``ask`` is the policy's own way in: a blocking query
+   through steps 2-6 that skips step 1.
 2. A fresh cache hit is patched bytes (``Cache.lookup`` + ``Hit.reply``), returned at once.
 3. A name no route covers is REFUSED (kdns with ``--upstream none``).
 4. An expired entry within the stale window (RFC 8767): ``IMMEDIATE`` answers it (TTL 30,
@@ -41,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from kdns import wire
 from kdns.resolver import message, policy, zone
@@ -61,14 +63,46 @@ ClientAddress = tuple[str, int]
 Done = Callable[[bytes], None]
 
 
-class SearchPathPolicy(Protocol):
-    """The seam for ndots absorption (a later issue): asked before the cache and upstream.
+class Deferred:
+    """What ``SearchPathPolicy.decide`` returns when it will settle the query later."""
 
-    Returns a complete reply for ``query`` (its ID, question and OPT handled, e.g. a local
-    NXDOMAIN or an autopath CNAME answer), or None to let the resolver go on. Must not block.
+    __slots__ = ()
+
+
+DEFERRED: Final = Deferred()
+
+Settle = Callable[[bytes | None], None]
+"""How a policy settles a deferred query: the reply, or None for "resolver, go on"."""
+
+
+class SearchPathPolicy(Protocol):
+    """The seam for ndots absorption (``nodecache.searchpath``): asked before cache and upstream.
+
+    ``decide`` returns a complete reply for ``query`` (its ID, question and OPT handled, e.g. a
+    local NXDOMAIN or an autopath CNAME answer), None to let the resolver go on, or
+    ``DEFERRED`` after arranging to call ``settle`` exactly once later, from any thread, with
+    a reply or with None (go on). Must not block.
     """
 
-    def decide(self, query: ClientQuery, client: ClientAddress | None) -> bytes | None: ...
+    def decide(
+        self, query: ClientQuery, client: ClientAddress | None, settle: Settle
+    ) -> bytes | Deferred | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InternalQuery:
+    """A query the node makes for itself (a search-path probe): RD set, no EDNS."""
+
+    packet: bytes
+    question: wire.Question
+    edns: wire.Edns | None = None
+    flags: int = message.RD
+    max_udp_size: int = wire.TCP_MAX_SIZE
+
+    @classmethod
+    def of(cls, qname: bytes, qtype: int) -> InternalQuery:
+        packet = message.make_query(0, qname, qtype, wire.CLASS_IN, udp_size=None)
+        return cls(packet, wire.parse_question(packet))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +183,11 @@ class ResolverStats:
 
     queries: int = 0
     policy_answers: int = 0
+    """Queries the search-path policy answered at once."""
+    policy_deferred: int = 0
+    """Queries the search-path policy took over (answered later, or handed back)."""
+    internal_queries: int = 0
+    """The node's own queries (``ask``: search-path probes), not counted in ``queries``."""
     hits: int = 0
     stale_served: int = 0
     misses: int = 0
@@ -383,11 +422,47 @@ class Resolver:
         exactly once later from another thread (or before this returns, with an inline
         executor). Never raises for upstream trouble."""
         self.stats.queries += 1
-        if self.policy is not None:
-            decided = self.policy.decide(query, client)
-            if decided is not None:
+        policy = self.policy
+        if policy is not None:
+
+            def settle(reply: bytes | None) -> None:
+                if reply is not None:
+                    done(self._fit(reply, query, tcp))
+                    return
+                immediate = self._answer(query, done, tcp)
+                if immediate is not None:
+                    done(immediate)
+
+            decided = policy.decide(query, client, settle)
+            if isinstance(decided, bytes):
                 self.stats.policy_answers += 1
                 return self._fit(decided, query, tcp)
+            if decided is not None:
+                self.stats.policy_deferred += 1
+                return None
+        return self._answer(query, done, tcp)
+
+    def ask(self, qname: bytes, qtype: int, timeout_s: float = 10.0) -> bytes:
+        """The reply to our own query for (``qname``, ``qtype``, IN) through the cache and the
+        routes, bypassing the policy (which is what asks). Blocks; call it off the UDP loop."""
+        self.stats.internal_queries += 1
+        query = InternalQuery.of(qname, qtype)
+        box: list[bytes] = []
+        ready = threading.Event()
+
+        def done(reply: bytes) -> None:
+            box.append(reply)
+            ready.set()
+
+        immediate = self._answer(query, done, True)
+        if immediate is not None:
+            return immediate
+        if not ready.wait(timeout_s):
+            return message.error_reply(query, wire.SERVFAIL)
+        return box[0]
+
+    def _answer(self, query: ClientQuery, done: Done, tcp: bool) -> bytes | None:
+        """``answer`` after the policy: cache, route, upstream."""
         key = Key.of(query)
         now = self.clock()
         hit = self.cache.lookup(key, now)

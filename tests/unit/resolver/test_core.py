@@ -23,7 +23,7 @@ from kdns.resolver.config import (
     StaleMode,
     UpstreamConfig,
 )
-from kdns.resolver.core import Resolver, Route, Router, ttl_policy_for
+from kdns.resolver.core import DEFERRED, Deferred, Resolver, Route, Router, Settle, ttl_policy_for
 from kdns.resolver.message import ClientQuery
 from kdns.resolver.upstream import Failure
 from tests.unit.resolver.fakes import (
@@ -395,7 +395,9 @@ class LocalNXDomain:
     def __init__(self) -> None:
         self.asked: list[tuple[str, object]] = []
 
-    def decide(self, query: ClientQuery, client: tuple[str, int] | None) -> bytes | None:
+    def decide(
+        self, query: ClientQuery, client: tuple[str, int] | None, settle: Settle
+    ) -> bytes | Deferred | None:
         name = zone.to_text(query.question.wire_lower)
         self.asked.append((name, client))
         if name.endswith(".svc.cluster.local.example.test."):
@@ -415,6 +417,60 @@ def test_search_path_policy_decides_before_cache_and_upstream() -> None:
     assert policy.asked == [(junk, ("10.1.2.3", 5353))]
     assert parse(world.ask()).rcode() == dns.rcode.NOERROR
     assert world.default.count() == 1
+
+
+class Later:
+    """A policy that takes every query over and settles it when the test says."""
+
+    def __init__(self) -> None:
+        self.settles: list[Settle] = []
+
+    def decide(
+        self, query: ClientQuery, client: tuple[str, int] | None, settle: Settle
+    ) -> bytes | Deferred | None:
+        self.settles.append(settle)
+        return DEFERRED
+
+
+@pytest.mark.parametrize(
+    ("settled_with", "rcode", "upstream_asked"),
+    [
+        pytest.param("reply", dns.rcode.NXDOMAIN, 0, id="settled-with-a-reply"),
+        pytest.param(None, dns.rcode.NOERROR, 1, id="handed-back-to-the-resolver"),
+    ],
+)
+def test_deferred_policy_settles_later(
+    settled_with: str | None, rcode: int, upstream_asked: int
+) -> None:
+    policy = Later()
+    world = World(policy=policy)
+    world.default.replies[(EXT, "A")] = make_reply(EXT, answer=EXT_A)
+    query = make_query(EXT)
+    got: list[bytes] = []
+    assert world.resolver.answer(query, got.append, ("10.1.2.3", 5353)) is None
+    assert got == []
+    assert world.default.count() == 0
+    [settle] = policy.settles
+    settle(None if settled_with is None else message.error_reply(query, dns.rcode.NXDOMAIN))
+    [reply] = got
+    assert parse(reply).rcode() == rcode
+    assert parse(reply).id == 0x1234
+    assert world.default.count() == upstream_asked
+    assert world.resolver.stats.policy_deferred == 1
+
+
+def test_ask_bypasses_the_policy_and_uses_the_cache() -> None:
+    policy = Later()
+    world = World(policy=policy)
+    world.default.replies[(EXT, "A")] = make_reply(EXT, answer=EXT_A)
+    for _ in range(2):
+        reply = parse(world.resolver.ask(zone.to_wire(EXT), dns.rdatatype.A))
+        assert reply.rcode() == dns.rcode.NOERROR
+        assert [rrset.to_text() for rrset in reply.answer] == [EXT_A[0].replace("300", "30")]
+    assert policy.settles == []
+    assert world.default.count() == 1  # the second ask was a cache hit
+    assert world.resolver.stats.internal_queries == 2
+    assert world.resolver.stats.queries == 0
 
 
 # --- bailiwick and chasing -------------------------------------------------------------------
