@@ -101,11 +101,20 @@ class EndpointSlice:
 
 @dataclass(frozen=True, slots=True)
 class Pod:
-    """A v1 Pod: its IPs, for ``--pods verified`` (R7.2)."""
+    """A v1 Pod: its IPs, for ``--pods verified`` (R7.2), and how it resolves names (the
+    search path nodecache's autopath must match: ``nodecache.searchpath.clients``)."""
 
     namespace: str
     name: str
     ips: tuple[str, ...] = ()
+    dns_policy: str = "ClusterFirst"
+    """``spec.dnsPolicy`` (the API's default is ClusterFirst)."""
+    host_network: bool = False
+    dns_searches: tuple[str, ...] = ()
+    """``spec.dnsConfig.searches``: extra search domains, which change the pod's search path."""
+    node_name: str = ""
+    finished: bool = False
+    """``status.phase`` is Succeeded or Failed: its IP may already belong to another pod."""
 
     @property
     def key(self) -> ObjectKey:

@@ -338,7 +338,24 @@ def _pod(obj: Mapping[str, Any]) -> Pod:
         # Pending pods have no IP yet; that is normal, not an error.
         if single:
             ips.append(_ip(single, "status.podIP"))
-    return Pod(namespace=namespace, name=name, ips=tuple(dict.fromkeys(ips)))
+    spec = _mapping(obj, "spec", "spec")
+    dns_config = _mapping(spec, "dnsConfig", "spec.dnsConfig")
+    searches = _list(dns_config, "searches", "spec.dnsConfig.searches")
+    for i, search in enumerate(searches):
+        if not isinstance(search, str):
+            raise ConvertError(
+                f"spec.dnsConfig.searches[{i}]", f"expected a string, got {_describe(search)}"
+            )
+    return Pod(
+        namespace=namespace,
+        name=name,
+        ips=tuple(dict.fromkeys(ips)),
+        dns_policy=_str(spec, "dnsPolicy", "spec.dnsPolicy", "ClusterFirst"),
+        host_network=bool(_bool(spec, "hostNetwork", "spec.hostNetwork")),
+        dns_searches=tuple(searches),
+        node_name=_str(spec, "nodeName", "spec.nodeName"),
+        finished=_str(status, "phase", "status.phase") in ("Succeeded", "Failed"),
+    )
 
 
 _CONVERTERS: Final[Mapping[tuple[str, str], Callable[[Mapping[str, Any]], KubeObject]]] = {

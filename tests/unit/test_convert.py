@@ -80,10 +80,17 @@ def ep(*addresses: Any, **extra: Any) -> dict[str, Any]:
     return {"addresses": list(addresses), **extra}
 
 
-def pod_obj(status: dict[str, Any] | None = None, *, name: str = "cart-1") -> dict[str, Any]:
+def pod_obj(
+    status: dict[str, Any] | None = None,
+    *,
+    name: str = "cart-1",
+    spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(name, "shop")}
     if status is not None:
         obj["status"] = status
+    if spec is not None:
+        obj["spec"] = spec
     return obj
 
 
@@ -365,6 +372,32 @@ CASES = [
     Case("pod-pending-no-ip", pod_obj({"phase": "Pending"}), Pod("shop", "cart-1", ())),
     Case("pod-no-status", pod_obj(None), Pod("shop", "cart-1", ())),
     Case("pod-empty-podip", pod_obj({"podIP": ""}), Pod("shop", "cart-1", ())),
+    Case(
+        "pod-dns-facts-for-autopath",
+        pod_obj(
+            {"phase": "Running", "podIP": "10.244.1.11"},
+            spec={
+                "nodeName": "node-a",
+                "dnsPolicy": "ClusterFirstWithHostNet",
+                "hostNetwork": True,
+                "dnsConfig": {"searches": ["corp.example"], "options": [{"name": "ndots"}]},
+            },
+        ),
+        Pod(
+            "shop",
+            "cart-1",
+            ("10.244.1.11",),
+            dns_policy="ClusterFirstWithHostNet",
+            host_network=True,
+            dns_searches=("corp.example",),
+            node_name="node-a",
+        ),
+    ),
+    Case(
+        "pod-finished-phase",
+        pod_obj({"phase": "Succeeded", "podIP": "10.244.1.11"}),
+        Pod("shop", "cart-1", ("10.244.1.11",), finished=True),
+    ),
     # Kinds and versions we do not use
     Case("unused-configmap", {"apiVersion": "v1", "kind": "ConfigMap", "data": {}}, None),
     Case("unused-deployment", {"apiVersion": "apps/v1", "kind": "Deployment"}, None),
@@ -576,6 +609,18 @@ ERROR_CASES = [
     # Pod
     ErrorCase("status-not-mapping", pod_obj(None) | {"status": "Running"}, "status", "mapping"),
     ErrorCase("podip-invalid", pod_obj({"podIP": "pending"}), "status.podIP", "'pending'"),
+    ErrorCase(
+        "pod-dnsconfig-searches-not-strings",
+        pod_obj(None, spec={"dnsConfig": {"searches": [3]}}),
+        "spec.dnsConfig.searches[0]",
+        "string",
+    ),
+    ErrorCase(
+        "pod-hostnetwork-not-bool",
+        pod_obj(None, spec={"hostNetwork": "yes"}),
+        "spec.hostNetwork",
+        "'yes'",
+    ),
     ErrorCase("podips-not-list", pod_obj({"podIPs": "10.0.0.1"}), "status.podIPs", "list"),
     ErrorCase(
         "podips-entry-not-mapping",
