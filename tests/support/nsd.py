@@ -3,6 +3,8 @@
 ``running_nsd(zone, text)`` writes the zone and a config into a temporary directory, starts
 ``nsd -d`` (foreground, so the test owns the process) on a free port, waits until it answers,
 and stops it afterwards. Without the ``nsd`` binary the test is skipped with a reason.
+``write_config(directory, zones, host, port)`` writes the same config for several zones on any
+address, for a caller that starts NSD itself (tests/support/ndots.py, inside a namespace).
 
 The config carries the pitfalls bench/run.py found:
 
@@ -22,7 +24,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +58,7 @@ empty   IN TXT  "only txt here"
 whose target's address NSD adds as additional data."""
 
 CONF = """server:
-    ip-address: 127.0.0.1
+    ip-address: {host}
     port: {port}
     do-ip6: no
     server-count: 1
@@ -76,10 +78,29 @@ CONF = """server:
     rrl-whitelist-ratelimit: 0
 remote-control:
     control-enable: no
-zone:
-    name: "{zone}"
-    zonefile: "{zone}.zone"
 """
+ZONE_CONF = """zone:
+    name: "{zone}"
+    zonefile: "{file}"
+"""
+
+
+def write_config(
+    directory: Path, zones: Mapping[str, str], host: str = "127.0.0.1", port: int = 53
+) -> Path:
+    """Zone files and an ``nsd.conf`` in ``directory`` serving ``zones`` (name -> zone text) on
+    ``host:port``; checked with ``nsd-checkconf``. The root zone is ``"."`` (file ``root.zone``)."""
+    conf = CONF.format(host=host, port=port, dir=directory)
+    for zone, text in zones.items():
+        file = f"{zone.strip('.') or 'root'}.zone"
+        (directory / file).write_text(text)
+        conf += ZONE_CONF.format(zone=zone, file=file)
+    path = directory / "nsd.conf"
+    path.write_text(conf)
+    check = subprocess.run(["nsd-checkconf", str(path)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"nsd-checkconf rejected the config: {check.stderr}")
+    return path
 
 
 @dataclass
@@ -137,15 +158,8 @@ def running_nsd(zone: str = ZONE, zone_text: str = ZONE_TEXT) -> Iterator[Runnin
         pytest.skip(reason)
     with tempfile.TemporaryDirectory(prefix="kdns-nsd-") as tmp:
         directory = Path(tmp)
-        (directory / f"{zone}.zone").write_text(zone_text)
         port = _free_port()
-        conf = directory / "nsd.conf"
-        conf.write_text(CONF.format(port=port, dir=directory, zone=zone))
-        check = subprocess.run(
-            ["nsd-checkconf", str(conf)], capture_output=True, text=True, check=False
-        )
-        if check.returncode != 0:
-            raise RuntimeError(f"nsd-checkconf rejected the config: {check.stderr}")
+        conf = write_config(directory, {zone: zone_text}, port=port)
         with (directory / "stderr").open("wb") as stderr:
             process = subprocess.Popen(
                 ["nsd", "-d", "-c", str(conf)],
