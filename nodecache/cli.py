@@ -1,5 +1,8 @@
-"""Command line: ``nodecache serve | check``. Parses argv and the config file into a ``Config``,
-installs the signal handlers, runs the ``NodeCache`` and owns the exit codes.
+"""Command line: ``nodecache serve | check | guard``. Parses argv and the config file into a
+``Config``, installs the signal handlers, runs the ``NodeCache`` and owns the exit codes.
+
+``guard`` (nodecache.node.guard) takes the same flags as ``serve``, so it removes and installs
+exactly what the cache installs.
 
 Exit codes: 0 clean shutdown (SIGTERM or SIGINT); 2 bad flags or config (the message names the
 field); 1 a DNS listen address that cannot be bound.
@@ -28,6 +31,7 @@ from nodecache.config import (
     load_file,
     show_address,
 )
+from nodecache.node.settings import NodeSettings, add_guard_flags, add_node_flags, node_settings
 from nodecache.service import ConfigWatcher, NodeCache
 
 logger = logging.getLogger("nodecache")
@@ -106,8 +110,19 @@ def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nodecache", description="Node-local DNS cache for Kubernetes.")
     parser.add_argument("--version", action="version", version=f"nodecache {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_flags(commands.add_parser("serve", help="serve DNS on the node-local addresses"))
-    _add_flags(commands.add_parser("check", help="validate the settings and print them"))
+    guard = commands.add_parser(
+        "guard",
+        help="beside the cache: remove the node plumbing while it does not answer "
+        "(give it the cache's flags)",
+    )
+    for command in (
+        commands.add_parser("serve", help="serve DNS on the node-local addresses"),
+        commands.add_parser("check", help="validate the settings and print them"),
+        guard,
+    ):
+        _add_flags(command)
+        add_node_flags(command)
+        add_guard_flags(command)
     return parser
 
 
@@ -178,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Watch from before the first load, so an edit made during it is not missed.
         watcher = ConfigWatcher(args.config) if args.config else None
         config = load_config(args)
+        node = node_settings(args)
     except (UsageError, ConfigError) as error:
         sys.stderr.write(f"nodecache: error: {error}\n")
         return EXIT_USAGE
@@ -189,16 +205,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         sys.stdout.write(describe(config))
         return 0
-    return serve(config, lambda: load_config(args), watcher)
+    if args.command == "guard":
+        from nodecache.node.run import guard_main
+
+        return guard_main(config, node)
+    return serve(config, lambda: load_config(args), watcher, node)
 
 
-def serve(config: Config, load: Callable[[], Config], watcher: ConfigWatcher | None) -> int:
+def serve(
+    config: Config,
+    load: Callable[[], Config],
+    watcher: ConfigWatcher | None,
+    settings: NodeSettings | None = None,
+) -> int:
     commands: queue.SimpleQueue[str] = queue.SimpleQueue()
     # SimpleQueue.put is reentrant, so a handler may run in the middle of the main loop's get.
     signal.signal(signal.SIGTERM, lambda *_: commands.put("stop"))
     signal.signal(signal.SIGINT, lambda *_: commands.put("stop"))
     signal.signal(signal.SIGHUP, lambda *_: commands.put("reload"))
-    node = NodeCache(config, load)
+    node = NodeCache(config, load, node=settings or NodeSettings())
     try:
         node.start()
     except OSError as error:

@@ -40,6 +40,11 @@ from kdns.serve.udp import UDPServer, bind_udp
 from nodecache.config import Config, show_address
 from nodecache.handler import PROBE_ZONE, QueryHandler
 from nodecache.metrics import Metrics, upstream_groups
+from nodecache.node.commands import Run, run_command
+from nodecache.node.handover import hand_over
+from nodecache.node.probe import nodecache_answers
+from nodecache.node.settings import NodeSettings, plumbing_for, probe_address
+from nodecache.node.sync import NodeSync
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +52,14 @@ logger = logging.getLogger(__name__)
 class NodeCache:
     """One nodecache process's serving state. ``load`` rebuilds the config for a reload."""
 
-    def __init__(self, config: Config, load: Callable[[], Config]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        load: Callable[[], Config],
+        node: NodeSettings | None = None,
+        run: Run = run_command,
+    ) -> None:
+        """``node``: the interface and iptables plumbing (nodecache.node); None for none."""
         self.config = config
         self._load = load
         self.resolver = Resolver.from_config(config.resolver)
@@ -58,6 +70,10 @@ class NodeCache:
         self.health: HealthServer | None = None
         self.serving = False
         self._reload_lock = threading.Lock()
+        self.node = node
+        self.plumbing = plumbing_for(config, node, run) if node is not None else None
+        self.node_sync: NodeSync | None = None
+        self.handed_over = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -65,6 +81,8 @@ class NodeCache:
         """Bind and serve; raises OSError (nothing left running) if a DNS address is taken."""
         udp_socks: list[socket.socket] = []
         tcp_socks: list[socket.socket] = []
+        if self.plumbing is not None:
+            self.plumbing.ensure_interface()  # our listen IPs must be local before we bind them
         try:
             for host, port in self.config.listen:
                 udp, tcp = _bind_pair(host, port)
@@ -86,6 +104,18 @@ class NodeCache:
         for server in self.udp_servers:
             logger.info("serving on %s (udp+tcp)", show_address(*server.address))
         self._start_health()
+        if self.plumbing is not None and self.plumbing.active and self.node is not None:
+            # The rules go in from this thread once our listener answers (nodecache.node.sync).
+            self.node_sync = NodeSync(self.plumbing, self.answers, self.node.sync_interval_s)
+            self.node_sync.start()
+
+    def answers(self) -> bool:
+        """Whether nodecache answers on the probe address (the guard's; the first listener)."""
+        host, port = probe_address(self.config, self.node)
+        if port == 0 and self.udp_servers:
+            port = self.udp_servers[0].address[1]
+        timeout = self.node.guard_timeout_s if self.node is not None else 0.5
+        return nodecache_answers(host, port, timeout)
 
     def _start_health(self) -> None:
         if self.config.health_listen is None:
@@ -107,7 +137,31 @@ class NodeCache:
 
     def shutdown(self) -> bool:
         """Stop taking queries, let queries in flight finish (bounded), close everything.
-        Returns whether every query in flight got its reply."""
+        Returns whether every query in flight got its reply.
+
+        With a successor on our addresses (an upgrade: nodecache.node.handover) we step aside,
+        answer what is queued, drain, and leave the node plumbing to it. Without one the rules
+        go first, so new queries take the Service path to kdns at once while ours drain; the
+        interface goes last, once no reply of ours needs its addresses."""
+        if self.node_sync is not None:
+            self.node_sync.stop()  # nothing may reinstall the rules from here on
+        self.handed_over = hand_over(self.udp_servers, self.answers)
+        teardown = (
+            self.plumbing is not None
+            and self.node is not None
+            and not self.node.skip_teardown
+            and not self.handed_over
+        )
+        if self.handed_over:
+            if self.tcp_server is not None:
+                # Connections still being accepted by our listener at close are reset unless
+                # net.ipv4.tcp_migrate_req=1 moves them to the successor (README).
+                self.tcp_server.stop_accepting()
+            drained = all(server.wait_drained() for server in self.udp_servers)
+            logger.info("handed over; receive queues %s", "empty" if drained else "not empty")
+        elif teardown:
+            assert self.plumbing is not None
+            self.plumbing.remove_rules()
         logger.info("shutting down: no new queries; %d in flight", self.handler.inflight)
         self.handler.drain()
         finished = self.handler.wait_idle(self.config.drain_timeout_s)
@@ -125,6 +179,9 @@ class NodeCache:
             self.health.stop()
         self.resolver.close()
         self.serving = False
+        if teardown:
+            assert self.plumbing is not None
+            self.plumbing.remove_interface()
         logger.info("stopped")
         return finished
 
@@ -206,9 +263,10 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     """UDP and TCP sockets on the same address. Port 0 binds a random UDP port and TCP takes
     the same one; if another process holds that TCP port, another random port is tried."""
     for _attempt in range(20 if port == 0 else 1):
-        udp = bind_udp(host, port)
+        # SO_REUSEPORT: a new nodecache binds beside us during an upgrade (nodecache.node.handover).
+        udp = bind_udp(host, port, reuse_port=True)
         try:
-            return udp, bind_tcp(host, udp.getsockname()[1])
+            return udp, bind_tcp(host, udp.getsockname()[1], reuse_port=True)
         except OSError:
             udp.close()
             if port != 0:

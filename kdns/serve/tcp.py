@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 MAX_CONNECTIONS = 1024
 
 
-def bind_tcp(host: str, port: int) -> socket.socket:
-    sock = bound_socket(host, port, socket.SOCK_STREAM)
+def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    sock = bound_socket(host, port, socket.SOCK_STREAM, reuse_port=reuse_port)
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -113,6 +113,18 @@ class TCPServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    def stop_accepting(self) -> None:
+        """Close the listening sockets (a SO_REUSEPORT peer takes new connections); the open
+        connections are served until ``stop``."""
+
+        async def close() -> None:
+            for server in self._servers:
+                server.close()
+
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=3)
+
     def stop(self) -> None:
         async def shutdown() -> None:
             for server in self._servers:
@@ -144,15 +156,17 @@ def _settle(future: asyncio.Future[bytes], data: bytes) -> None:
         future.set_result(data)
 
 
-def bind_pair(host: str, port: int, attempts: int = 20) -> tuple[socket.socket, socket.socket]:
+def bind_pair(
+    host: str, port: int, attempts: int = 20, *, reuse_port: bool = False
+) -> tuple[socket.socket, socket.socket]:
     """Bind UDP and TCP on the same address. With port 0 the UDP port is picked by the kernel and
     TCP takes the same number; if another process holds that TCP port, try a fresh one."""
     from kdns.serve.udp import bind_udp
 
     for _ in range(attempts if port == 0 else 1):
-        udp = bind_udp(host, port)
+        udp = bind_udp(host, port, reuse_port=reuse_port)
         try:
-            return udp, bind_tcp(host, udp.getsockname()[1])
+            return udp, bind_tcp(host, udp.getsockname()[1], reuse_port=reuse_port)
         except OSError:
             udp.close()
             if port != 0:

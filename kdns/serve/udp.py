@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 
-from kdns.serve import accel
+from kdns.serve import accel, sockets
 from kdns.serve.reply import Handler, PeerHandler
 from kdns.serve.sockets import bound_socket
 
@@ -21,8 +22,8 @@ logger = logging.getLogger(__name__)
 RECEIVE_SIZE = 65535
 
 
-def bind_udp(host: str, port: int) -> socket.socket:
-    sock = bound_socket(host, port, socket.SOCK_DGRAM)
+def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    sock = bound_socket(host, port, socket.SOCK_DGRAM, reuse_port=reuse_port)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     return sock
 
@@ -90,6 +91,33 @@ class UDPServer:
                 logger.debug("sendto %s failed: %s", peer, error)
 
         return send
+
+    def stop_receiving(self) -> None:
+        """Take no new datagrams (a SO_REUSEPORT peer gets them), but keep answering the ones
+        already queued: see ``kdns.serve.sockets.step_aside``."""
+        sockets.step_aside(self.sock)
+
+    def resume_receiving(self) -> None:
+        """Undo ``stop_receiving``."""
+        sockets.rejoin(self.sock)
+
+    def wait_drained(self, quiet_s: float = 0.1, timeout_s: float = 2.0) -> bool:
+        """After ``stop_receiving``: wait until the receive queue has stayed empty for
+        ``quiet_s`` (the loop has taken every queued datagram, including one the kernel was
+        delivering as we stepped aside). False if it was not empty within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        empty_since: float | None = None
+        while True:
+            now = time.monotonic()
+            if sockets.queued(self.sock):
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            elif now - empty_since >= quiet_s:
+                return True
+            if now >= deadline:
+                return False
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self._stopping = True

@@ -1,0 +1,238 @@
+"""Install and remove the node plumbing (the dummy interface, the iptables rules), idempotently.
+
+Every operation is a reconcile from data: the desired rules come from ``rules.node_rules`` (the
+same config gives the same rules, in the cache and in the guard), the current ones from
+``iptables-save`` (never ``iptables -C``, which flaked with iptables-nft: kubernetes/dns#568).
+So running ``install`` twice, or the cache and the guard both running it, changes nothing the
+second time; a rule found twice is deleted down to one; a rule carrying our comment that the
+config no longer asks for (an old listen IP) is deleted. ``remove`` deletes every rule with our
+comment, then the interface (NodeLocal's order since its commit 307d5615: rules first, so no
+NOTRACK rule is left pointing at an address that is gone).
+
+Failures are logged and counted by kind (``errors``, NodeLocal's ``setup_errors_total``
+error types); they never raise: a node whose iptables is broken still serves DNS on the
+addresses it has, and the next sync tries again.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import json
+import logging
+import shlex
+from collections.abc import Sequence
+
+from nodecache.node.commands import Result, Run
+from nodecache.node.rules import COMMENTS, TABLES, Rule, node_rules
+
+logger = logging.getLogger(__name__)
+
+ERROR_TYPES = ("iptables", "iptables_lock", "interface_add", "interface_check")
+
+
+def ours(args: Sequence[str]) -> bool:
+    """Whether a rule's arguments carry one of our comments."""
+    for index, token in enumerate(args[:-1]):
+        if token == "--comment" and args[index + 1] in COMMENTS:
+            return True
+    return False
+
+
+def parse_save(text: str) -> list[tuple[str, tuple[str, ...]]]:
+    """``(chain, args)`` for every ``-A CHAIN ARGS`` line of one table's ``iptables-save``."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith("-A "):
+            continue
+        tokens = shlex.split(line)
+        if len(tokens) >= 2:
+            found.append((tokens[1], tuple(tokens[2:])))
+    return found
+
+
+class Plumbing:
+    """The interface and rules for ``addresses`` (``(ip, port)``, already filtered by
+    ``rules.node_ips``) and ``health_port``."""
+
+    def __init__(
+        self,
+        addresses: Sequence[tuple[str, int]],
+        health_port: int | None,
+        run: Run,
+        *,
+        interface: str = "nodelocaldns",
+        setup_interface: bool = True,
+        setup_iptables: bool = True,
+    ) -> None:
+        self.addresses = list(addresses)
+        self.ips = list(dict.fromkeys(ip for ip, _port in self.addresses))
+        self.rules = node_rules(self.addresses, health_port)
+        self.run = run
+        self.interface = interface
+        self.setup_interface = setup_interface and bool(self.ips)
+        self.setup_iptables = setup_iptables and bool(self.rules)
+        self.errors: collections.Counter[str] = collections.Counter(dict.fromkeys(ERROR_TYPES, 0))
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to manage at all."""
+        return self.setup_interface or self.setup_iptables
+
+    # --- the whole ---------------------------------------------------------------------------
+
+    def install(self) -> bool:
+        """Interface, then rules. True if both are as desired now."""
+        return self.ensure_interface() & self.ensure_rules()
+
+    def remove(self) -> bool:
+        """Rules, then interface. True if both are gone now."""
+        return self.remove_rules() & self.remove_interface()
+
+    # --- rules -------------------------------------------------------------------------------
+
+    def _families(self) -> list[bool]:
+        return sorted({rule.ipv6 for rule in self.rules})
+
+    def _save(self, ipv6: bool, table: str) -> list[tuple[str, tuple[str, ...]]] | None:
+        command = "ip6tables-save" if ipv6 else "iptables-save"
+        result = self.run([command, "-t", table])
+        if not result.ok:
+            self._failed("iptables", [command, "-t", table], result)
+            return None
+        return [(chain, args) for chain, args in parse_save(result.stdout) if ours(args)]
+
+    def _iptables(self, argv: list[str]) -> bool:
+        result = self.run(argv)
+        if result.ok:
+            return True
+        lock = result.returncode == 4 or "xtables lock" in result.stderr
+        self._failed("iptables_lock" if lock else "iptables", argv, result)
+        return False
+
+    def ensure_rules(self) -> bool:
+        """Make our rules exactly the desired ones: add the missing, delete duplicates and
+        stale ones. Reads iptables-save first, so it is safe to run any number of times."""
+        if not self.setup_iptables:
+            return True
+        ok = True
+        changed = 0
+        for ipv6 in self._families():
+            for table in TABLES:
+                current = self._save(ipv6, table)
+                if current is None:
+                    ok = False
+                    continue
+                want = [r for r in self.rules if r.ipv6 == ipv6 and r.table == table]
+                have = collections.Counter(current)
+                wanted = {(r.chain, r.args) for r in want}
+                for (chain, args), count in have.items():
+                    rule = Rule(ipv6, table, chain, args)
+                    # Duplicates (a piled-up -C failure) and rules for addresses we no longer
+                    # serve both go; one copy of each wanted rule stays.
+                    extra = count - 1 if (chain, args) in wanted else count
+                    for _ in range(extra):
+                        ok &= self._iptables(rule.delete())
+                        changed += 1
+                # -I prepends: inserting in reverse keeps our listed order at the top.
+                for rule in reversed(want):
+                    if have[(rule.chain, rule.args)] == 0:
+                        ok &= self._iptables(rule.insert())
+                        changed += 1
+        if changed:
+            logger.info("iptables: %d rule changes (%d rules wanted)", changed, len(self.rules))
+        return ok
+
+    def remove_rules(self) -> bool:
+        """Delete every rule with our comment (however many copies), in every table we use."""
+        if not self.setup_iptables:
+            return True
+        ok = True
+        removed = 0
+        for ipv6 in self._families():
+            for table in TABLES:
+                current = self._save(ipv6, table)
+                if current is None:
+                    ok = False
+                    continue
+                for chain, args in current:
+                    ok &= self._iptables(Rule(ipv6, table, chain, args).delete())
+                    removed += 1
+        if removed:
+            logger.info("iptables: removed %d rules", removed)
+        return ok
+
+    # --- interface ---------------------------------------------------------------------------
+
+    def _addresses(self) -> list[str] | None:
+        """The interface's addresses, or None when it does not exist."""
+        result = self.run(["ip", "-j", "addr", "show", "dev", self.interface])
+        if not result.ok:
+            return None
+        try:
+            links = json.loads(result.stdout or "[]")
+        except ValueError:
+            self._failed("interface_check", ["ip", "-j", "addr"], result)
+            return None
+        found = []
+        for link in links:
+            for info in link.get("addr_info", []):
+                if "local" in info:
+                    found.append(str(ipaddress.ip_address(info["local"])))
+            if "UP" not in link.get("flags", []):
+                found.append("<down>")
+        return found
+
+    def ensure_interface(self) -> bool:
+        """The dummy interface exists, is up and holds every listen IP (as /32 or /128)."""
+        if not self.setup_interface:
+            return True
+        present = self._addresses()
+        ok = True
+        if present is None:
+            result = self.run(["ip", "link", "add", self.interface, "type", "dummy"])
+            if not result.ok:
+                self._failed("interface_add", ["ip", "link", "add", self.interface], result)
+                return False
+            logger.info("interface %s added", self.interface)
+            present = ["<down>"]
+        if "<down>" in present:
+            argv = ["ip", "link", "set", self.interface, "up"]
+            result = self.run(argv)
+            if not result.ok:
+                self._failed("interface_add", argv, result)
+                ok = False
+        for ip in self.ips:
+            if ip in present:
+                continue
+            prefix = 128 if ":" in ip else 32
+            argv = ["ip", "addr", "add", f"{ip}/{prefix}", "dev", self.interface]
+            result = self.run(argv)
+            if not result.ok:
+                self._failed("interface_add", argv, result)
+                ok = False
+            else:
+                logger.info("interface %s: added %s", self.interface, ip)
+        return ok
+
+    def remove_interface(self) -> bool:
+        if not self.setup_interface:
+            return True
+        if self._addresses() is None:
+            return True
+        argv = ["ip", "link", "del", self.interface]
+        result = self.run(argv)
+        if not result.ok:
+            self._failed("interface_check", argv, result)
+            return False
+        logger.info("interface %s removed", self.interface)
+        return True
+
+    def _failed(self, kind: str, argv: Sequence[str], result: Result) -> None:
+        self.errors[kind] += 1
+        logger.error(
+            "%s failed (exit %d): %s",
+            " ".join(argv),
+            result.returncode,
+            (result.stderr or result.stdout).strip(),
+        )

@@ -1,0 +1,46 @@
+"""``nodecache guard``'s process: signals, the probe target, the loop (nodecache.node.guard)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from nodecache.config import Config, show_address
+from nodecache.node.commands import Run, run_command
+from nodecache.node.guard import Guard, run_guard
+from nodecache.node.probe import nodecache_answers
+from nodecache.node.settings import NodeSettings, plumbing_for, probe_address
+
+logger = logging.getLogger("nodecache.guard")
+
+EXIT_USAGE = 2
+
+
+def guard_main(config: Config, node: NodeSettings, run: Run = run_command) -> int:
+    """Guard until SIGTERM/SIGINT; exits 0 (leaving the plumbing as it is: the cache, or the
+    next guard, owns it), 2 when there is nothing to probe."""
+    host, port = probe_address(config, node)
+    if port == 0:
+        logger.error("guard_probe: the first --listen has port 0; give --guard-probe IP:PORT")
+        return EXIT_USAGE
+    plumbing = plumbing_for(config, node, run)
+    if not plumbing.active:
+        logger.warning("no node plumbing to guard (no non-loopback listen IP, or both off)")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    timeout = node.guard_timeout_s
+    guard = Guard(plumbing, lambda: nodecache_answers(host, port, timeout), node.guard_failures)
+    logger.info(
+        "guarding %s: probe every %g s (timeout %g s); %d failures remove %d rules%s",
+        show_address(host, port),
+        node.guard_interval_s,
+        timeout,
+        node.guard_failures,
+        len(plumbing.rules) if plumbing.setup_iptables else 0,
+        f" and interface {plumbing.interface}" if plumbing.setup_interface else "",
+    )
+    run_guard(guard, node.guard_interval_s, stop)
+    logger.info("guard stopped (%d removals, %d installs)", guard.removals, guard.installs)
+    return 0
