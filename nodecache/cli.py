@@ -104,6 +104,49 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         help="ceiling on the EDNS payload honoured for clients (default 1232)",
     )
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    _add_searchpath_flags(parser)
+
+
+def _add_searchpath_flags(parser: argparse.ArgumentParser) -> None:
+    """ndots absorption (nodecache.searchpath; README "Search-path absorption")."""
+    add = parser.add_argument
+    add(
+        "--autopath",
+        choices=("on", "off"),
+        help="walk a ClusterFirst pod's search path on the node and answer its first "
+        "expansion with a CNAME to the name that exists (default on)",
+    )
+    add(
+        "--local-nxdomain",
+        choices=("on", "off"),
+        help="answer NXDOMAIN on the node for cluster-zone names that cannot exist (the "
+        "zone's name shape) and names under a missing namespace (RFC 8020 cut) (default on)",
+    )
+    add(
+        "--autopath-clients",
+        action="append",
+        metavar="CIDR",
+        help="trust these source addresses as ClusterFirst pods without asking the API "
+        "(repeatable; for clusters where every pod is ClusterFirst, and tests)",
+    )
+    add(
+        "--autopath-namespaces",
+        action="append",
+        metavar="NS",
+        help="autopath only for pods in these namespaces (repeatable; default all)",
+    )
+    add(
+        "--node-name",
+        metavar="NAME",
+        help="this node, for the Pod watch that tells which clients are ClusterFirst pods "
+        "(default $NODE_NAME, from the downward API)",
+    )
+    add(
+        "--kubeconfig",
+        metavar="PATH",
+        help="cluster for the Pod watch (default: in-cluster when KUBERNETES_SERVICE_HOST "
+        "is set)",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,8 @@ from kdns.resolver.config import (
     ZoneTTL,
     parse_address,
 )
+from nodecache.searchpath import settings as searchpath_settings
+from nodecache.searchpath.settings import SearchPathConfig
 
 T = TypeVar("T")
 
@@ -53,7 +55,7 @@ __all__ = [
 
 FLAG_SETTINGS: Final = (
     "listen", "cluster_zone", "cluster_upstream", "upstream", "host_resolv_conf",
-    "health_listen", "max_udp_size", "log_level",
+    "health_listen", "max_udp_size", "log_level", *searchpath_settings.SETTINGS,
 )  # fmt: skip
 """Settings that have a flag (``--cluster-zone`` is ``cluster_zone``)."""
 
@@ -69,7 +71,7 @@ DEFAULT_HEALTH_LISTEN: Final = "0.0.0.0:8080"  # NodeLocal's health port (nodeca
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 RESTART_ONLY: Final = (
     "listen", "health_listen", "max_udp_size", "tcp_idle_timeout_s",
-    "cache.max_entries", "cache.max_bytes", "workers",
+    "cache.max_entries", "cache.max_bytes", "workers", "searchpath",
 )  # fmt: skip
 """Settings a reload cannot change (bound sockets, the cache's capacity, the pool size): a
 reload that changes them logs a warning and keeps the running values."""
@@ -134,6 +136,8 @@ class Config:
     """Where ``resolver.upstream`` came from: flags, config, ``resolv.conf PATH`` or none."""
     notes: tuple[str, ...] = ()
     """Warnings found while building (e.g. resolv.conf entries skipped), for the log."""
+    searchpath: SearchPathConfig = dataclasses.field(default_factory=SearchPathConfig)
+    """ndots absorption: autopath and local NXDOMAIN (``nodecache.searchpath``)."""
 
     def restart_only_changes(self, new: Config) -> list[str]:
         """The restart-only settings that differ in ``new``."""
@@ -158,6 +162,7 @@ class Config:
             health_listen=self.health_listen,
             max_udp_size=self.max_udp_size,
             tcp_idle_timeout_s=self.tcp_idle_timeout_s,
+            searchpath=self.searchpath,
         )
 
 
@@ -312,6 +317,9 @@ def build_config(
         raise ConfigError("max_udp_size", f"must be between 512 and 65535, got {max_udp_size}")
     idle = _positive(values, "tcp_idle_timeout_s", 10.0)
     drain = _positive(values, "drain_timeout_s", 5.0)
+    searchpath = searchpath_settings.searchpath_config(
+        values, _host_search(resolv_path, read_text, notes)
+    )
     return Config(
         resolver=resolver,
         listen=listen,
@@ -324,6 +332,7 @@ def build_config(
         host_resolv_conf=resolv_path,
         upstream_source=source,
         notes=tuple(notes),
+        searchpath=searchpath,
     )
 
 
@@ -413,6 +422,16 @@ def _from_resolv_conf(
             "--upstream none (external names are then REFUSED)",
         )
     return _upstream(tuple(servers), options, Transport.UDP, "upstream"), f"resolv.conf {path}"
+
+
+def _host_search(path: str, read_text: Callable[[str], str], notes: list[str]) -> tuple[str, ...]:
+    """The node's search domains (the kubelet appends them to every ClusterFirst pod's list)."""
+    try:
+        text = read_text(path)
+    except OSError as error:
+        notes.append(f"{path}: cannot read the host search domains ({error.strerror})")
+        return ()
+    return resolvconf.parse(text).search
 
 
 def _transport(value: object, field_name: str) -> Transport:

@@ -15,8 +15,9 @@ and ``kdns.serve.tcp.TCPServer`` call. For each query:
    not AXFR/IXFR, a well-formed name), and the shortcut's key is the first zero byte's prefix of
    the question, so an equal key means the same well-formed name (the argument in
    kdns.serve.protocol's docstring). Everything else (a miss, a stale entry, any other shape)
-   takes step 2. The shortcut is off while a search-path policy is set: that seam must see
-   every query before the cache (kdns.resolver.core step 1).
+   takes step 2. Names a search-path policy claims (``nodecache.searchpath``: the cluster
+   zones) skip the shortcut: that seam must see them before the cache (kdns.resolver.core
+   step 1). Everything else keeps it.
 2. **Screen.** ``kdns.serve.protocol.screen``: the bad-input rules kdns uses (drop responses
    and runts; FORMERR, NOTIMP, BADVERS; REFUSED for AXFR/IXFR and non-IN classes).
 3. **Resolve.** ``Resolver.answer(query, done, client, tcp=...)``: bytes now, or a ``Later`` the
@@ -36,7 +37,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 from kdns import wire
 from kdns.health import probe_query
@@ -62,6 +63,13 @@ this bounds that memory (a few MB at most) outside the cache's own byte bound.""
 _HEADER: Final = wire.HEADER_SIZE
 _MIN_UDP: Final = wire.MIN_UDP_SIZE
 _CD: Final = message.CD
+
+
+@runtime_checkable
+class _Claims(Protocol):
+    """A search-path policy that says which names it must see (``SearchPath.claims``)."""
+
+    def claims(self, name: bytes) -> bool: ...
 
 
 class _Memo(NamedTuple):
@@ -123,6 +131,8 @@ class QueryHandler:
         # Fixed for the resolver's life (a reload swaps routes and policies, not these).
         self._cache = resolver.cache
         self._resolver_stats = resolver.stats
+        policy = resolver.policy
+        self._policy: _Claims | None = policy if isinstance(policy, _Claims) else None
         self.draining = False
         self._inflight = 0
         self._idle = threading.Condition()
@@ -138,10 +148,9 @@ class QueryHandler:
             self.stats.drained += 1
             return None
         try:
-            if self.resolver.policy is None:
-                reply = self._cached(packet, False)
-                if reply is not None:
-                    return reply
+            reply = self._cached(packet, False)
+            if reply is not None:
+                return reply
             return self._resolve(packet, peer, False)
         except Exception:
             logger.exception("internal error answering a query; dropped")
@@ -153,10 +162,9 @@ class QueryHandler:
             self.stats.drained += 1
             return None
         try:
-            if self.resolver.policy is None:
-                reply = self._cached(packet, True)
-                if reply is not None:
-                    return reply
+            reply = self._cached(packet, True)
+            if reply is not None:
+                return reply
             return self._resolve(packet, peer, True)
         except Exception:
             logger.exception("internal error answering a query; dropped")
@@ -172,6 +180,9 @@ class QueryHandler:
         key = memo.key if memo is not None else self._key(packet)
         if key is None:
             return None
+        policy = self._policy
+        if policy is not None and policy.claims(key.name):
+            return None  # the search-path policy must see it before the cache
         cache = self._cache
         now = cache.clock()
         # Peek first: lookup() counts a miss and stamps the ask times, which the full path's

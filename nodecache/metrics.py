@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from kdns.resolver.core import Resolver, Router
@@ -23,6 +23,9 @@ from nodecache.config import show_address
 from nodecache.handler import QueryHandler
 
 RELOAD_RESULTS: Final = ("applied", "unchanged", "rejected")
+
+Metric = Callable[[str, str, str, Iterable[tuple[str, float]]], None]
+"""``metric(name, type, help, [(labels, value)...])``: writes one metric's lines."""
 
 _UPSTREAM_HELP: Final = {
     "queries": "Queries sent to the group (each may try several servers).",
@@ -95,6 +98,8 @@ class Metrics:
         self.reloads = dict.fromkeys(RELOAD_RESULTS, 0)
         self._retired: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
+        self.extra: Callable[[Metric], None] | None = None
+        """More series (``nodecache.searchpath.service.SearchPathService.render``)."""
 
     def count_reload(self, result: str) -> None:
         with self._lock:
@@ -176,6 +181,8 @@ class Metrics:
                "1 if the server is considered healthy, 0 while marked down.", up)  # fmt: skip
         metric("nodecache_reloads_total", "counter", "Config reloads by result.",
                [(f'{{result="{r}"}}', reloads[r]) for r in RELOAD_RESULTS])  # fmt: skip
+        if self.extra is not None:
+            self.extra(metric)
         return "\n".join(lines) + "\n"
 
 

@@ -45,6 +45,7 @@ from nodecache.node.handover import hand_over
 from nodecache.node.probe import nodecache_answers
 from nodecache.node.settings import NodeSettings, plumbing_for, probe_address
 from nodecache.node.sync import NodeSync
+from nodecache.searchpath.service import SearchPathService
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,14 @@ class NodeCache:
         """``node``: the interface and iptables plumbing (nodecache.node); None for none."""
         self.config = config
         self._load = load
-        self.resolver = Resolver.from_config(config.resolver)
+        self.searchpath = SearchPathService.build(config.searchpath, config.resolver.cluster_zones)
+        self.resolver = Resolver.from_config(
+            config.resolver, policy=None if self.searchpath is None else self.searchpath.policy
+        )
         self.handler = QueryHandler(self.resolver, config.max_udp_size)
         self.metrics = Metrics(self.resolver, self.handler)
+        if self.searchpath is not None:
+            self.metrics.extra = self.searchpath.render
         self.udp_servers: list[UDPServer] = []
         self.tcp_server: TCPServer | None = None
         self.health: HealthServer | None = None
@@ -93,6 +99,8 @@ class NodeCache:
                 sock.close()
             raise
         self.resolver.start()
+        if self.searchpath is not None:
+            self.searchpath.start(self.resolver)
         self.udp_servers = [UDPServer(sock, peer_answer=self.handler.udp) for sock in udp_socks]
         self.tcp_server = TCPServer(
             tcp_socks, None, self.config.tcp_idle_timeout_s, peer_answer=self.handler.tcp
@@ -177,6 +185,8 @@ class NodeCache:
             self.tcp_server.stop()
         if self.health is not None:
             self.health.stop()
+        if self.searchpath is not None:
+            self.searchpath.stop()
         self.resolver.close()
         self.serving = False
         if teardown:

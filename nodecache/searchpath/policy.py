@@ -1,0 +1,580 @@
+"""The search-path policy nodecache puts in front of its cache and upstreams.
+
+``SearchPath`` is the ``kdns.resolver.core.SearchPathPolicy`` of nodecache. It sees every
+query under a cluster zone (``claims``; the handler's cache-hit shortcut keeps everything
+else), and decides, in this order:
+
+1. **Autopath** (``--autopath``), for A and AAAA from a client ``clients.ClientFilter``
+   allows, when the name is a first search expansion ``X.<ns>.svc.<zone>``
+   (``autopath.plan``). One decision per name, shared by the A and the AAAA query and by
+   every pod asking it, cached for the answer's TTL: that is what makes the coredns#2842 split
+   (the A autopathed, the AAAA not) impossible. Deciding walks the rest of the search path
+   in the client's order, each candidate settled by local knowledge (step 2's rules) or by
+   one probe through the cache (``Resolver.ask``), judged by ``autopath.judge``:
+
+   * ``FOUND`` C: the reply is ``CNAME X.<ns>.svc.<zone> -> C`` plus C's records of the asked
+     type (NODATA with C's SOA when C has only the other family);
+   * ``NOT_FOUND`` (every candidate NXDOMAIN), ``DECLINED`` (a candidate the client must
+     judge itself: ``autopath`` explains): the plain NXDOMAIN of the first query;
+   * ``EXISTS``: the first expansion is a real name; the resolver answers it as usual.
+
+2. **Local NXDOMAIN** (``--local-nxdomain``), for any client:
+
+   * ``shape.Kind.IMPOSSIBLE``: NXDOMAIN with the zone's SOA (learned from kdns at start and
+     kept fresh), without asking kdns;
+   * a fresh NXDOMAIN fact for the name (``facts``: one probe settles every type);
+   * ``shape.Kind.NAMESPACE``: the namespace's RFC 8020 cut. Unknown, it costs one query for
+     ``<ns>.svc.<zone>`` (kdns answers NXDOMAIN exactly when the namespace is missing), which
+     then holds for its negative TTL.
+
+3. Anything else goes on to the cache and the upstreams unchanged.
+
+Replies that can be given at once are memoized per client address and query bytes (minus the
+ID) for the rest of the second, as the handler memoizes cache hits, so a warm search miss is
+one dict lookup. Walks and probes run on a small thread pool of their own: a probe blocks on
+the resolver's fetch, which runs on the resolver's pool, so the two never wait on each other.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from cachetools import LRUCache
+
+from kdns import wire
+from kdns.names import Name
+from kdns.resolver import message
+from kdns.resolver.cache import Cache, Key
+from kdns.resolver.core import DEFERRED, ClientAddress, Deferred, Settle
+from kdns.resolver.message import ClientQuery, Kind, MessageError, Record
+from nodecache.searchpath import autopath, shape
+from nodecache.searchpath.clients import ClientFilter
+from nodecache.searchpath.facts import Facts
+
+logger = logging.getLogger(__name__)
+
+MAX_PENDING: Final = 4096
+"""Names with a walk or cut probe in flight; past this, queries take the plain path."""
+MAX_REMEMBERED: Final = 8192
+"""Memoized immediate replies (cleared when full)."""
+
+
+class Asker(Protocol):
+    """What the policy needs from the resolver (``kdns.resolver.core.Resolver``)."""
+
+    cache: Cache
+
+    def ask(self, qname: bytes, qtype: int, timeout_s: float = ...) -> bytes: ...
+
+
+class Outcome(enum.Enum):
+    FOUND = "found"
+    NOT_FOUND = "not_found"
+    DECLINED = "declined"
+    EXISTS = "exists"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    expires: float
+    target: bytes = b""
+    """FOUND: the candidate's wire name."""
+    saved: int = 0
+    """FOUND: queries per type the client no longer sends (the candidates up to the target)."""
+
+
+LOCAL_MECHANISMS: Final[tuple[str, ...]] = ("shape", "cut", "name")
+OUTCOMES: Final[tuple[str, ...]] = tuple(outcome.value for outcome in Outcome)
+PROBES: Final[tuple[str, ...]] = ("candidate", "cut", "zone_soa")
+
+
+@dataclass(slots=True)
+class SearchPathStats:
+    """Counters (monotonic) for ``nodecache.metrics``."""
+
+    local: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOCAL_MECHANISMS, 0))
+    """Client queries answered NXDOMAIN on the node, by mechanism (shape, cut, name)."""
+    autopath_answers: int = 0
+    """Client queries answered with an autopath CNAME."""
+    decisions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    """Autopath walks, by outcome."""
+    client_queries_saved: int = 0
+    """Search candidates clients did not have to send (autopath answers)."""
+    walk_local: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOCAL_MECHANISMS, 0))
+    """Walk candidates settled without a query, by mechanism."""
+    probes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBES, 0))
+    """The policy's own queries through the cache, by purpose."""
+    upstream_avoided: int = 0
+    """Queries that would have gone to kdns or an upstream: local answers the cache did not
+    hold, and walk candidates settled locally."""
+    overflow: int = 0
+    """Queries that took the plain path because ``MAX_PENDING`` names were in flight."""
+
+
+class SearchPath:
+    """See the module docstring. Thread-safe."""
+
+    def __init__(
+        self,
+        zones: Iterable[str],
+        clients: ClientFilter,
+        *,
+        host_search: Iterable[str] = (),
+        autopath_on: bool = True,
+        local_nxdomain: bool = True,
+        clock: Callable[[], float],
+        executor: Executor | None = None,
+        workers: int = 8,
+    ) -> None:
+        self.zones: tuple[Name, ...] = tuple(_labels(zone) for zone in zones)
+        self._zone_wires = {zone: shape.to_wire(zone) for zone in self.zones}
+        self._suffixes = tuple(self._zone_wires.values())
+        self.host_search: tuple[Name, ...] = tuple(_labels(d) for d in host_search if d.strip("."))
+        self.clients = clients
+        self.autopath_on = autopath_on
+        self.local_nxdomain = local_nxdomain
+        self.clock = clock
+        self.facts = Facts(clock)
+        self.stats = SearchPathStats()
+        self._resolver: Asker | None = None
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="searchpath")
+        self._decisions: LRUCache[bytes, Decision] = LRUCache(20_000)
+        self._pending: dict[bytes, list[tuple[ClientQuery, Settle]]] = {}
+        self._soa_pending: set[Name] = set()
+        self._lock = threading.Lock()
+        self._memo: dict[tuple[str, bytes], _Memo] = {}
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def bind(self, resolver: Asker) -> None:
+        """The resolver whose cache and upstreams the probes go through."""
+        self._resolver = resolver
+
+    def start(self) -> None:
+        """Learn each cluster zone's SOA, for local NXDOMAIN replies (in the background)."""
+        for zone in self.zones:
+            self._refresh_soa(zone)
+
+    def close(self) -> None:
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def claims(self, name: bytes) -> bool:
+        """True if queries for ``name`` (lower-case wire) must come to ``decide``. A suffix
+        test of the wire bytes: it may say yes for a label that merely contains a zone's
+        bytes, which only costs that query the shortcut."""
+        return name.endswith(self._suffixes)
+
+    # --- the decision ------------------------------------------------------------------------
+
+    def decide(
+        self, query: ClientQuery, client: ClientAddress | None, settle: Settle
+    ) -> bytes | Deferred | None:
+        question = query.question
+        if not question.wire_lower.endswith(self._suffixes) or question.qclass != wire.CLASS_IN:
+            return None
+        packet = query.packet
+        now = self.clock()
+        memo_key = ("" if client is None else client[0], packet[2:])
+        remembered = self._memo.get(memo_key)
+        if remembered is not None and remembered.valid_until > now:
+            self._count(query, remembered.mechanism, remembered.saved)
+            return packet[:2] + remembered.reply
+        decided = self._decide(query, client, settle, now)
+        if isinstance(decided, _Immediate):
+            self._count(query, decided.mechanism, decided.saved)
+            if len(self._memo) >= MAX_REMEMBERED:
+                self._memo.clear()
+            valid_until = min(decided.valid_until, float(int(now) + 1))
+            reply = decided.reply
+            self._memo[memo_key] = _Memo(valid_until, reply[2:], decided.mechanism, decided.saved)
+            return reply
+        return decided
+
+    def _decide(
+        self, query: ClientQuery, client: ClientAddress | None, settle: Settle, now: float
+    ) -> _Immediate | Deferred | None:
+        question = query.question
+        if (
+            self.autopath_on
+            and question.qtype in (wire.A, wire.AAAA)
+            and client is not None
+            and self.clients.enabled
+        ):
+            walk = autopath.plan(question.name, self.zones, self.host_search)
+            if walk is not None and self.clients.allows(client[0], walk.namespace):
+                return self._autopath(query, walk, settle, now)
+        if not self.local_nxdomain:
+            return None
+        return self._local(query, settle, now)
+
+    # --- local NXDOMAIN ----------------------------------------------------------------------
+
+    def _local(
+        self, query: ClientQuery, settle: Settle, now: float
+    ) -> _Immediate | Deferred | None:
+        question = query.question
+        place = shape.place(question.name, question.qtype, self.zones)
+        if place.kind is shape.Kind.IMPOSSIBLE:
+            soa = self.facts.zone_soa(self._zone_wires[place.zone], now)
+            if soa is None:
+                self._refresh_soa(place.zone)
+                return None
+            ttl = self._negative_ttl(soa, place.zone)
+            return _Immediate(self._nxdomain(query, soa, ttl), now + ttl, "shape")
+        if place.kind is shape.Kind.OUTSIDE:
+            return None
+        fact = self.facts.nxdomain(question.wire_lower, now)
+        if fact is not None and fact.soa is not None:
+            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            return _Immediate(reply, fact.expires, "name")
+        if place.kind is not shape.Kind.NAMESPACE or question.qtype == wire.SOA:
+            return None
+        cut = shape.to_wire(place.cut)
+        fact = self.facts.get(cut, now)
+        if fact is not None:
+            if fact.exists or fact.soa is None:
+                return None
+            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            return _Immediate(reply, fact.expires, "cut")
+        if self._cached(query, now):
+            return None  # the cache answers it without asking anyone; no cut needed
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING:
+                self.stats.overflow += 1
+                return None
+        if not self._submit(self._settle_cut, query, cut, settle):
+            return None
+        return DEFERRED
+
+    def _settle_cut(self, query: ClientQuery, cut: bytes, settle: Settle) -> None:
+        reply = None
+        try:
+            self._probe_cut(cut)
+            now = self.clock()
+            fact = self.facts.nxdomain(cut, now)
+            if fact is not None and fact.soa is not None:
+                self._count(query, "cut", 0)
+                reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+        finally:
+            settle(reply)
+
+    def _cached(self, query: ClientQuery, now: float) -> bool:
+        resolver = self._resolver
+        if resolver is None:
+            return False
+        entry = resolver.cache.peek(Key.of(query))
+        return entry is not None and entry.remaining(now) > 0
+
+    def _count(self, query: ClientQuery, mechanism: str, saved: int) -> None:
+        """Count one reply given on the node."""
+        if mechanism == "autopath":
+            self.stats.autopath_answers += 1
+            self.stats.client_queries_saved += saved
+            return
+        self.stats.local[mechanism] += 1
+        if not self._cached(query, self.clock()):
+            self.stats.upstream_avoided += 1
+
+    def _nxdomain(self, query: ClientQuery, soa: Record, ttl: int) -> bytes:
+        question = query.packet[wire.HEADER_SIZE : query.question.end]
+        authority = Record(1, soa.owner, soa.rtype, soa.rclass, ttl, soa.rdata, 0)
+        built = message.build(question, wire.NXDOMAIN, (), (authority,))
+        return self._patch(query, built, max(0, ttl))
+
+    def _patch(self, query: ClientQuery, built: message.Built, ttl: int) -> bytes:
+        packet = query.packet
+        return message.patch(
+            built.message,
+            packet[:2],
+            query.flags,
+            packet[wire.HEADER_SIZE : query.question.end],
+            ttl,
+            built.ttl_offsets,
+            message.reply_opt(query),
+        )
+
+    def _negative_ttl(self, soa: Record, zone: Name) -> int:
+        minimum: int = struct.unpack_from(">I", soa.rdata, len(soa.rdata) - 4)[0]
+        ttl = min(soa.ttl, minimum)
+        resolver = self._resolver
+        if resolver is not None:
+            limits = resolver.cache.ttl_policy.for_name(self._zone_wires[zone])
+            ttl = min(ttl, limits.denial_max_s)
+        return max(0, ttl)
+
+    def _refresh_soa(self, zone: Name) -> None:
+        with self._lock:
+            if zone in self._soa_pending or self._resolver is None:
+                return
+            self._soa_pending.add(zone)
+
+        def fetch() -> None:
+            try:
+                reply = self._ask(self._zone_wires[zone], wire.SOA, "zone_soa")
+                if reply is not None:
+                    self.facts.learn_zone_soa(reply)
+            finally:
+                with self._lock:
+                    self._soa_pending.discard(zone)
+
+        try:
+            self._executor.submit(fetch)
+        except RuntimeError:  # shut down
+            with self._lock:
+                self._soa_pending.discard(zone)
+
+    # --- autopath ----------------------------------------------------------------------------
+
+    def _autopath(
+        self, query: ClientQuery, walk: autopath.Walk, settle: Settle, now: float
+    ) -> _Immediate | Deferred | None:
+        first = query.question.wire_lower
+        with self._lock:
+            decision = self._decisions.get(first)
+            if decision is not None and decision.expires <= now:
+                del self._decisions[first]
+                decision = None
+            if decision is None:
+                waiting = self._pending.get(first)
+                if waiting is not None:
+                    waiting.append((query, settle))
+                    return DEFERRED
+                if len(self._pending) >= MAX_PENDING:
+                    self.stats.overflow += 1
+                    return None
+                self._pending[first] = [(query, settle)]
+        if decision is None:
+            if not self._submit(self._settle_walk, walk):
+                with self._lock:
+                    waiting = self._pending.pop(first, [])
+                for _query, waiting_settle in waiting[1:]:
+                    waiting_settle(None)
+                return None
+            return DEFERRED
+        rendered = self._render(query, decision, now, blocking=False)
+        if isinstance(rendered, _Later):
+            if not self._submit(self._settle_one, query, decision, settle):
+                return None
+            return DEFERRED
+        return rendered
+
+    def _settle_walk(self, walk: autopath.Walk) -> None:
+        first = shape.to_wire(walk.first)
+        try:
+            decision = self._walk(walk)
+        except Exception:
+            logger.exception("autopath walk for %s failed; answering it plainly", walk.first)
+            decision = Decision(Outcome.DECLINED, self.clock() + 1)
+        self.stats.decisions[decision.outcome.value] += 1
+        with self._lock:
+            self._decisions[first] = decision
+            waiting = self._pending.pop(first, [])
+        for query, settle in waiting:
+            self._settle_one(query, decision, settle)
+
+    def _settle_one(self, query: ClientQuery, decision: Decision, settle: Settle) -> None:
+        try:
+            rendered = self._render(query, decision, self.clock(), blocking=True)
+        except Exception:
+            logger.exception("rendering an autopath answer failed; answering it plainly")
+            rendered = None
+        if isinstance(rendered, _Immediate):
+            self._count(query, rendered.mechanism, rendered.saved)
+            settle(rendered.reply)
+        else:
+            settle(None)
+
+    def _render(
+        self, query: ClientQuery, decision: Decision, now: float, *, blocking: bool
+    ) -> _Immediate | _Later | None:
+        """The reply a decision gives ``query``: an immediate reply and how long it holds,
+        None for the resolver's plain path, or ``_LATER`` when a fetch is needed first (only
+        when not ``blocking``)."""
+        first = query.question.wire_lower
+        if decision.outcome is Outcome.EXISTS:
+            return None
+        if decision.outcome is not Outcome.FOUND:
+            fact = self.facts.nxdomain(first, now)
+            if fact is None or fact.soa is None:
+                return None
+            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            return _Immediate(reply, min(fact.expires, decision.expires), "name")
+        resolver = self._resolver
+        assert resolver is not None
+        qtype = query.question.qtype
+        entry = resolver.cache.peek(Key(decision.target, qtype, wire.CLASS_IN, False, False))
+        if entry is None or entry.remaining(now) <= 0:
+            if not blocking:
+                return _LATER
+            if self._ask(decision.target, qtype, "candidate") is None:
+                return None
+            entry = resolver.cache.peek(Key(decision.target, qtype, wire.CLASS_IN, False, False))
+            if entry is None:
+                return None
+        try:
+            target = message.inspect(entry.message)
+        except MessageError:
+            return None
+        if target.kind not in (Kind.POSITIVE, Kind.NODATA):
+            return None  # the target changed under us: answer plainly, it is still true
+        ttl = max(0, min(entry.remaining(now), int(decision.expires - now)))
+        question = query.packet[wire.HEADER_SIZE : query.question.end]
+        cname = Record(0, question[:-4], wire.CNAME, wire.CLASS_IN, ttl, decision.target, 0)
+        authority = target.authority if target.kind is Kind.NODATA else ()
+        built = message.build(question, wire.NOERROR, (cname, *target.answer), authority)
+        reply = self._patch(query, built, ttl)
+        return _Immediate(reply, min(decision.expires, now + ttl), "autopath", decision.saved)
+
+    def _walk(self, walk: autopath.Walk) -> Decision:
+        """Decide one first expansion (blocking; on the policy's pool)."""
+        first = shape.to_wire(walk.first)
+        # The first expansion's namespace is the pod's own: it exists, so no cut probe.
+        kind = self._probe(walk.first, first, probe_cut=False)
+        now = self.clock()
+        first_fact = self.facts.get(first, now)
+        if kind is not Kind.NXDOMAIN:
+            ttl = first_fact.remaining(now) if first_fact is not None else 1
+            outcome = Outcome.DECLINED if kind is Kind.ERROR else Outcome.EXISTS
+            return Decision(outcome, now + max(1, ttl))
+        expires = first_fact.expires if first_fact is not None else now + 1
+        for index, candidate in enumerate(walk.candidates):
+            name = shape.to_wire(candidate)
+            a = self._probe(candidate, name)
+            step = autopath.judge_first(a)
+            if step is autopath.Step.NEXT:
+                continue
+            if step is None:
+                step = autopath.judge(a, self._probe(candidate, name, wire.AAAA))
+            if step is not autopath.Step.FOUND:
+                return Decision(Outcome.DECLINED, expires)
+            found_until = self._positive_expiry(name)
+            if found_until is None:
+                return Decision(Outcome.DECLINED, expires)
+            return Decision(Outcome.FOUND, found_until, name, index + 1)
+        return Decision(Outcome.NOT_FOUND, expires)
+
+    def _positive_expiry(self, name: bytes) -> float | None:
+        """When the first of the target's A and AAAA cache entries expires."""
+        resolver = self._resolver
+        assert resolver is not None
+        expiries = []
+        for qtype in (wire.A, wire.AAAA):
+            entry = resolver.cache.peek(Key(name, qtype, wire.CLASS_IN, False, False))
+            if entry is None:
+                return None
+            expiries.append(entry.expires)
+        return min(expiries)
+
+    def _probe(
+        self, name: Name, name_wire: bytes, qtype: int = wire.A, *, probe_cut: bool = True
+    ) -> Kind:
+        """What one candidate's reply of ``qtype`` is: from local knowledge when it settles
+        NXDOMAIN, else by one query through the cache."""
+        mechanism = self._known_nxdomain(name, name_wire, probe_cut)
+        if mechanism is not None:
+            self.stats.walk_local[mechanism] += 1
+            self.stats.upstream_avoided += 1
+            return Kind.NXDOMAIN
+        reply = self._ask(name_wire, qtype, "candidate")
+        if reply is None:
+            return Kind.ERROR
+        return reply.kind
+
+    def _known_nxdomain(self, name: Name, name_wire: bytes, probe_cut: bool) -> str | None:
+        if self.facts.nxdomain(name_wire) is not None:
+            return "name"
+        if not self.local_nxdomain:
+            return None
+        place = shape.place(name, wire.A, self.zones)
+        if place.kind is shape.Kind.IMPOSSIBLE:
+            return "shape"
+        if place.kind is shape.Kind.NAMESPACE:
+            cut = shape.to_wire(place.cut)
+            if cut != name_wire and self._probe_cut(cut, probe_cut):
+                return "cut"
+        return None
+
+    def _probe_cut(self, cut: bytes, ask: bool = True) -> bool:
+        """Whether the namespace cut ``cut`` holds, asking kdns once if it is not known (and
+        ``ask``)."""
+        fact = self.facts.get(cut)
+        if fact is None:
+            if not ask:
+                return False
+            reply = self._ask(cut, wire.A, "cut")
+            if reply is None:
+                return False
+            fact = self.facts.get(cut)
+            if fact is None:
+                return reply.kind is Kind.NXDOMAIN
+        return not fact.exists
+
+    def _ask(self, name: bytes, qtype: int, purpose: str) -> message.ReplyFacts | None:
+        resolver = self._resolver
+        if resolver is None:
+            return None
+        self.stats.probes[purpose] += 1
+        try:
+            facts = message.inspect(resolver.ask(name, qtype))
+        except MessageError:
+            return None
+        if qtype != wire.SOA:
+            self.facts.learn(name, facts)
+        return facts
+
+    def _submit(self, fn: Callable[..., None], *args: object) -> bool:
+        """Run ``fn(*args)`` on the pool; False if the pool is shut down."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("search-path task failed")
+
+        try:
+            self._executor.submit(run)
+        except RuntimeError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Immediate:
+    """A reply given at once, how long it holds, and what to count for it."""
+
+    reply: bytes
+    valid_until: float
+    mechanism: str
+    """shape, cut, name or autopath."""
+    saved: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    valid_until: float
+    reply: bytes
+    """Without its ID."""
+    mechanism: str
+    saved: int
+
+
+class _Later:
+    __slots__ = ()
+
+
+_LATER: Final = _Later()
+
+
+def _labels(text: str) -> Name:
+    text = text.strip().rstrip(".").lower()
+    return tuple(text.split(".")) if text else ()

@@ -1,0 +1,113 @@
+"""The search-path settings: flags and config keys in, a validated ``SearchPathConfig`` out.
+
+``nodecache.config.build_config`` calls ``searchpath_config`` with the merged settings (config
+file overlaid by flags); errors are ``ConfigError``s naming the setting. The flags:
+
+=========================  ===========  =========================================================
+``--autopath on|off``      on           node-scoped autopath (``nodecache.searchpath.policy``)
+``--local-nxdomain on|off`` on          NXDOMAIN on the node from the zone's shape and the
+                                        namespace cuts
+``--autopath-clients CIDR`` none        trust these source ranges as ClusterFirst pods (repeatable)
+``--autopath-namespaces NS`` all        autopath only for these namespaces (repeatable)
+``--node-name NAME``       $NODE_NAME   watch this node's Pods (with a cluster config)
+``--kubeconfig PATH``      in-cluster   where the Pod watch's cluster is
+=========================  ===========  =========================================================
+
+The host search domains come from ``--host-resolv-conf`` (the node's resolv.conf, which the
+kubelet appends to every ClusterFirst pod's search list).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from kdns.config import ConfigError
+from nodecache.searchpath.clients import IPNetwork, parse_cidr
+
+SETTINGS: Final = (
+    "autopath", "local_nxdomain", "autopath_clients", "autopath_namespaces", "node_name",
+    "kubeconfig",
+)  # fmt: skip
+"""The setting names this module reads (all have flags)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPathConfig:
+    autopath: bool = True
+    local_nxdomain: bool = True
+    autopath_clients: tuple[IPNetwork, ...] = ()
+    autopath_namespaces: frozenset[str] | None = None
+    node_name: str = ""
+    kubeconfig: str | None = None
+    host_search: tuple[str, ...] = ()
+    """The node's search domains, in resolv.conf order."""
+    watch_pods: bool = False
+    """Whether the Pod watch runs: autopath on, a node name, and a cluster to ask (a
+    kubeconfig or the in-cluster environment)."""
+
+
+def _switch(values: Mapping[str, Any], key: str) -> bool:
+    value = values.get(key)
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("on", "off", "true", "false"):
+        return value.lower() in ("on", "true")
+    raise ConfigError(key, f"expected on or off, got {value!r}")
+
+
+def _strings(values: Mapping[str, Any], key: str) -> list[str]:
+    raw = values.get(key)
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise ConfigError(key, "expected a string or a list of strings")
+    return [v.strip() for v in raw if v.strip()]
+
+
+def searchpath_config(
+    values: Mapping[str, Any],
+    host_search: tuple[str, ...],
+    environ: Mapping[str, str] = os.environ,
+) -> SearchPathConfig:
+    """Validate the search-path settings (see the module docstring)."""
+    autopath = _switch(values, "autopath")
+    local_nxdomain = _switch(values, "local_nxdomain")
+    clients = []
+    for text in _strings(values, "autopath_clients"):
+        try:
+            clients.append(parse_cidr(text))
+        except ValueError:
+            raise ConfigError("autopath_clients", f"{text!r} is not a CIDR") from None
+    namespaces = _strings(values, "autopath_namespaces")
+    node_name = values.get("node_name")
+    if node_name is None:
+        node_name = environ.get("NODE_NAME", "")
+    if not isinstance(node_name, str):
+        raise ConfigError("node_name", f"expected a node name, got {node_name!r}")
+    kubeconfig = values.get("kubeconfig")
+    if kubeconfig is not None and not isinstance(kubeconfig, str):
+        raise ConfigError("kubeconfig", f"expected a path, got {kubeconfig!r}")
+    has_cluster = bool(kubeconfig) or bool(environ.get("KUBERNETES_SERVICE_HOST"))
+    if kubeconfig and not node_name.strip():
+        raise ConfigError(
+            "node_name",
+            "required with --kubeconfig: the Pod watch is limited to this node's Pods "
+            "(set --node-name or NODE_NAME from the downward API)",
+        )
+    return SearchPathConfig(
+        autopath=autopath,
+        local_nxdomain=local_nxdomain,
+        autopath_clients=tuple(clients),
+        autopath_namespaces=frozenset(namespaces) if namespaces else None,
+        node_name=node_name.strip(),
+        kubeconfig=kubeconfig or None,
+        host_search=host_search,
+        watch_pods=autopath and bool(node_name.strip()) and has_cluster,
+    )
