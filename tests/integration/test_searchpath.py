@@ -63,7 +63,7 @@ class World:
 def world(tmp_path: Path, *flags: tuple[str, object]) -> Iterator[World]:
     with running_server(fixture_objects()) as kdns, running_nsd() as nsd:
         resolv = tmp_path / "resolv.conf"
-        resolv.write_text(f"nameserver 127.0.0.1\nsearch example.test\noptions ndots:5\n")
+        resolv.write_text("nameserver 127.0.0.1\nsearch example.test\noptions ndots:5\n")
         values: dict[str, object] = {
             "listen": ["127.0.0.1:0"],
             "health_listen": "none",
