@@ -62,6 +62,7 @@ class Plumbing:
         run: Run,
         *,
         interface: str = "nodelocaldns",
+        interface_type: str = "dummy",
         setup_interface: bool = True,
         setup_iptables: bool = True,
     ) -> None:
@@ -70,6 +71,7 @@ class Plumbing:
         self.rules = node_rules(self.addresses, health_port)
         self.run = run
         self.interface = interface
+        self.interface_type = interface_type
         self.setup_interface = setup_interface and bool(self.ips)
         self.setup_iptables = setup_iptables and bool(self.rules)
         self.errors: collections.Counter[str] = collections.Counter(dict.fromkeys(ERROR_TYPES, 0))
@@ -184,13 +186,14 @@ class Plumbing:
         return found
 
     def ensure_interface(self) -> bool:
-        """The dummy interface exists, is up and holds every listen IP (as /32 or /128)."""
+        """The interface exists (a dummy, or ``interface_type``), is up and holds every listen
+        IP (as /32 or /128)."""
         if not self.setup_interface:
             return True
         present = self._addresses()
         ok = True
         if present is None:
-            result = self.run(["ip", "link", "add", self.interface, "type", "dummy"])
+            result = self.run(["ip", "link", "add", self.interface, "type", self.interface_type])
             if not result.ok:
                 self._failed("interface_add", ["ip", "link", "add", self.interface], result)
                 return False

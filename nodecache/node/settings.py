@@ -22,6 +22,10 @@ from nodecache.node.plumbing import Plumbing
 from nodecache.node.rules import node_ips
 
 DEFAULT_INTERFACE: Final = "nodelocaldns"
+INTERFACE_TYPES: Final = ("dummy", "ifb", "bridge")
+"""Link types that hold addresses without carrying traffic anywhere. ``dummy`` is NodeLocal's;
+the others are for kernels built without the dummy driver (some microVM kernels): an ``ifb``
+or a port-less ``bridge`` holds local addresses the same way."""
 _INTERFACE_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1, no / or space
 
 
@@ -30,6 +34,7 @@ class NodeSettings:
     setup_interface: bool = True
     """Create the dummy interface holding the listen IPs (NodeLocal ``-setupinterface``)."""
     interface_name: str = DEFAULT_INTERFACE
+    interface_type: str = "dummy"
     setup_iptables: bool = True
     """Install the NOTRACK/ACCEPT rules once the listener answers (``-setupiptables``)."""
     sync_interval_s: float = 60.0
@@ -54,6 +59,11 @@ def add_node_flags(parser: argparse.ArgumentParser) -> None:
         help="create the dummy interface holding the listen IPs (default on)",
     )
     add("--interface-name", metavar="NAME", help=f"its name (default {DEFAULT_INTERFACE})")
+    add(
+        "--interface-type",
+        metavar="TYPE",
+        help="its link type: dummy (default), or ifb or bridge on kernels without the dummy driver",
+    )
     add(
         "--setup-iptables",
         action=bool_flag,
@@ -109,6 +119,11 @@ def node_settings(args: argparse.Namespace) -> NodeSettings:
         raise ConfigError(
             "interface_name", f"{interface!r} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)"
         )
+    kind = str(given("interface_type", base.interface_type))
+    if kind not in INTERFACE_TYPES:
+        raise ConfigError(
+            "interface_type", f"expected one of {', '.join(INTERFACE_TYPES)}, got {kind!r}"
+        )
     sync = float(given("sync_interval", base.sync_interval_s))  # type: ignore[arg-type]
     if sync <= 0:
         raise ConfigError("sync_interval", f"must be > 0, got {sync:g}")
@@ -128,6 +143,7 @@ def node_settings(args: argparse.Namespace) -> NodeSettings:
     return NodeSettings(
         setup_interface=bool(given("setup_interface", base.setup_interface)),
         interface_name=interface,
+        interface_type=kind,
         setup_iptables=bool(given("setup_iptables", base.setup_iptables)),
         sync_interval_s=sync,
         skip_teardown=bool(given("skip_teardown", base.skip_teardown)),
@@ -147,6 +163,7 @@ def plumbing_for(config: Config, node: NodeSettings, run: Run) -> Plumbing:
         health_port,
         run,
         interface=node.interface_name,
+        interface_type=node.interface_type,
         setup_interface=node.setup_interface,
         setup_iptables=node.setup_iptables,
     )

@@ -1,0 +1,152 @@
+"""Rules that cannot outlive the cache: SIGKILL nodecache in a network namespace with real
+iptables, and the guard hands the kube-dns IP back to kdns (the Service path) within 5 s;
+restart nodecache and it takes the IP over again.
+
+The namespace is a small node: kdns on 10.53.0.10 (a dummy ``kdns0``, which also carries the
+route for the Service range 10.96.0.0/12, so the kernel has a route before nat OUTPUT); the
+"Service" as kube-proxy programs it, ``nat OUTPUT/PREROUTING -d 10.96.0.10 --dport 53 -j DNAT
+--to-destination 10.53.0.10:53``; nodecache on 169.254.20.10 and 10.96.0.10 (its dummy
+``nodelocaldns`` and its NOTRACK rules), its guard beside it with the same flags. Queries come
+from a process in the namespace (tests/support/who_answers.py), so they take nat OUTPUT, as a
+hostNetwork pod's do; who answered is told by the reply (nodecache answers its probe name
+NXDOMAIN itself, kdns with ``--upstream none`` REFUSED).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.netns import Netns, netns_missing_reason, network_namespace
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(60)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+KUBE_DNS = "10.96.0.10"
+LINK_LOCAL = "169.254.20.10"
+KDNS = "10.53.0.10"
+FALLBACK_BUDGET_S = 5.0
+
+NODE_FLAGS = [
+    "--listen", f"{LINK_LOCAL}:53", "--listen", f"{KUBE_DNS}:53",
+    "--cluster-upstream", f"{KDNS}:53", "--upstream", "none",
+    "--health-listen", f"{LINK_LOCAL}:8080", "--log-level", "DEBUG",
+]  # fmt: skip
+
+
+def link_type(netns: Netns) -> str:
+    """``dummy``, as on a node; ``ifb`` where the kernel has no dummy driver (some microVMs),
+    which holds local addresses the same way (nodecache --interface-type)."""
+    made = netns.run(["ip", "link", "add", "probe0", "type", "dummy"], check=False)
+    if made.returncode == 0:
+        netns.run(["ip", "link", "del", "probe0"])
+        return "dummy"
+    return "ifb"
+
+
+def add_link(netns: Netns, device: str, kind: str, address: str) -> None:
+    netns.run(["ip", "link", "add", device, "type", kind])
+    netns.run(["ip", "link", "set", device, "up"])
+    netns.add_address(address, device)
+
+
+def our_rules(netns: Netns) -> list[str]:
+    rules = []
+    for table in ("raw", "filter"):
+        out = netns.run(["iptables-save", "-t", table]).stdout
+        rules += [line for line in out.splitlines() if "nodecache:" in line]
+    return rules
+
+
+def has_interface(netns: Netns) -> bool:
+    return netns.run(["ip", "link", "show", "nodelocaldns"], check=False).returncode == 0
+
+
+def answers_since(log: Path, since: float, who: str) -> float | None:
+    """The time of the first query at or after ``since`` that ``who`` answered."""
+    for line in log.read_text().splitlines():
+        stamp, _, answered = line.partition(" ")
+        if float(stamp) >= since and answered == who:
+            return float(stamp)
+    return None
+
+
+def start(netns: Netns, command: str, kind: str, log: Path) -> subprocess.Popen[bytes]:
+    argv = [PYTHON, "-m", "nodecache", command, *NODE_FLAGS, "--interface-type", kind]
+    return netns.start(argv, log=log)
+
+
+def test_sigkill_falls_back_to_kdns_and_back(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    reason = netns_missing_reason("iptables", "iptables-save")
+    if reason:
+        pytest.skip(reason)
+    with network_namespace("kdnsfb") as netns:
+        kind = link_type(netns)
+        add_link(netns, "kdns0", kind, KDNS)
+        netns.run(["ip", "route", "add", "10.96.0.0/12", "dev", "kdns0"])
+        for chain in ("OUTPUT", "PREROUTING"):
+            for proto in ("udp", "tcp"):
+                netns.run(["iptables", "-w", "-t", "nat", "-A", chain, "-d", f"{KUBE_DNS}/32",
+                           "-p", proto, "--dport", "53", "-j", "DNAT",
+                           "--to-destination", f"{KDNS}:53"])  # fmt: skip
+        netns.start(
+            [PYTHON, "-m", "kdns", "serve", "--manifests", str(ROOT / "examples/demo-cluster.yaml"),
+             "--listen", f"{KDNS}:53", "--upstream", "none", "--health-listen", "none"],
+            log=tmp_path / "kdns.log",
+        )  # fmt: skip
+        queries = tmp_path / "queries.log"
+        netns.start([PYTHON, str(ROOT / "tests/support/who_answers.py"), KUBE_DNS, "53", "50"],
+                    log=queries)  # fmt: skip
+
+        # The Service path alone: before nodecache, kdns answers on the kube-dns IP.
+        started = time.monotonic()
+        wait_until(lambda: answers_since(queries, started, "kdns"), 15, interval=0.05,
+                   message="kdns never answered through the DNAT")  # fmt: skip
+
+        cache_log = tmp_path / "nodecache.log"
+        cache = start(netns, "serve", kind, cache_log)
+        start(netns, "guard", kind, tmp_path / "guard.log")
+        up_since = time.monotonic()
+        wait_until(lambda: answers_since(queries, up_since, "nodecache"), 15, interval=0.05,
+                   message="nodecache never took the kube-dns IP over")  # fmt: skip
+        assert len(our_rules(netns)) == 24, "12 rules for each of the two IPs"
+        assert has_interface(netns)
+
+        os.kill(cache.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        cache.wait(timeout=5)
+        back_to_kdns = wait_until(
+            lambda: answers_since(queries, killed, "kdns"), FALLBACK_BUDGET_S, interval=0.05,
+            message="kdns did not get the kube-dns IP back within 5 s of the SIGKILL",
+        )  # fmt: skip
+        wait_until(lambda: our_rules(netns) == [] and not has_interface(netns), 3)
+
+        restarted = time.monotonic()
+        start(netns, "serve", kind, cache_log)
+        cache_again = wait_until(
+            lambda: answers_since(queries, restarted, "nodecache"), 15, interval=0.05,
+            message="the restarted nodecache did not take the kube-dns IP over",
+        )  # fmt: skip
+        wait_until(lambda: len(our_rules(netns)) == 24, 5)  # the guard's install added no copy
+        time.sleep(1.5)  # a guard tick or two after the restart: still exactly one copy each
+        assert len(our_rules(netns)) == 24
+
+        fallback_s, recovery_s = back_to_kdns - killed, cache_again - restarted
+        record_property("sigkill_to_kdns_s", round(fallback_s, 2))
+        record_property("restart_to_nodecache_s", round(recovery_s, 2))
+        sys.stdout.write(
+            f"\n[{kind} interface] SIGKILL -> kdns answers the kube-dns IP: {fallback_s:.2f} s; "
+            f"restart -> nodecache answers again: {recovery_s:.2f} s\n"
+        )
+        assert back_to_kdns - killed < FALLBACK_BUDGET_S
