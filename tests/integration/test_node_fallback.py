@@ -142,6 +142,8 @@ def test_sigkill_falls_back_to_kdns_and_back(
         time.sleep(1.5)  # a guard tick or two after the restart: still exactly one copy each
         assert len(our_rules(netns)) == 24
 
+        assert back_to_kdns is not None
+        assert cache_again is not None
         fallback_s, recovery_s = back_to_kdns - killed, cache_again - restarted
         record_property("sigkill_to_kdns_s", round(fallback_s, 2))
         record_property("restart_to_nodecache_s", round(recovery_s, 2))
