@@ -62,6 +62,10 @@ HOST_SEARCH = ("corp.test", "lab.test")
 H = len(HOST_SEARCH)
 NEGATIVE_TTL_S = 30
 LIBCS = ("glibc", "musl")
+CLUSTER_DENIAL_S = 5
+"""How long nodecache keeps a cluster-zone NXDOMAIN (NodeLocal's policy: denials ≤ 5 s)."""
+LATE_S = CLUSTER_DENIAL_S + 1.5
+"""The late lookup: past the cluster denials, well within the host domains' 30 s."""
 LOG_LINES = 40
 
 ZONES = {
@@ -167,12 +171,17 @@ def missing_reason() -> str | None:
     return None
 
 
-def nodecache_has_absorption(python: str = sys.executable) -> bool:
-    """Whether this nodecache has the issue-5 flags (``--autopath``, ``--local-nxdomain``)."""
+def nodecache_help(python: str = sys.executable) -> str:
+    """``nodecache serve --help``: which flags this nodecache has."""
     result = subprocess.run(
         [python, "-m", "nodecache", "serve", "--help"], capture_output=True, text=True, cwd=REPO
     )
-    return "--autopath-clients" in result.stdout and "--local-nxdomain" in result.stdout
+    return result.stdout
+
+
+def has_absorption(help_text: str) -> bool:
+    """Whether nodecache has the issue-5 flags (``--autopath``, ``--local-nxdomain``)."""
+    return "--autopath-clients" in help_text and "--local-nxdomain" in help_text
 
 
 def parse_client(output: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -209,14 +218,19 @@ class Lab:
     netns: Netns
     directory: Path
     python: str
-    absorption: bool
-    """Whether nodecache has the absorption flags at all (off-only runs otherwise)."""
+    help_text: str
+    """``nodecache serve --help``: the flags it has."""
     clients: dict[str, Path] = field(default_factory=dict)
     nodecache: subprocess.Popen[bytes] | None = None
     nodecache_log: Path | None = None
     querylog: Path | None = None
     querylog_offset: int = 0
     runs: int = 0
+
+    @property
+    def absorption(self) -> bool:
+        """Whether nodecache has the absorption flags at all (off-only runs otherwise)."""
+        return has_absorption(self.help_text)
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -226,9 +240,10 @@ class Lab:
         self.netns.write_resolv_conf(
             NODECACHE, (*CLUSTER_SEARCH, *HOST_SEARCH), options=("ndots:5",)
         )
+        # Counted in mangle INPUT, ahead of any filter rule (nodecache's own ACCEPT rules).
         for counter, address in COUNTERS.items():
             self.netns.run(
-                ["iptables", "-w", "-I", "INPUT", "-d", f"{address}/32", "-p", "udp",
+                ["iptables", "-w", "-t", "mangle", "-I", "INPUT", "-d", f"{address}/32", "-p", "udp",
                  "--dport", "53", "-m", "comment", "--comment", f"ndots-{counter}"]
             )  # fmt: skip
         self._build_clients()
@@ -298,6 +313,9 @@ class Lab:
             "--host-resolv-conf", str(host_resolv), "--config", str(run_dir / "nodecache.yaml"),
             "--health-listen", f"{NODECACHE}:8080",
         ]  # fmt: skip
+        if "--setup-iptables" in self.help_text:
+            # The namespace is the node: no dummy interface, no NOTRACK/ACCEPT rules, no guard.
+            argv += ["--no-setup-interface", "--no-setup-iptables"]
         if self.absorption:
             state = "on" if absorb else "off"
             argv += ["--autopath", state, "--local-nxdomain", state]
@@ -353,7 +371,9 @@ class Lab:
 
     def read_counts(self) -> Counts:
         """The datagrams counted since the last read, and zero the counters."""
-        listing = self.netns.run(["iptables", "-w", "-L", "INPUT", "-v", "-n", "-x", "-Z"])
+        listing = self.netns.run(
+            ["iptables", "-w", "-t", "mangle", "-L", "INPUT", "-v", "-n", "-x", "-Z"]
+        )
         values: dict[str, int] = {}
         for line in listing.stdout.splitlines():
             for counter in COUNTERS:
@@ -414,6 +434,35 @@ class Lab:
         getent = self.getent(case.name) if libc == "glibc" else None
         return CaseResult(case, libc, absorb, cold, warm, timing, getent, self.metrics())
 
+    def run_late(
+        self, cases: Sequence[Case], libcs: Sequence[str], absorb: bool, after_s: float = LATE_S
+    ) -> Late:
+        """On one fresh nodecache, each case through each libc once, then once more when
+        ``after_s`` have passed since the first lookup: by then the cluster zone's denials
+        (capped at 5 s) have expired or been refreshed in the background (prefetch), while the
+        host domains' denials (30 s) and the answers (30 s) are still cached."""
+        self.start_nodecache(absorb)
+        started = time.monotonic()
+        first = {(case.id, libc): self.lookup(libc, case.name) for case in cases for libc in libcs}
+        self.read_counts()
+        # Wall time is what expires nodecache's entries: wait it out (bounded, a few seconds).
+        time.sleep(max(0.0, started + after_s - time.monotonic()))
+        background = self.read_counts()
+        late = {(case.id, libc): self.lookup(libc, case.name) for case in cases for libc in libcs}
+        return Late(absorb, after_s, first, background, late)
+
+
+@dataclass(frozen=True)
+class Late:
+    """``Lab.run_late``'s lookups, keyed (case id, libc), and what nodecache sent in between."""
+
+    absorb: bool
+    after_s: float
+    first: dict[tuple[str, str], Lookup]
+    background: Counts
+    """Queries that left the node during the wait: nodecache's own refreshes (prefetch)."""
+    late: dict[tuple[str, str], Lookup]
+
 
 @contextlib.contextmanager
 def lab(python: str | None = None) -> Iterator[Lab]:
@@ -425,7 +474,7 @@ def lab(python: str | None = None) -> Iterator[Lab]:
     ):
         # The namespace's processes run as root from a private tmp dir: let them read it.
         Path(tmp).chmod(0o755)
-        lab = Lab(netns, Path(tmp), python, nodecache_has_absorption(python))
+        lab = Lab(netns, Path(tmp), python, nodecache_help(python))
         try:
             lab.setup()
             yield lab

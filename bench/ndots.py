@@ -1,0 +1,209 @@
+"""ndots: what a ClusterFirst pod's search path costs, in queries and latency, with nodecache's
+absorption (issue 5: autopath and local NXDOMAIN) off and on.
+
+Method: the lab of tests/support/ndots.py (the test tests/integration/test_ndots.py runs the
+same one), in a network namespace made for the run: kdns with the demo snapshot, NSD for
+example.test, the host search domains corp.test and lab.test and the root zone, and nodecache
+in front, asking kdns over UDP; the pod's resolv.conf as the kubelet writes it for namespace
+``shop`` (ndots:5, 3 cluster search domains and H=2 host ones). Clients: one getaddrinfo client
+(tests/support/gai_client.c) built against glibc and against musl (static), timing each call
+in-process with CLOCK_MONOTONIC.
+
+For every case, libc and mode a fresh nodecache is started. Then:
+
+* **cold**: one lookup on the empty cache;
+* **warm**: one lookup right after (within every TTL);
+* the **warm median** of ``--repeat`` more lookups, back to back;
+* **late** (``--late``): the external and nowhere names once, then again past nodecache's 5 s
+  cap on cluster-zone denials, with what nodecache sent upstream while idle (prefetch).
+
+Queries are UDP datagrams counted by iptables rules in the namespace: sent by the client (to
+nodecache), and those that left the node (to kdns, to NSD). Everything stays inside the
+namespace; every process is stopped on the way out.
+
+Usage (root): .venv/bin/python bench/ndots.py [--repeat 50] [--no-late]
+
+It prints a Markdown section on stdout (the tables, the targets, the command); progress goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from tests.support import ndots  # noqa: E402  (the lab, shared with tests/integration/test_ndots.py)
+from tests.support.ndots import CaseResult, Late  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def mode(absorb: bool) -> str:
+    return "on" if absorb else "off"
+
+
+def main_table(results: list[CaseResult]) -> list[str]:
+    lines = [
+        "| case | name | libc | absorption | cold: client / kdns / NSD | cold µs |"
+        " warm: client / kdns / NSD | warm median µs | answer |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        c, w = r.cold.counts, r.warm.counts
+        lines.append(
+            f"| {r.case.id} | `{r.case.name}` | {r.libc} | {mode(r.absorb)} |"
+            f" {c.client} / {c.kdns} / {c.nsd} | {r.cold.micros[0]} |"
+            f" {w.client} / {w.kdns} / {w.nsd} | {r.warm_median_us:.0f} |"
+            f" {' '.join(r.cold.answer)} |"
+        )
+    return lines
+
+
+def targets(results: list[CaseResult]) -> list[str]:
+    """Issue 5 part 5, for the external name with H=2, per libc."""
+    by = {(r.case.id, r.libc, r.absorb): r for r in results}
+    lines = [
+        "| libc | absorption | client queries (target 2) | cold leaving (≤ H+3 = 5) |"
+        " warm leaving (≤ 2; 0 if cached) | warm µs / trailing-dot warm µs (≤ 1.2) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for absorb in (False, True):
+        for libc in ndots.LIBCS:
+            external = by.get(("external", libc, absorb))
+            dot = by.get(("external-dot", libc, absorb))
+            if external is None or dot is None:
+                continue
+            ratio = external.warm_median_us / dot.warm_median_us
+            lines.append(
+                f"| {libc} | {mode(absorb)} | {external.cold.counts.client} |"
+                f" {external.cold.counts.leaving} | {external.warm.counts.leaving} |"
+                f" {external.warm_median_us:.0f} / {dot.warm_median_us:.0f} = {ratio:.2f} |"
+            )
+    return lines
+
+
+def late_table(lates: list[Late]) -> list[str]:
+    lines = [
+        "| absorption | case | libc | first: client / kdns / NSD |"
+        " idle (background): kdns / NSD | late: client / kdns / NSD |",
+        "|---|---|---|---|---|---|",
+    ]
+    for late in lates:
+        for key, lookup in late.late.items():
+            first = late.first[key].counts
+            c = lookup.counts
+            b = late.background
+            lines.append(
+                f"| {mode(late.absorb)} | {key[0]} | {key[1]} |"
+                f" {first.client} / {first.kdns} / {first.nsd} | {b.kdns} / {b.nsd} |"
+                f" {c.client} / {c.kdns} / {c.nsd} |"
+            )
+    return lines
+
+
+def metrics_lines(results: list[CaseResult]) -> list[str]:
+    lines = []
+    for r in results:
+        if r.absorb and r.metrics:
+            shown = ", ".join(f"`{k}` {v:g}" for k, v in sorted(r.metrics.items()) if v)
+            lines.append(f"- {r.case.id} / {r.libc}: {shown or 'all zero'}")
+    return lines
+
+
+def machine() -> str:
+    def version(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except OSError:
+            return "?"
+        return (
+            (out.stdout or out.stderr).splitlines()[0].strip()
+            if (out.stdout or out.stderr)
+            else "?"
+        )
+
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "kdns", "nodecache"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return (
+        f"{platform.node()}, {platform.machine()}, Linux {platform.release()},"
+        f" Python {platform.python_version()}; {version(['ldd', '--version'])};"
+        f" musl {version(['dpkg-query', '-W', '-f=${Version}', 'musl'])};"
+        f" {version(['nsd', '-v'])}; commit {commit}{' (kdns/nodecache modified)' if dirty else ''}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=50, help="warm lookups for the median")
+    parser.add_argument("--no-late", action="store_true", help="skip the late lookups")
+    args = parser.parse_args()
+    if not 1 <= args.repeat <= 1000:
+        parser.error("--repeat: 1-1000")
+    reason = ndots.missing_reason()
+    if reason is not None:
+        print(f"bench/ndots.py: cannot run: {reason}", file=sys.stderr)
+        return 2
+    started = dt.datetime.now(dt.UTC)
+    with ndots.lab() as laboratory:
+        modes = (False, True) if laboratory.absorption else (False,)
+        if not laboratory.absorption:
+            log("this nodecache has no --autopath/--local-nxdomain: absorption off only")
+        results = ndots.run_matrix(laboratory, modes=modes, repeat=args.repeat, progress=log)
+        lates = []
+        if not args.no_late:
+            cases = [ndots.CASE_BY_ID["external"], ndots.CASE_BY_ID["nowhere"]]
+            for absorb in modes:
+                log(f"late lookups, absorption {mode(absorb)}")
+                lates.append(laboratory.run_late(cases, ndots.LIBCS, absorb))
+    command = shlex.join([".venv/bin/python", "bench/ndots.py", *sys.argv[1:]])
+    out = [
+        f"## The ndots search path through nodecache (bench/ndots.py, {started:%Y-%m-%d})",
+        "",
+        f"Command (root): `{command}`. Machine: {machine()}.",
+        "",
+        "Queries are UDP datagrams counted in the namespace: *client* = sent by the libc to"
+        " nodecache, *kdns* and *NSD* = left the node. Cold is the first lookup on a fresh"
+        " nodecache, warm the one right after; the warm median is over"
+        f" {args.repeat} more lookups, in-process (no program start).",
+        "",
+        *main_table(results),
+        "",
+        "### Targets (issue 5 part 5): the external name `www.example.test`, H=2",
+        "",
+        *targets(results),
+    ]
+    if lates:
+        out += [
+            "",
+            f"### Late: again after {ndots.LATE_S:g} s (cluster-zone denials expired, host ones"
+            " not)",
+            "",
+            *late_table(lates),
+        ]
+    local = metrics_lines(results)
+    if local:
+        out += ["", "### nodecache's local answers, per case (absorption on)", "", *local]
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
