@@ -25,9 +25,11 @@ import pytest
 
 from nodecache.config import build_config
 from nodecache.service import NodeCache
+from tests.fakeapi import FakeKube
 from tests.support.cluster import fixture_objects
 from tests.support.nsd import running_nsd
 from tests.support.servers import running_server
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -236,3 +238,44 @@ def test_absorption_on_and_off_give_the_client_the_same_addresses(
                 if got:
                     break
             assert got == expected, short
+
+
+def _pod(name: str, ip: str, node: str, **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "testns"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}], **spec},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def test_pod_watch_limits_autopath_to_this_nodes_cluster_first_pods(tmp_path: Path) -> None:
+    """The node-scoped Pod watch (kdns's informer, against the fake API server) decides who
+    gets autopath: only ClusterFirst pods of this node, and it follows changes."""
+    fake = FakeKube().start()
+    try:
+        fake.apply(_pod("first", "127.0.0.4", "node-a"))
+        fake.apply(_pod("default-policy", "127.0.0.5", "node-a", dnsPolicy="Default"))
+        fake.apply(_pod("elsewhere", "127.0.0.6", "node-b"))
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        flags = (("autopath_clients", []), ("kubeconfig", str(kubeconfig)), ("node_name", "node-a"))
+        with world(tmp_path, *flags) as w:
+            name = "www.testns.svc.cluster.local."
+
+            def target(source: str) -> str | None:
+                for rrset in w.ask(name, "A", source).answer:
+                    if rrset.rdtype == dns.rdatatype.CNAME:
+                        return str(rrset[0].target)
+                return None
+
+            wait_until(lambda: target("127.0.0.4") is not None, timeout=10, message="pod synced")
+            assert target("127.0.0.4") == "www.example.test."
+            assert target("127.0.0.5") is None  # dnsPolicy: Default
+            assert target("127.0.0.6") is None  # not on this node: never listed
+            fake.apply(_pod("default-policy", "127.0.0.5", "node-a", dnsPolicy="ClusterFirst"))
+            wait_until(lambda: target("127.0.0.5") is not None, timeout=10, message="update seen")
+            selectors = {r.query.get("fieldSelector") for r in fake.requests_for(resource="pods")}
+            assert selectors == {"spec.nodeName=node-a"}
+    finally:
+        fake.stop()
