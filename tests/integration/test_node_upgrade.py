@@ -134,11 +134,11 @@ class Stream:
                 if time.monotonic() > quiet_until:
                     return
             for key, _ in selector.select(timeout=0.05):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
                 while True:
                     try:
-                        reply = sock.recv(4096)
+                        reply = ready.recv(4096)
                     except BlockingIOError:
                         break
                     except ConnectionRefusedError:
