@@ -15,9 +15,9 @@ and ``kdns.serve.tcp.TCPServer`` call. For each query:
    not AXFR/IXFR, a well-formed name), and the shortcut's key is the first zero byte's prefix of
    the question, so an equal key means the same well-formed name (the argument in
    kdns.serve.protocol's docstring). Everything else (a miss, a stale entry, any other shape)
-   takes step 2. Names a search-path policy claims (``nodecache.searchpath``: the cluster
-   zones) skip the shortcut: that seam must see them before the cache (kdns.resolver.core
-   step 1). Everything else keeps it.
+   takes step 2. A search-path policy (``nodecache.searchpath``) must see some queries before
+   the cache (kdns.resolver.core step 1): ``may_shortcut`` says which hits may still be served
+   here (everything outside the cluster zones, and cluster-zone names that exist).
 2. **Screen.** ``kdns.serve.protocol.screen``: the bad-input rules kdns uses (drop responses
    and runts; FORMERR, NOTIMP, BADVERS; REFUSED for AXFR/IXFR and non-IN classes).
 3. **Resolve.** ``Resolver.answer(query, done, client, tcp=...)``: bytes now, or a ``Later`` the
@@ -44,6 +44,7 @@ from kdns.health import probe_query
 from kdns.resolver import message
 from kdns.resolver.cache import Entry, Hit, Key
 from kdns.resolver.core import Resolver
+from kdns.resolver.message import Kind
 from kdns.serve.protocol import screen
 from kdns.serve.reply import Later, Peer, Reply
 
@@ -67,9 +68,9 @@ _CD: Final = message.CD
 
 @runtime_checkable
 class _Claims(Protocol):
-    """A search-path policy that says which names it must see (``SearchPath.claims``)."""
+    """A search-path policy that says which cache hits it must see (``SearchPath``)."""
 
-    def claims(self, name: bytes) -> bool: ...
+    def may_shortcut(self, name: bytes, kind: Kind) -> bool: ...
 
 
 class _Memo(NamedTuple):
@@ -180,9 +181,6 @@ class QueryHandler:
         key = memo.key if memo is not None else self._key(packet)
         if key is None:
             return None
-        policy = self._policy
-        if policy is not None and policy.claims(key.name):
-            return None  # the search-path policy must see it before the cache
         cache = self._cache
         now = cache.clock()
         # Peek first: lookup() counts a miss and stamps the ask times, which the full path's
@@ -190,6 +188,9 @@ class QueryHandler:
         entry = cache.peek(key)
         if entry is None or entry.ttl - int(now - entry.stored_at) <= 0:
             return None
+        policy = self._policy
+        if policy is not None and not policy.may_shortcut(key.name, entry.kind):
+            return None  # the search-path policy must see it before the cache
         hit = cache.lookup(key, now)
         if hit is None or hit.stale:  # evicted or replaced between the two reads: full path
             return None

@@ -1,8 +1,9 @@
 """The search-path policy nodecache puts in front of its cache and upstreams.
 
 ``SearchPath`` is the ``kdns.resolver.core.SearchPathPolicy`` of nodecache. It sees every
-query under a cluster zone (``claims``; the handler's cache-hit shortcut keeps everything
-else), and decides, in this order:
+query under a cluster zone that the cache cannot settle alone (``may_shortcut``: the handler's
+cache-hit shortcut keeps every other name, and cluster names that exist), and decides, in
+this order:
 
 1. **Autopath** (``--autopath``), for A and AAAA from a client ``clients.ClientFilter``
    allows, when the name is a first search expansion ``X.<ns>.svc.<zone>``
@@ -148,6 +149,9 @@ class SearchPath:
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="searchpath")
         self._decisions: LRUCache[bytes, Decision] = LRUCache(20_000)
+        self._rewritten: dict[bytes, float] = {}
+        """First expansions with a FOUND, NOT_FOUND or DECLINED decision -> its expiry: read
+        lock-free by ``may_shortcut`` on the UDP thread."""
         self._pending: dict[bytes, list[tuple[ClientQuery, Settle]]] = {}
         self._soa_pending: set[Name] = set()
         self._lock = threading.Lock()
@@ -168,11 +172,21 @@ class SearchPath:
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def claims(self, name: bytes) -> bool:
-        """True if queries for ``name`` (lower-case wire) must come to ``decide``. A suffix
-        test of the wire bytes: it may say yes for a label that merely contains a zone's
-        bytes, which only costs that query the shortcut."""
-        return name.endswith(self._suffixes)
+    def may_shortcut(self, name: bytes, kind: Kind) -> bool:
+        """May a fresh cache entry of ``kind`` for ``name`` (lower-case wire) be served
+        without ``decide`` (the handler's cache-hit shortcut)? Always outside the cluster
+        zones. Inside, only for a name that exists (POSITIVE or NODATA) and that no autopath
+        decision covers: an existing name is never rewritten by autopath (its decision is
+        EXISTS) nor denied locally, so the cache's answer is the policy's. An NXDOMAIN entry
+        must come to ``decide``: for an eligible pod it may be an autopath answer. (The suffix
+        test of the wire bytes may also match a label that merely contains a zone's bytes;
+        that only costs the query the shortcut.)"""
+        if not name.endswith(self._suffixes):
+            return True
+        if kind is not Kind.POSITIVE and kind is not Kind.NODATA:
+            return False
+        until = self._rewritten.get(name)
+        return until is None or until <= self.clock()
 
     # --- the decision ------------------------------------------------------------------------
 
@@ -378,6 +392,11 @@ class SearchPath:
         self.stats.decisions[decision.outcome.value] += 1
         with self._lock:
             self._decisions[first] = decision
+            if decision.outcome is not Outcome.EXISTS:
+                if len(self._rewritten) >= 40_000:
+                    now = self.clock()
+                    self._rewritten = {k: v for k, v in self._rewritten.items() if v > now}
+                self._rewritten[first] = decision.expires
             waiting = self._pending.pop(first, [])
         for query, settle in waiting:
             self._settle_one(query, decision, settle)

@@ -279,3 +279,23 @@ def test_pod_watch_limits_autopath_to_this_nodes_cluster_first_pods(tmp_path: Pa
             assert selectors == {"spec.nodeName=node-a"}
     finally:
         fake.stop()
+
+
+def test_cache_hit_shortcut_keeps_existing_names_but_never_hides_autopath(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        name = "www.testns.svc.cluster.local."
+        assert w.ask(name, "A", STRANGER).rcode() == dns.rcode.NXDOMAIN  # cached NXDOMAIN
+        assert cname_of(w.ask(name, "A", POD)) == "www.example.test."
+        assert w.ask(name, "A", STRANGER).rcode() == dns.rcode.NXDOMAIN
+        assert cname_of(w.ask(name, "A", POD)) == "www.example.test."
+        hits = w.node.handler.stats.fast_hits
+        for _ in range(3):
+            assert w.ask("svc1.testns.svc.cluster.local.", "A", POD).rcode() == 0
+        assert w.node.handler.stats.fast_hits == hits + 2  # the first one filled the cache
+
+
+def cname_of(reply: dns.message.Message) -> str | None:
+    for rrset in reply.answer:
+        if rrset.rdtype == dns.rdatatype.CNAME:
+            return str(rrset[0].target)
+    return None
