@@ -116,7 +116,7 @@ def test_sigkill_falls_back_to_kdns_and_back(
 
         cache_log = tmp_path / "nodecache.log"
         cache = start(netns, "serve", kind, cache_log)
-        start(netns, "guard", kind, tmp_path / "guard.log")
+        guard = start(netns, "guard", kind, tmp_path / "guard.log")
         up_since = time.monotonic()
         wait_until(lambda: answers_since(queries, up_since, "nodecache"), 15, interval=0.05,
                    message="nodecache never took the kube-dns IP over")  # fmt: skip
@@ -133,7 +133,7 @@ def test_sigkill_falls_back_to_kdns_and_back(
         wait_until(lambda: our_rules(netns) == [] and not has_interface(netns), 3)
 
         restarted = time.monotonic()
-        start(netns, "serve", kind, cache_log)
+        cache = start(netns, "serve", kind, cache_log)
         cache_again = wait_until(
             lambda: answers_since(queries, restarted, "nodecache"), 15, interval=0.05,
             message="the restarted nodecache did not take the kube-dns IP over",
@@ -152,3 +152,14 @@ def test_sigkill_falls_back_to_kdns_and_back(
             f"restart -> nodecache answers again: {recovery_s:.2f} s\n"
         )
         assert back_to_kdns - killed < FALLBACK_BUDGET_S
+
+        # SIGTERM (the guard gone first, so only the cache acts): it removes the rules, drains,
+        # removes the interface, and kdns has the kube-dns IP again.
+        guard.terminate()
+        assert guard.wait(timeout=5) == 0
+        cache.terminate()
+        assert cache.wait(timeout=10) == 0
+        assert our_rules(netns) == []
+        assert not has_interface(netns)
+        stopped = time.monotonic()
+        wait_until(lambda: answers_since(queries, stopped, "kdns"), 3, interval=0.05)
