@@ -15,8 +15,9 @@ What is proven:
   every case and both libcs (and ``getent ahosts`` agrees with the in-process client);
 * the targets of issue 5 part 5 for the external name, with absorption on: the client sends 2
   queries, not 12; cold, at most H+3 leave the node; warm, none (the answer itself is cached);
-* once warm, no cluster-zone search miss reaches kdns: checked after nodecache's 5 s cap on
-  cluster denials has passed (a plain cache asks kdns again then, or refreshes in the background).
+* once warm, no cluster-zone search miss reaches kdns; and still none past kdns's 5 s negative
+  TTL (nodecache's cap on cluster denials), when a plain cache asks kdns again or refreshes its
+  denials in the background: only the RFC 8020 probe of an unknown namespace may go, once.
 
 The latency target (warm lookup ≤ 1.2x the trailing-dot one) is a measurement, not an assertion:
 bench/ndots.py prints it. Query logs of the phase are in every failure message.
@@ -24,6 +25,7 @@ bench/ndots.py prints it. Query logs of the phase are in every failure message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -86,6 +88,21 @@ def on(results: Results, lab: ndots.Lab, case: str, libc: str) -> CaseResult:
 
 def shown(lookup: Lookup) -> str:
     return f"{lookup.counts}; answer {lookup.answer}; query log:\n" + "\n".join(lookup.queries)
+
+
+NAMESPACE_PROBE = re.compile(r"[a-z0-9-]+\.svc\.cluster\.local\.")
+
+
+def sent_to(lookup: Lookup, server: str) -> list[tuple[str, str]]:
+    """(name, type) of the queries in the phase's log sent to ``server``."""
+    sent = []
+    for line in lookup.queries:
+        if line.startswith(" "):
+            continue  # a reply
+        words = line.split()
+        if len(words) >= 5 and words[2] == f"{server}:53":
+            sent.append((words[3], words[4]))
+    return sent
 
 
 CASE_LIBC = [
@@ -159,15 +176,38 @@ def test_a_plain_cache_asks_kdns_again_after_its_denials_expire(late: dict[bool,
     assert kdns > 0, plain
 
 
+def absorbed_late(late: dict[bool, Late], lab: ndots.Lab) -> Late:
+    if not lab.absorption:
+        pytest.skip("this nodecache has no --autopath/--local-nxdomain flags (issue 5) yet")
+    return late[True]
+
+
 @pytest.mark.parametrize(("case", "libc"), [(c, libc) for c in LATE_CASES for libc in LIBCS])
 def test_absorbed_search_misses_stay_off_kdns_past_the_cluster_denial_ttl(
     late: dict[bool, Late], lab: ndots.Lab, case: str, libc: str
 ) -> None:
-    if not lab.absorption:
-        pytest.skip("this nodecache has no --autopath/--local-nxdomain flags (issue 5) yet")
-    absorbed = late[True]
-    assert absorbed.background.kdns == 0, f"refreshes to kdns while idle: {absorbed.background}"
-    lookup = absorbed.late[(case, libc)]
+    """Past kdns's 5 s negative TTL, no search candidate reaches kdns. What may: the RFC 8020
+    probe of a namespace the name would be in (``test.svc.cluster.local``), once per its
+    negative TTL, which is what local NXDOMAIN by a namespace cut rests on."""
+    lookup = absorbed_late(late, lab).late[(case, libc)]
     assert lookup.answer == EXPECTED_ANSWER[case], shown(lookup)
-    assert lookup.counts.kdns == 0, shown(lookup)
+    to_kdns = sent_to(lookup, ndots.KDNS)
+    assert len(to_kdns) == lookup.counts.kdns, f"the query log disagrees: {shown(lookup)}"
+    candidates = [name for name, _ in to_kdns if not NAMESPACE_PROBE.fullmatch(name)]
+    assert candidates == [], shown(lookup)
+    probes = [name for name, _ in to_kdns]
+    assert len(probes) == len(set(probes)), f"a namespace probed twice: {shown(lookup)}"
     assert lookup.counts.leaving <= 2, f"within the negative TTLs, ≤ 2 leave: {shown(lookup)}"
+
+
+def test_absorption_leaves_nothing_for_kdns_to_refresh(
+    late: dict[bool, Late], lab: ndots.Lab
+) -> None:
+    """While the pod is idle, a plain cache keeps its cluster-zone misses warm by asking kdns
+    (prefetch, see the control above); absorbed misses are answered locally, so nothing in
+    the cache is a kdns denial to refresh."""
+    absorbed = absorbed_late(late, lab)
+    assert absorbed.background.kdns == 0, (
+        f"refreshes to kdns while idle: {absorbed.background}:\n"
+        + "\n".join(absorbed.background_queries)
+    )

@@ -163,7 +163,9 @@ class CaseResult:
 
 def missing_reason() -> str | None:
     """Why the lab cannot run here, or None."""
-    reason = netns_missing_reason("nsd", "nsd-checkconf", "iptables", "gcc", "getent")
+    reason = netns_missing_reason(
+        "nsd", "nsd-checkconf", "iptables", "gcc", "getent", "dig", "curl"
+    )
     if reason is not None:
         return reason
     if shutil.which("musl-gcc") is None:
@@ -448,8 +450,9 @@ class Lab:
         # Wall time is what expires nodecache's entries: wait it out (bounded, a few seconds).
         time.sleep(max(0.0, started + after_s - time.monotonic()))
         background = self.read_counts()
+        background_queries = self.read_queries(background)
         late = {(case.id, libc): self.lookup(libc, case.name) for case in cases for libc in libcs}
-        return Late(absorb, after_s, first, background, late)
+        return Late(absorb, after_s, first, background, background_queries, late)
 
 
 @dataclass(frozen=True)
@@ -461,6 +464,7 @@ class Late:
     first: dict[tuple[str, str], Lookup]
     background: Counts
     """Queries that left the node during the wait: nodecache's own refreshes (prefetch)."""
+    background_queries: tuple[str, ...]
     late: dict[tuple[str, str], Lookup]
 
 
