@@ -100,6 +100,8 @@ class Metrics:
         self._lock = threading.Lock()
         self.extra: Callable[[Metric], None] | None = None
         """More series (``nodecache.searchpath.service.SearchPathService.render``)."""
+        self.node: Callable[[Metric], None] | None = None
+        """The node plumbing's series (``nodecache.node.plumbing.Plumbing.render``)."""
 
     def count_reload(self, result: str) -> None:
         with self._lock:
@@ -183,6 +185,8 @@ class Metrics:
                [(f'{{result="{r}"}}', reloads[r]) for r in RELOAD_RESULTS])  # fmt: skip
         if self.extra is not None:
             self.extra(metric)
+        if self.node is not None:
+            self.node(metric)
         return "\n".join(lines) + "\n"
 
 

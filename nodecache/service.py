@@ -78,6 +78,8 @@ class NodeCache:
         self._reload_lock = threading.Lock()
         self.node = node
         self.plumbing = plumbing_for(config, node, run) if node is not None else None
+        if self.plumbing is not None and self.plumbing.active:
+            self.metrics.node = self.plumbing.render
         self.node_sync: NodeSync | None = None
         self.handed_over = False
 

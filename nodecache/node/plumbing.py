@@ -21,7 +21,7 @@ import ipaddress
 import json
 import logging
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from nodecache.node.commands import Result, Run
 from nodecache.node.rules import COMMENTS, TABLES, Rule, node_rules
@@ -230,6 +230,21 @@ class Plumbing:
             return False
         logger.info("interface %s removed", self.interface)
         return True
+
+    def render(self, metric: Callable[[str, str, str, Iterable[tuple[str, float]]], None]) -> None:
+        """``/metrics`` series (nodecache.metrics' ``Metric`` writer)."""
+        metric(
+            "nodecache_node_setup_errors_total",
+            "counter",
+            "Node plumbing commands that failed, by kind (NodeLocal's setup_errors_total).",
+            [(f'{{errortype="{kind}"}}', self.errors[kind]) for kind in ERROR_TYPES],
+        )
+        metric(
+            "nodecache_node_rules",
+            "gauge",
+            "iptables rules nodecache wants on this node (12 per listen IP with a health port).",
+            [("", len(self.rules) if self.setup_iptables else 0)],
+        )
 
     def _failed(self, kind: str, argv: Sequence[str], result: Result) -> None:
         self.errors[kind] += 1
