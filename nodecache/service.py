@@ -15,7 +15,12 @@ installs no signal handler (``cli`` does). Its jobs:
   log line naming the field, and the running one stays. Restart-only settings are kept as they
   are, with a warning.
 * ``shutdown``: stop taking queries (the handler drops new ones), give queries waiting on an
-  upstream up to ``drain_timeout_s`` to get their replies, then close the listeners.
+  upstream up to ``drain_timeout_s`` to get their replies, then close the listeners. With a
+  successor bound to our addresses (an upgrade), hand over first (nodecache.node.handover) and
+  leave the node plumbing to it; without one, remove the rules before draining and the
+  interface after.
+* node plumbing (``nodecache.node``): the interface before binding, the rules from a
+  ``NodeSync`` thread once our listener answers; listeners bind with SO_REUSEPORT.
 * ``/health``: the UDP loop answers a real query (``probe_udp`` against our first listener; the
   handler answers the probe name locally, so upstream trouble never fails liveness).
 * ``/ready``: listeners bound and upstream groups configured, and not draining. It does not
