@@ -31,7 +31,13 @@ from nodecache.config import (
     load_file,
     show_address,
 )
-from nodecache.node.settings import NodeSettings, add_guard_flags, add_node_flags, node_settings
+from nodecache.node.settings import (
+    NodeSettings,
+    add_guard_flags,
+    add_node_flags,
+    describe_node,
+    node_settings,
+)
 from nodecache.service import ConfigWatcher, NodeCache
 
 logger = logging.getLogger("nodecache")
@@ -246,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in config.notes:
         logger.warning("%s", note)
     if args.command == "check":
-        sys.stdout.write(describe(config))
+        sys.stdout.write(describe(config) + describe_node(config, node))
         return 0
     if args.command == "guard":
         from nodecache.node.run import guard_main

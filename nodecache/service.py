@@ -48,7 +48,7 @@ from nodecache.metrics import Metrics, upstream_groups
 from nodecache.node.commands import Run, run_command
 from nodecache.node.handover import hand_over
 from nodecache.node.probe import nodecache_answers
-from nodecache.node.settings import NodeSettings, plumbing_for, probe_address
+from nodecache.node.settings import NodeSettings, plumbing_for, probe_address, probe_note
 from nodecache.node.sync import NodeSync
 from nodecache.searchpath.service import SearchPathService
 
@@ -121,6 +121,9 @@ class NodeCache:
         self._start_health()
         if self.plumbing is not None and self.plumbing.active and self.node is not None:
             # The rules go in from this thread once our listener answers (nodecache.node.sync).
+            note = probe_note(self.config, self.node)
+            if note is not None:
+                logger.warning("%s", note)
             self.node_sync = NodeSync(self.plumbing, self.answers, self.node.sync_interval_s)
             self.node_sync.start()
 

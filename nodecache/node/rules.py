@@ -23,6 +23,7 @@ flaked, and the rules piled up).
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -58,7 +59,8 @@ class Rule:
         return [self.command, *LOCK_WAIT, "-t", self.table, "-D", self.chain, *self.args]
 
     def __str__(self) -> str:
-        return f"{self.command} -t {self.table} -A {self.chain} {' '.join(self.args)}"
+        """The rule as a shell command line (the comment quoted)."""
+        return f"{self.command} -t {self.table} -A {self.chain} {shlex.join(self.args)}"
 
 
 def _match(direction: str, ip: str, proto: str, port: int) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from nodecache.config import Config, show_address
 from nodecache.node.commands import Run, run_command
 from nodecache.node.guard import Guard, run_guard
 from nodecache.node.probe import nodecache_answers
-from nodecache.node.settings import NodeSettings, plumbing_for, probe_address
+from nodecache.node.settings import NodeSettings, plumbing_for, probe_address, probe_note
 
 logger = logging.getLogger("nodecache.guard")
 
@@ -27,6 +27,9 @@ def guard_main(config: Config, node: NodeSettings, run: Run = run_command) -> in
     plumbing = plumbing_for(config, node, run)
     if not plumbing.active:
         logger.warning("no node plumbing to guard (no non-loopback listen IP, or both off)")
+    note = probe_note(config, node)
+    if note is not None:
+        logger.warning("%s", note)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

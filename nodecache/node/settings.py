@@ -10,14 +10,16 @@ the cache installed from, not from state a dead process held.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from kdns.config import ConfigError, parse_listen
 from kdns.resolver.config import Address
 from nodecache.config import Config
-from nodecache.node.commands import Run
+from nodecache.node.commands import Result, Run
 from nodecache.node.plumbing import Plumbing
 from nodecache.node.rules import node_ips
 
@@ -178,3 +180,54 @@ def probe_address(config: Config, node: NodeSettings | None) -> tuple[str, int]:
     if host in ("0.0.0.0", "::"):
         host = "::1" if ":" in host else "127.0.0.1"
     return host, port
+
+
+def probe_note(config: Config, node: NodeSettings) -> str | None:
+    """A warning when the probe address may be a Service IP: until our rules are in, a query to
+    a Service IP is DNATed to the cluster DNS, whose answer is not ours, so the rules would
+    never go in. Link-local (169.254/16, fe80::/10), ULA (fc00::/7) and loopback are safe."""
+    host, _port = probe_address(config, node)
+    address = ipaddress.ip_address(host)
+    if address.is_loopback or address.is_link_local:
+        return None
+    if address.version == 6 and address in ipaddress.ip_network("fc00::/7"):
+        return None
+    if not node_ips(config.listen) or not (node.setup_iptables or node.setup_interface):
+        return None
+    return (
+        f"guard_probe: {host} is not a link-local address; if it is a Service IP (kube-dns), "
+        "queries to it are DNATed to the cluster DNS until our rules are in, and the rules never "
+        "go in: list the link-local --listen first or give --guard-probe"
+    )
+
+
+def _no_commands(argv: Sequence[str]) -> Result:
+    raise AssertionError(f"nodecache check runs no commands, not {argv[0]}")
+
+
+def describe_node(config: Config, node: NodeSettings) -> str:
+    """``nodecache check``'s lines for the node plumbing: the interface and every rule."""
+    plumbing = plumbing_for(config, node, _no_commands)
+    if not plumbing.active:
+        return "node plumbing: none (no non-loopback listen IP, or both turned off)\n"
+    lines = []
+    if plumbing.setup_interface:
+        lines.append(
+            f"interface: {node.interface_name} ({node.interface_type}) holding "
+            + ", ".join(plumbing.ips)
+        )
+    if plumbing.setup_iptables:
+        lines.append(
+            f"iptables: {len(plumbing.rules)} rules once the listener answers, re-ensured every "
+            f"{node.sync_interval_s:g} s; teardown on exit: {'off' if node.skip_teardown else 'on'}"
+        )
+        lines += [f"  {rule}" for rule in plumbing.rules]
+    host, port = probe_address(config, node)
+    note = probe_note(config, node)
+    if note is not None:
+        lines.append(f"warning: {note}")
+    lines.append(
+        f"guard: probes {host}:{port} every {node.guard_interval_s:g} s; "
+        f"{node.guard_failures} failures remove the plumbing"
+    )
+    return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""nodecache.node.handover and settings: /proc/net/udp parsing, successor detection, flags."""
+"""nodecache.node.handover and settings: /proc/net/udp parsing, successor detection, flags,
+the probe-address warning, `nodecache check` output."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ import pytest
 
 from kdns.config import ConfigError
 from kdns.serve.udp import UDPServer, bind_udp
+from nodecache.config import Config, build_config
 from nodecache.node.handover import parse_proc_udp, successor_bound
-from nodecache.node.settings import NodeSettings, add_guard_flags, add_node_flags, node_settings
+from nodecache.node.settings import (
+    NodeSettings,
+    add_guard_flags,
+    add_node_flags,
+    describe_node,
+    node_settings,
+    probe_note,
+)
 
 PROC_UDP = """\
    sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
@@ -123,3 +132,34 @@ def test_bad_flags_name_the_field(argv: list[str], field: str) -> None:
     with pytest.raises(ConfigError) as caught:
         node_settings(parse(argv))
     assert caught.value.field == field
+
+
+def config_for(*listen: str) -> Config:
+    values = {"listen": list(listen), "cluster_upstream": ["10.96.0.11:53"], "upstream": ["none"]}
+    return build_config(values)
+
+
+@pytest.mark.parametrize(
+    ("listen", "argv", "warned"),
+    [
+        pytest.param(["169.254.20.10:53", "10.96.0.10:53"], [], False, id="link-local-first"),
+        pytest.param(["10.96.0.10:53", "169.254.20.10:53"], [], True, id="service-ip-first"),
+        pytest.param(["10.96.0.10:53"], ["--guard-probe", "169.254.20.10:53"], False,
+                     id="explicit-probe"),
+        pytest.param(["[fd00::a]:53"], [], False, id="ula"),
+        pytest.param(["10.96.0.10:53"], ["--no-setup-iptables", "--no-setup-interface"], False,
+                     id="no-plumbing"),
+        pytest.param(["127.0.0.1:0"], [], False, id="loopback-test-setup"),
+    ],
+)  # fmt: skip
+def test_probe_note(listen: list[str], argv: list[str], warned: bool) -> None:
+    node = node_settings(parse(argv))
+    assert (probe_note(config_for(*listen), node) is not None) == warned
+
+
+def test_check_prints_every_rule_and_the_guard() -> None:
+    text = describe_node(config_for("169.254.20.10:53", "10.96.0.10:53"), NodeSettings())
+    lines = text.splitlines()
+    assert lines[0] == "interface: nodelocaldns (dummy) holding 169.254.20.10, 10.96.0.10"
+    assert sum(line.startswith("  iptables -t ") for line in lines) == 24
+    assert lines[-1] == "guard: probes 169.254.20.10:53 every 1 s; 3 failures remove the plumbing"

@@ -6,8 +6,8 @@ import pytest
 
 from nodecache.node.rules import ALLOW_DNS, SKIP_CONNTRACK, Rule, node_ips, node_rules
 
-S = SKIP_CONNTRACK
-A = ALLOW_DNS
+S = f"'{SKIP_CONNTRACK}'"  # as str(rule) prints them: quoted for a shell
+A = f"'{ALLOW_DNS}'"
 
 
 def line(rule: Rule) -> str:
@@ -89,7 +89,7 @@ def test_exact_rules(
         pytest.param(
             0,
             ["iptables", "-w", "5", "-t", "raw", "-I", "PREROUTING", "-d", "10.96.0.10/32",
-             "-p", "udp", "-m", "udp", "--dport", "53", "-m", "comment", "--comment", S,
+             "-p", "udp", "-m", "udp", "--dport", "53", "-m", "comment", "--comment", SKIP_CONNTRACK,
              "-j", "NOTRACK"],
             id="insert-prepends-with-lock-wait",
         ),
