@@ -23,7 +23,8 @@ this order:
 
    * ``shape.Kind.IMPOSSIBLE``: NXDOMAIN with the zone's SOA (learned from kdns at start and
      kept fresh), without asking kdns;
-   * a fresh NXDOMAIN fact for the name (``facts``: one probe settles every type);
+   * a fresh NXDOMAIN fact for the name (``facts``: one probe settles every type); this one
+     rule also holds outside the cluster zones, for names a walk has probed;
    * ``shape.Kind.NAMESPACE``: the namespace's RFC 8020 cut. Unknown, it costs one query for
      ``<ns>.svc.<zone>`` (kdns answers NXDOMAIN exactly when the namespace is missing), which
      then holds for its negative TTL.
@@ -63,6 +64,9 @@ logger = logging.getLogger(__name__)
 
 MAX_PENDING: Final = 4096
 """Names with a walk or cut probe in flight; past this, queries take the plain path."""
+FOLLOWER_HOLD_S: Final = 10.0
+"""At least this long, a NOT_FOUND walk's later candidates are not taken for first expansions
+(the client asks them within milliseconds of the first answer)."""
 MAX_REMEMBERED: Final = 8192
 """Memoized immediate replies (cleared when full)."""
 
@@ -149,6 +153,10 @@ class SearchPath:
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="searchpath")
         self._decisions: LRUCache[bytes, Decision] = LRUCache(20_000)
+        self._followers: dict[bytes, float] = {}
+        """Later candidates of walks that ended NOT_FOUND or DECLINED -> until when: the client
+        now walks them itself, and each may look like a first expansion (``a.b.svc.<zone>``
+        reads as ``a`` in namespace ``b``), so autopath must not start a walk from them."""
         self._rewritten: dict[bytes, float] = {}
         """First expansions with a FOUND, NOT_FOUND or DECLINED decision -> its expiry: read
         lock-free by ``may_shortcut`` on the UDP thread."""
@@ -194,10 +202,19 @@ class SearchPath:
         self, query: ClientQuery, client: ClientAddress | None, settle: Settle
     ) -> bytes | Deferred | None:
         question = query.question
-        if not question.wire_lower.endswith(self._suffixes) or question.qclass != wire.CLASS_IN:
+        if question.qclass != wire.CLASS_IN:
             return None
         packet = query.packet
         now = self.clock()
+        if not question.wire_lower.endswith(self._suffixes):
+            # Outside the cluster zones only the same-name rule applies: a walk's probe found
+            # the name NXDOMAIN, so the client's own query of another type (when it walks the
+            # path itself after NOT_FOUND or DECLINED) is answered here, not asked again.
+            fact = self.facts.nxdomain(question.wire_lower, now)
+            if fact is None or fact.soa is None:
+                return None
+            self._count(query, "name", 0)
+            return self._nxdomain(query, fact.soa, fact.remaining(now))
         memo_key = ("" if client is None else client[0], packet[2:])
         remembered = self._memo.get(memo_key)
         if remembered is not None and remembered.valid_until > now:
@@ -223,6 +240,7 @@ class SearchPath:
             and question.qtype in (wire.A, wire.AAAA)
             and client is not None
             and self.clients.enabled
+            and self._followers.get(question.wire_lower, 0.0) <= now
         ):
             walk = autopath.plan(question.name, self.zones, self.host_search)
             if walk is not None and self.clients.allows(client[0], walk.namespace):
@@ -234,8 +252,9 @@ class SearchPath:
     # --- local NXDOMAIN ----------------------------------------------------------------------
 
     def _local(
-        self, query: ClientQuery, settle: Settle, now: float
+        self, query: ClientQuery, settle: Settle | None, now: float
     ) -> _Immediate | Deferred | None:
+        """Step 2. With ``settle`` None it never defers (an unknown cut is left to kdns)."""
         question = query.question
         place = shape.place(question.name, question.qtype, self.zones)
         if place.kind is shape.Kind.IMPOSSIBLE:
@@ -260,7 +279,7 @@ class SearchPath:
                 return None
             reply = self._nxdomain(query, fact.soa, fact.remaining(now))
             return _Immediate(reply, fact.expires, "cut")
-        if self._cached(query, now):
+        if settle is None or self._cached(query, now):
             return None  # the cache answers it without asking anyone; no cut needed
         with self._lock:
             if len(self._pending) >= MAX_PENDING:
@@ -393,13 +412,26 @@ class SearchPath:
         with self._lock:
             self._decisions[first] = decision
             if decision.outcome is not Outcome.EXISTS:
+                now = self.clock()
                 if len(self._rewritten) >= 40_000:
-                    now = self.clock()
                     self._rewritten = {k: v for k, v in self._rewritten.items() if v > now}
                 self._rewritten[first] = decision.expires
+            if decision.outcome in (Outcome.NOT_FOUND, Outcome.DECLINED):
+                self._mark_followers(walk, decision.expires)
             waiting = self._pending.pop(first, [])
         for query, settle in waiting:
             self._settle_one(query, decision, settle)
+
+    def _mark_followers(self, walk: autopath.Walk, expires: float) -> None:
+        """Called with the lock held."""
+        now = self.clock()
+        until = max(expires, now + FOLLOWER_HOLD_S)
+        if len(self._followers) >= 40_000:
+            self._followers = {k: v for k, v in self._followers.items() if v > now}
+        for candidate in walk.candidates:
+            name = shape.to_wire(candidate)
+            if name.endswith(self._suffixes):
+                self._followers[name] = until
 
     def _settle_one(self, query: ClientQuery, decision: Decision, settle: Settle) -> None:
         try:
@@ -424,10 +456,12 @@ class SearchPath:
             return None
         if decision.outcome is not Outcome.FOUND:
             fact = self.facts.nxdomain(first, now)
-            if fact is None or fact.soa is None:
-                return None
-            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
-            return _Immediate(reply, min(fact.expires, decision.expires), "name")
+            if fact is not None and fact.soa is not None:
+                reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+                return _Immediate(reply, min(fact.expires, decision.expires), "name")
+            # Settled by the zone's shape or a cut in the walk: the same local answer.
+            local = self._local(query, None, now) if self.local_nxdomain else None
+            return local if isinstance(local, _Immediate) else None
         resolver = self._resolver
         assert resolver is not None
         qtype = query.question.qtype

@@ -41,6 +41,8 @@ EXTERNAL = {
     ("txtonly.corp.test.", "A"): "nodata",
     ("txtonly.corp.test.", "AAAA"): "nodata",
     ("broken.corp.test.", "A"): "servfail",
+    ("foo.corp.test.", "A"): ["foo.corp.test. 60 IN A 198.51.100.7"],
+    ("foo.corp.test.", "AAAA"): "nodata",
 }
 
 
@@ -54,7 +56,10 @@ def zone_of(name: str) -> str:
 def scripted(records: dict[tuple[str, str], object]):  # type: ignore[no-untyped-def]
     def handler(name: str, rdtype: str) -> bytes | Failure:
         zone = zone_of(name)
-        negative = CLUSTER_SOA if zone == "cluster.local." else soa(zone, 60, 30)
+        negative = {
+            "cluster.local.": CLUSTER_SOA,
+            ".": ". 60 IN SOA a.root.test. hostmaster.root.test. 1 7200 1800 86400 30",
+        }.get(zone) or soa(zone, 60, 30)
         found = records.get((name, rdtype))
         if found == "servfail":
             return Failure("servfail", "scripted")
@@ -159,6 +164,33 @@ def test_a_and_aaaa_in_flight_together_share_one_walk() -> None:
     assert [cname_target(r) for r in replies] == ["www.example.test."] * 2
     assert [addresses(r) for r in replies] == [["192.0.2.1"], ["2001:db8::1"]]
     assert node.policy.stats.decisions["found"] == 1
+
+
+def test_the_clients_own_walk_after_not_found_is_never_autopathed() -> None:
+    """``foo.bar`` exists nowhere. After the walk from its first expansion says NOT_FOUND,
+    the client walks on itself: ``foo.bar.svc.cluster.local`` reads like a first expansion of
+    ``foo`` in namespace ``bar`` (a trusted range does not know the pod's namespace), and a
+    walk from it would find ``foo.corp.test``: an answer the client's real walk never gives."""
+    node = Node()
+    search = ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.test", ""]
+    for domain in search:
+        name = f"foo.bar.{domain}." if domain else "foo.bar."
+        for rdtype in ("A", "AAAA"):
+            reply = node.ask(name, rdtype)
+            assert reply.rcode() == dns.rcode.NXDOMAIN, (name, rdtype)
+            assert cname_target(reply) is None
+    assert node.policy.stats.decisions["not_found"] == 1
+
+
+def test_a_walks_nxdomain_settles_the_clients_other_type_outside_the_zone() -> None:
+    node = Node()
+    node.ask("nothere.shop.svc.cluster.local.")  # NOT_FOUND: probed the candidates' A only
+    sent = node.sent()
+    reply = node.ask("nothere.corp.test.", "AAAA")
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert [str(rrset.name) for rrset in reply.authority] == ["corp.test."]
+    assert node.sent() == sent
+    assert node.policy.stats.local["name"] >= 1
 
 
 def test_decision_is_cached_for_the_answer_ttl() -> None:
