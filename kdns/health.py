@@ -61,6 +61,8 @@ class HealthServer:
         alive: Callable[[], bool],
         ready: Callable[[], tuple[bool, str]],
         metrics: Callable[[], str],
+        *,
+        reuse_port: bool = False,
     ) -> None:
         owner = self
 
@@ -94,6 +96,7 @@ class HealthServer:
         class Server(http.server.ThreadingHTTPServer):
             address_family = family
             daemon_threads = True
+            allow_reuse_port = reuse_port  # SO_REUSEPORT: a successor process may bind it too
 
         self.alive = alive
         self.ready = ready

@@ -141,7 +141,12 @@ class NodeCache:
             return
         host, port = self.config.health_listen
         try:
-            self.health = HealthServer(host, port, self.alive, self.ready, self.metrics.render)
+            # SO_REUSEPORT, as the DNS listeners: in a DaemonSet surge update the new pod binds
+            # the same port on the node while the old one hands over (nodecache.node.handover);
+            # without it the new pod would run with no /health once the old one exits.
+            self.health = HealthServer(
+                host, port, self.alive, self.ready, self.metrics.render, reuse_port=True
+            )
         except OSError as error:
             logger.error(
                 "cannot bind the health endpoint %s: %s; serving DNS without /health, "
