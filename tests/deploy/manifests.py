@@ -150,17 +150,11 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
-
-def service_env(objects: list[Obj], namespace: str) -> dict[str, Service]:
-    """``NAME_SERVICE_HOST`` -> its Service, as the kubelet injects it for Services of the
-    pod's namespace (with ``enableServiceLinks``, the default)."""
-    env: dict[str, Service] = {}
-    for service in find(objects, "Service"):
-        if service["metadata"].get("namespace") != namespace:
-            continue
-        stem = service["metadata"]["name"].upper().replace("-", "_")
-        env[f"{stem}_SERVICE_HOST"] = Service(service)
-    return env
+NODE_NAME = "node-1"
+"""The node a DaemonSet or Deployment pod is taken to run on, for downward-API fields."""
+FIELDS = {"spec.nodeName": NODE_NAME, "metadata.namespace": "kube-system"}
+KUBERNETES_SERVICE = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+"""Set by the kubelet in every container (the API server's Service), service links or not."""
 
 
 @dataclass(frozen=True)
@@ -173,28 +167,44 @@ class Service:
         return None if ip in (None, "None") else str(ip)
 
 
-def expand_args(container: Container, objects: list[Obj], service_ips: dict[str, str]) -> list[str]:
-    """The container's args as the kubelet runs them: ``$(VAR)`` from the container's literal
-    env, else a Service's host variable (``service_ips`` stands in for the allocated ClusterIP
-    of a Service that has none fixed). An unknown variable fails: the kubelet would leave the
-    text as it is, and the program would get a literal ``$(VAR)``."""
-    literal = {e["name"]: e["value"] for e in container.spec.get("env", []) if "value" in e}
+def pod_environment(
+    container: Container, objects: list[Obj], service_ips: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment the kubelet gives the container: the API server's Service, each
+    Service of the pod's namespace as ``NAME_SERVICE_HOST`` (``enableServiceLinks``, the
+    default; ``service_ips`` stands in for a ClusterIP the API server would allocate), then the
+    container's own env (literal values and downward-API fields)."""
+    env = dict(KUBERNETES_SERVICE)
     namespace = container.workload["metadata"].get("namespace", "default")
-    services = service_env(objects, namespace)
+    if container.pod.get("enableServiceLinks", True):
+        for service in find(objects, "Service"):
+            if service["metadata"].get("namespace") != namespace:
+                continue
+            name = service["metadata"]["name"]
+            ip = Service(service).cluster_ip or service_ips.get(name)
+            if ip:
+                env[f"{name.upper().replace('-', '_')}_SERVICE_HOST"] = ip
+    for item in container.spec.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        elif field := item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath"):
+            assert field in FIELDS, f"{container.name}: downward-API field {field} not emulated"
+            env[item["name"]] = FIELDS[field]
+        else:
+            raise AssertionError(f"{container.name}: env {item['name']} is not emulated")
+    return env
+
+
+def expand_args(container: Container, env: Mapping[str, str]) -> list[str]:
+    """The container's args as the kubelet runs them, ``$(VAR)`` expanded from ``env``. An
+    unknown variable fails: the kubelet would leave the text as it is, and the program would
+    get a literal ``$(VAR)``."""
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name in literal:
-            return str(literal[name])
-        if name in services:
-            service = services[name]
-            ip = service.cluster_ip or service_ips.get(service.obj["metadata"]["name"])
-            assert ip, f"no ClusterIP for {service.obj['metadata']['name']}"
-            return ip
-        raise AssertionError(f"{container.name}: $({name}) is neither env nor a Service here")
+        assert name in env, f"{container.name}: $({name}) is neither env nor a Service here"
+        return env[name]
 
-    if container.pod.get("enableServiceLinks") is False:
-        services = {}
     return [_VAR.sub(value, arg) for arg in container.spec.get("args", [])]
 
 

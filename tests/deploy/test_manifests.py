@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ import kdns.cli
 import kdns.config
 import nodecache.cli
 import nodecache.config
+from nodecache.node.settings import node_settings
 from tests.deploy.manifests import (
     DEPLOY,
+    NODE_NAME,
     Container,
     Obj,
     bound_rules,
@@ -31,6 +34,7 @@ from tests.deploy.manifests import (
     ident,
     kustomizations,
     one,
+    pod_environment,
     render,
     selects,
 )
@@ -120,14 +124,23 @@ class Program:
     """One of our entry points, parsed the way it parses itself."""
 
     parser: Callable[[], argparse.ArgumentParser]
-    settings: Callable[[argparse.Namespace], Any] | None
+    settings: Callable[[argparse.Namespace], Any]
+    commands: frozenset[str]
+    """The subcommands whose settings are loaded (and validated) at start."""
+
+
+def _nodecache_settings(args: argparse.Namespace) -> Any:
+    config = nodecache.cli.load_config(args)
+    node_settings(args)  # the node-plumbing and guard flags, validated as main() does
+    return config
 
 
 PROGRAMS = {
-    "kdns": Program(kdns.cli.make_parser, kdns.cli.load_settings),
-    "nodecache": Program(nodecache.cli.make_parser, nodecache.cli.load_config),
+    "kdns": Program(kdns.cli.make_parser, kdns.cli.load_settings, frozenset({"serve"})),
+    "nodecache": Program(
+        nodecache.cli.make_parser, _nodecache_settings, frozenset({"serve", "check", "guard"})
+    ),
 }
-WITH_SETTINGS = {("kdns", "serve"), ("nodecache", "serve"), ("nodecache", "check")}
 
 
 @dataclass(frozen=True)
@@ -135,26 +148,41 @@ class Parsed:
     program: str
     args: argparse.Namespace
     config: Any  # kdns.config.Config or nodecache.config.Config, when the command has one
+    env: Mapping[str, str]
+
+
+@contextmanager
+def environment(env: Mapping[str, str]) -> Iterator[None]:
+    """The process environment replaced by the pod's while settings load (nodecache reads
+    NODE_NAME and KUBERNETES_SERVICE_HOST from it), nothing of the test host's leaking in."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("NODE_NAME", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield
 
 
 def parse(container: Container, objects: list[Obj], tmp_path: Path) -> Parsed:
     """The container's command and args through our CLI's own parser; its ``--config`` file
-    is read from the ConfigMap mounted at that path, and loaded as the program loads it."""
+    is read from the ConfigMap mounted at that path, and loaded as the program loads it, in
+    the environment the kubelet would give the container."""
     command = container.spec.get("command", [])
     assert command, f"{container.name}: no command (the image has no ENTRYPOINT)"
     program = Path(command[0]).name
     assert program in PROGRAMS, f"{container.name}: runs {program!r}, not kdns or nodecache"
-    argv = [*command[1:], *expand_args(container, objects, {"kube-dns-upstream": ALLOCATED_IP})]
+    env = pod_environment(container, objects, {"kube-dns-upstream": ALLOCATED_IP})
+    argv = [*command[1:], *expand_args(container, env)]
     args = PROGRAMS[program].parser().parse_args(argv)
     config = None
-    settings = PROGRAMS[program].settings
-    if settings is not None and (program, args.command) in WITH_SETTINGS:
+    if args.command in PROGRAMS[program].commands:
         if getattr(args, "config", None):
             local = tmp_path / f"{container.spec['name']}-{Path(args.config).name}"
             local.write_text(container.mounted_file(objects, args.config))
             args.config = str(local)
-        config = settings(args)
-    return Parsed(program, args, config)
+        with environment(env):
+            config = PROGRAMS[program].settings(args)
+    return Parsed(program, args, config, env)
 
 
 CASES = [
@@ -169,8 +197,7 @@ def test_container_args_parse_with_the_real_cli(directory: Path, name: str, tmp_
     objects = render(directory)
     container = next(c for c in containers(objects) if c.name == name)
     parsed = parse(container, objects, tmp_path)
-    if (parsed.program, parsed.args.command) in WITH_SETTINGS:
-        assert parsed.config is not None
+    assert parsed.config is not None, f"{name}: {parsed.args.command} loads no settings"
 
 
 def test_every_workload_runs_our_image_or_is_the_autoscaler() -> None:
@@ -198,43 +225,72 @@ VERBS_GRANTED_EXTRA = {"get"}
 """Granted though never issued: docs/rbac.md says why."""
 
 
-def _watched(config: kdns.config.Config) -> set[tuple[str, str]]:
-    """(API group, resource) of every informer ``kdns serve`` starts for this config: the
-    WatchSource is built exactly as kdns.cli.serve builds it, and asked for its informers."""
+class NoRuntime:
+    """A sink for informers that are built, never started."""
+
+    def submit(self, change: Any) -> int:
+        raise AssertionError("nothing is started")
+
+    def flush(self, timeout: float = 0) -> bool:
+        return True
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+"""
+
+
+def watched(parsed: Parsed, tmp_path: Path) -> set[tuple[str, str]]:
+    """(API group, resource) of every informer the parsed command starts, taken from the
+    objects the program itself builds for that config (never started, never connected)."""
     from kubernetes.client import ApiClient
 
-    from kdns.watch import WatchSource
+    if parsed.program == "kdns" and parsed.args.command == "serve":
+        from kdns.watch import WatchSource
 
-    class NoRuntime:
-        def submit(self, change: Any) -> int:
-            raise AssertionError("nothing is started")
+        assert not parsed.config.manifests, "a deployed kdns watches the cluster"
+        # Built with the arguments kdns.cli.serve gives it.
+        source = WatchSource(
+            ApiClient(),
+            NoRuntime(),
+            namespaces=parsed.config.zone.namespaces,
+            pods=parsed.config.zone.pods == "verified",
+        )
+        return {(i.resource.group, i.resource.plural) for i in source.informers}
+    if parsed.program == "nodecache" and parsed.args.command == "serve":
+        if not parsed.config.searchpath.watch_pods:
+            return set()
+        from nodecache.searchpath.clients import PodDirectory
+        from nodecache.searchpath.pods import PodWatch
 
-        def flush(self, timeout: float = 0) -> bool:
-            return True
-
-    source = WatchSource(
-        ApiClient(),
-        NoRuntime(),
-        namespaces=config.zone.namespaces,
-        pods=config.zone.pods == "verified",
-    )
-    return {(i.resource.group, i.resource.plural) for i in source.informers}
+        # The cluster is a placeholder kubeconfig: only the informer's resource is read.
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(KUBECONFIG)
+        watch = PodWatch(
+            PodDirectory(parsed.config.searchpath.node_name), kubeconfig=str(kubeconfig)
+        )
+        assert watch.informer.field_selector == f"spec.nodeName={NODE_NAME}"
+        return {(watch.informer.resource.group, watch.informer.resource.plural)}
+    return set()  # nodecache guard and check make no API request
 
 
 @pytest.mark.parametrize("directory", DIRS, ids=ident)
-def test_cluster_role_grants_exactly_what_the_watcher_uses(directory: Path, tmp_path: Path) -> None:
+def test_rbac_grants_exactly_what_the_programs_watch(directory: Path, tmp_path: Path) -> None:
     objects = render(directory)
-    servers = [
-        (c, p)
-        for c in containers(objects)
-        if (p := parse(c, objects, tmp_path)).program == "kdns" and p.args.command == "serve"
-    ]
-    if not servers:
-        pytest.skip(f"{ident(directory)} runs no kdns server")
-    for container, parsed in servers:
-        assert not parsed.config.manifests, "a deployed kdns watches the cluster"
-        account = container.pod["serviceAccountName"]
-        namespace = container.workload["metadata"]["namespace"]
+    accounts: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    tokens: dict[tuple[str, str], bool] = {}
+    for container in containers(objects):
+        parsed = parse(container, objects, tmp_path)
+        key = (container.workload["metadata"]["namespace"], container.pod["serviceAccountName"])
+        accounts.setdefault(key, set()).update(watched(parsed, tmp_path))
+        tokens[key] = container.pod.get("automountServiceAccountToken", True)
+    assert accounts, f"{ident(directory)} runs none of our programs"
+    for (namespace, account), used in accounts.items():
         granted: dict[tuple[str, str], set[str]] = {}
         for rule in bound_rules(objects, account, namespace):
             assert not rule.get("nonResourceURLs"), rule
@@ -242,9 +298,11 @@ def test_cluster_role_grants_exactly_what_the_watcher_uses(directory: Path, tmp_
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     granted.setdefault((group, resource), set()).update(rule["verbs"])
-        assert set(granted) == _watched(parsed.config)
+        assert set(granted) == used, account
         for key, verbs in granted.items():
-            assert verbs == VERBS_USED | VERBS_GRANTED_EXTRA, (key, verbs)
+            assert verbs == VERBS_USED | VERBS_GRANTED_EXTRA, (account, key, verbs)
+        # A program that asks the API needs its token mounted; one that does not, does not.
+        assert tokens[(namespace, account)] is bool(used), account
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,6 +317,11 @@ def _probe(container: Container, kind: str) -> tuple[str, int]:
     return get["path"], container.port(get["port"])
 
 
+def _surges(workload: Obj) -> bool:
+    rolling = workload["spec"].get("updateStrategy", {}).get("rollingUpdate", {})
+    return workload["kind"] == "DaemonSet" and str(rolling.get("maxSurge", 0)) not in ("0", "0%")
+
+
 @pytest.mark.parametrize(("directory", "name"), CASES)
 def test_ports_and_probes_agree_with_the_cli(directory: Path, name: str, tmp_path: Path) -> None:
     objects = render(directory)
@@ -269,13 +332,18 @@ def test_ports_and_probes_agree_with_the_cli(directory: Path, name: str, tmp_pat
     config = parsed.config
     assert config.health_listen is not None, f"{name}: the probes need the health endpoint"
     health_port = config.health_listen[1]
-    ports = container.container_ports()
-    for _, port in config.listen:
-        assert {(port, "UDP"), (port, "TCP")} <= ports, f"{name}: DNS port {port} not declared"
-    assert (health_port, "TCP") in ports
-    assert container.port("metrics") == health_port
     assert _probe(container, "livenessProbe") == ("/health", health_port)
     assert _probe(container, "readinessProbe") == ("/ready", health_port)
+    if _surges(container.workload) and container.pod.get("hostNetwork"):
+        # A declared port on the node's network is a hostPort: the surge pod could never be
+        # scheduled beside the old one (kubernetes#106417).
+        assert not container.spec.get("ports"), f"{name}: surge with hostNetwork ports"
+    else:
+        ports = container.container_ports()
+        for _, port in config.listen:
+            assert {(port, "UDP"), (port, "TCP")} <= ports, f"{name}: DNS port {port} not declared"
+        assert (health_port, "TCP") in ports
+        assert container.port("metrics") == health_port
     if container.pod.get("hostNetwork"):
         # On the node's network 8080 collides (kops#9245): never the NodeLocal default there.
         assert health_port != 8080
@@ -283,6 +351,23 @@ def test_ports_and_probes_agree_with_the_cli(directory: Path, name: str, tmp_pat
         # In its own pod network kdns keeps its CLI defaults, which the docs describe.
         defaults = kdns.config.Config()
         assert (config.listen, config.health_listen) == (defaults.listen, defaults.health_listen)
+
+
+def test_the_guard_gets_the_cache_s_arguments() -> None:
+    # It removes what the cache installs by deriving the rules from the same flags.
+    for directory in DIRS:
+        for daemonset in find(render(directory), "DaemonSet"):
+            by_command: dict[str, Obj] = {}
+            for spec in daemonset["spec"]["template"]["spec"]["containers"]:
+                if spec.get("command") == ["nodecache"]:
+                    by_command[spec["args"][0]] = spec
+            if "serve" not in by_command:
+                continue
+            guard, serve = by_command.get("guard"), by_command["serve"]
+            assert guard is not None, f"{ident(directory)}: no guard beside the cache"
+            assert guard["args"][1:] == serve["args"][1:]
+            assert guard["env"] == serve["env"]
+            assert guard["volumeMounts"] == serve["volumeMounts"]
 
 
 def _service_cases() -> list[Any]:
@@ -312,7 +397,8 @@ def test_service_ports_reach_a_serving_port(
         for port in service["spec"]["ports"]:
             protocol = port.get("protocol", "TCP")
             target = container.port(port.get("targetPort", port["port"]), protocol)
-            assert (target, protocol) in container.container_ports(), (service_name, port)
+            if container.spec.get("ports"):
+                assert (target, protocol) in container.container_ports(), (service_name, port)
             assert target in serving, f"{service_name}:{port['name']} -> {target}: not served"
             if port["name"] == "metrics":
                 assert target == config.health_listen[1]
@@ -416,16 +502,19 @@ def test_nodecache_daemonset_is_node_local() -> None:
         context = container["securityContext"]
         assert not context.get("privileged")
         assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
         assert context["capabilities"]["drop"] == ["ALL"]
+        added = set(context["capabilities"]["add"])
         # NET_ADMIN is the one capability for the node plumbing; NET_BIND_SERVICE only lets
-        # root keep port 53 once every default capability is dropped.
-        assert set(context["capabilities"]["add"]) <= {"NET_ADMIN", "NET_BIND_SERVICE"}
+        # the serving root process keep port 53 once every default capability is dropped.
+        expected = (
+            {"NET_ADMIN", "NET_BIND_SERVICE"} if container["args"][0] == "serve" else {"NET_ADMIN"}
+        )
+        assert added == expected, container["name"]
+        # Both change iptables rules: both take the node's xtables lock.
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-        if "NET_ADMIN" in context["capabilities"]["add"]:
-            lock = volumes[mounts["/run/xtables.lock"]]["hostPath"]
-            assert lock == {"path": "/run/xtables.lock", "type": "FileOrCreate"}
-    assert any(
-        "NET_ADMIN" in c["securityContext"]["capabilities"]["add"] for c in pod["containers"]
-    )
+        lock = volumes[mounts["/run/xtables.lock"]]["hostPath"]
+        assert lock == {"path": "/run/xtables.lock", "type": "FileOrCreate"}
+    assert {c["args"][0] for c in pod["containers"]} == {"serve", "guard"}
     metrics = one(objects, "Service", "nodecache")
     assert metrics["spec"]["clusterIP"] == "None"
