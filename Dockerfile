@@ -19,6 +19,12 @@ COPY deploy/image/install.sh /usr/local/bin/kdns-install
 RUN kdns-install /src /opt/kdns
 
 FROM ${PYTHON_IMAGE}
+# nodecache's node plumbing runs iptables, ip6tables, iptables-save and ip (nodecache/node);
+# kdns needs neither. Debian's `iptables` is the nft backend (iptables-nft); see docs/install.md
+# for nodes whose own iptables is the legacy one.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables iproute2 \
+    && rm -rf /var/lib/apt/lists/*
 # The same interpreter path as the build stage, so the copied venv's python links resolve.
 COPY --from=build /opt/kdns /opt/kdns
 # The demo snapshot: `docker run -p 5353:5353/udp kdns:0.1.0` serves it with no cluster.

@@ -192,6 +192,47 @@ def test_only_runtime_dependencies_are_installed(image: Image) -> None:
     assert not names & dev_only
 
 
+def _debian_package(binary: str) -> str:
+    """The Debian package that ships ``binary`` on this machine (usrmerge moves paths, so
+    each of the usual directories is asked)."""
+    found = shutil.which(binary)
+    if found is None or shutil.which("dpkg") is None:
+        pytest.skip(f"{binary} or dpkg is not installed: cannot tell which package ships it")
+    candidates = [found, os.path.realpath(found)]
+    candidates += [f"{d}/{binary}" for d in ("/bin", "/sbin", "/usr/bin", "/usr/sbin")]
+    for path in candidates:
+        result = subprocess.run(
+            ["dpkg", "-S", path], capture_output=True, text=True, timeout=30, check=False
+        )
+        if result.returncode == 0:
+            return result.stdout.split(":", 1)[0]
+    raise AssertionError(f"no Debian package ships {binary}")
+
+
+def test_the_runtime_stage_installs_what_the_node_plumbing_runs() -> None:
+    # The commands come from nodecache's own plumbing, installing and removing the rules and
+    # the interface for both address families, against a recording fake of the node.
+    from nodecache.node.plumbing import Plumbing
+    from tests.unit.node_fakes import FakeNode
+
+    node = FakeNode()
+    plumbing = Plumbing([("169.254.20.10", 53), ("fd00::a", 53)], 9253, node)
+    plumbing.install()
+    plumbing.remove()
+    binaries = {call[0] for call in node.calls}
+    assert {"iptables", "ip6tables", "ip"} <= binaries
+    packages = {_debian_package(binary) for binary in binaries}
+    _, runtime = stages()
+    installed = {
+        word
+        for run in runtime.all("RUN")
+        if "apt-get install" in run
+        for word in run.split("apt-get install", 1)[1].split("&&")[0].split()
+        if not word.startswith("-")
+    }
+    assert packages <= installed, f"the runtime stage lacks {packages - installed}"
+
+
 @pytest.mark.parametrize("program", ["kdns", "nodecache"])
 def test_entry_point_runs_from_the_venv(image: Image, program: str) -> None:
     result = subprocess.run(
