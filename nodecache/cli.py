@@ -38,6 +38,7 @@ from nodecache.node.settings import (
     describe_node,
     node_settings,
 )
+from nodecache.searchpath.settings import describe_searchpath
 from nodecache.service import ConfigWatcher, NodeCache
 
 logger = logging.getLogger("nodecache")
@@ -150,8 +151,7 @@ def _add_searchpath_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--kubeconfig",
         metavar="PATH",
-        help="cluster for the Pod watch (default: in-cluster when KUBERNETES_SERVICE_HOST "
-        "is set)",
+        help="cluster for the Pod watch (default: in-cluster when KUBERNETES_SERVICE_HOST is set)",
     )
 
 
@@ -233,6 +233,7 @@ def describe(config: Config) -> str:
             f"upstream timeouts: {group.try_timeout_s:g} s per try, {group.overall_timeout_s:g} s "
             f"per query, max_concurrent {group.max_concurrent}"
         )
+    lines.extend(describe_searchpath(config.searchpath))
     return "\n".join(lines) + "\n"
 
 

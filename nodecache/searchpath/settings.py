@@ -111,3 +111,21 @@ def searchpath_config(
         host_search=host_search,
         watch_pods=autopath and bool(node_name.strip()) and has_cluster,
     )
+
+
+def describe_searchpath(config: SearchPathConfig) -> list[str]:
+    """Lines for ``nodecache check``."""
+    if config.autopath_clients or config.watch_pods:
+        sources = [str(network) for network in config.autopath_clients]
+        if config.watch_pods:
+            sources.append(f"pods on node {config.node_name}")
+        clients = ", ".join(sources)
+    else:
+        clients = "none (autopath cannot act: no --autopath-clients and no Pod watch)"
+    namespaces = ", ".join(sorted(config.autopath_namespaces or ())) or "all"
+    return [
+        f"local NXDOMAIN (zone shape, namespace cuts): {'on' if config.local_nxdomain else 'off'}",
+        f"autopath: {'on' if config.autopath else 'off'}; clients: {clients}; "
+        f"namespaces: {namespaces}",
+        f"host search domains: {' '.join(config.host_search) or '(none)'}",
+    ]
