@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from nodecache.node.rules import node_rules
 from tests.support.netns import Netns, netns_missing_reason, network_namespace
 from tests.support.waiting import wait_until
 
@@ -81,7 +82,9 @@ def answers_since(log: Path, since: float, who: str) -> float | None:
 
 
 def start(netns: Netns, command: str, kind: str, log: Path) -> subprocess.Popen[bytes]:
-    argv = [PYTHON, "-m", "nodecache", command, *NODE_FLAGS, "--interface-type", kind]
+    # --sync-interval 1 (default 60) so the re-ensure is seen within the test.
+    argv = [PYTHON, "-m", "nodecache", command, *NODE_FLAGS, "--interface-type", kind,
+            "--sync-interval", "1"]  # fmt: skip
     return netns.start(argv, log=log)
 
 
@@ -120,8 +123,21 @@ def test_sigkill_falls_back_to_kdns_and_back(
         up_since = time.monotonic()
         wait_until(lambda: answers_since(queries, up_since, "nodecache"), 15, interval=0.05,
                    message="nodecache never took the kube-dns IP over")  # fmt: skip
-        assert len(our_rules(netns)) == 24, "12 rules for each of the two IPs"
+        # 12 rules for each of the two IPs (queries may reach us before the last is in)
+        wait_until(lambda: len(our_rules(netns)) == 24, 5, interval=0.05)
         assert has_interface(netns)
+
+        # The periodic sync: a deleted rule comes back, a piled-up copy goes.
+        wanted = sorted(our_rules(netns))
+        rules = node_rules([(LINK_LOCAL, 53), (KUBE_DNS, 53)], 8080)
+        gone = next(r for r in rules if r.table == "raw" and r.chain == "PREROUTING")
+        twice = next(r for r in rules if r.table == "filter" and r.chain == "INPUT")
+        netns.run(gone.delete())
+        netns.run(twice.insert())
+        assert len(our_rules(netns)) == 24
+        assert sorted(our_rules(netns)) != wanted
+        wait_until(lambda: sorted(our_rules(netns)) == wanted, 5, interval=0.1,
+                   message="the sync did not restore exactly one copy of each rule")  # fmt: skip
 
         os.kill(cache.pid, signal.SIGKILL)
         killed = time.monotonic()
