@@ -45,7 +45,8 @@ def step_aside(sock: socket.socket) -> None:
 
 def rejoin(sock: socket.socket) -> None:
     """Undo ``step_aside``: ``connect(AF_UNSPEC)`` dissolves the association (connect(2)),
-    which Python's ``socket.connect`` cannot express."""
+    which Python's ``socket.connect`` cannot express. Only for a socket bound to an explicit
+    port: the kernel releases a port it picked (bind to port 0) on disconnect."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     unspec = struct.pack("=H14x", socket.AF_UNSPEC)
     buffer = ctypes.create_string_buffer(unspec, len(unspec))

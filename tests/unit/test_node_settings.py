@@ -1,19 +1,15 @@
-"""nodecache.node.handover and settings: /proc/net/udp parsing, successor detection, flags,
-the probe-address warning, `nodecache check` output."""
+"""nodecache.node.settings and handover's pure parts: /proc/net/udp parsing, the flags, the
+probe-address warning, ``nodecache check``'s node lines."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-from collections.abc import Iterator
 
 import pytest
 
 from kdns.config import ConfigError
-from kdns.serve.udp import UDPServer, bind_udp
 from nodecache.config import Config, build_config
-from nodecache.node.handover import parse_proc_udp, successor_bound
+from nodecache.node.handover import parse_proc_udp
 from nodecache.node.settings import (
     NodeSettings,
     add_guard_flags,
@@ -43,54 +39,6 @@ PROC_UDP6 = """\
 )
 def test_parse_proc_udp(text: str, expected: list[tuple[str, int, int]]) -> None:
     assert parse_proc_udp(text) == expected
-
-
-@pytest.fixture
-def server() -> Iterator[UDPServer]:
-    sock = bind_udp("127.0.0.1", 0, reuse_port=True)
-    yield UDPServer(sock, answer=lambda packet: None)
-    sock.close()
-
-
-def test_successor_bound_sees_only_a_foreign_socket(server: UDPServer) -> None:
-    host, port = server.address
-    mine = os.fstat(server.sock.fileno()).st_ino
-    assert not successor_bound([server], lambda: [(host, port, mine)])
-    assert not successor_bound([server], lambda: [(host, port + 1, mine + 1)])
-    assert successor_bound([server], lambda: [(host, port, mine), (host, port, mine + 1)])
-    assert not successor_bound([server])  # the real table: we are alone on our port
-    with bind_udp(host, port, reuse_port=True):
-        assert successor_bound([server])
-
-
-def test_step_aside_keeps_the_queue_and_sends_new_datagrams_to_the_peer(
-    server: UDPServer,
-) -> None:
-    """The kernel behaviour the handover rests on (Linux >= 5.x reuseport selection)."""
-    host, port = server.address
-    with bind_udp(host, port, reuse_port=True) as peer:
-        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(40)]
-        try:
-            for client in clients:
-                client.sendto(b"before", (host, port))
-            server.stop_receiving()
-            for client in clients:
-                client.sendto(b"after", (host, port))
-            got: dict[str, list[bytes]] = {"old": [], "new": []}
-            for name, sock in (("old", server.sock), ("new", peer)):
-                sock.setblocking(False)
-                while True:
-                    try:
-                        got[name].append(sock.recv(64))
-                    except BlockingIOError:
-                        break
-        finally:
-            for client in clients:
-                client.close()
-    assert b"after" not in got["old"]
-    assert got["new"].count(b"after") == 40
-    assert got["old"].count(b"before") + got["new"].count(b"before") == 40
-    assert got["old"], "with 40 flows, the hash gives the old socket some before stepping aside"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
