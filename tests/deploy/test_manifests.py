@@ -190,6 +190,12 @@ CASES = [
     for directory in DIRS
     for container in containers(render(directory))
 ]
+SERVERS = [
+    pytest.param(directory, container.name, id=f"{ident(directory)}:{container.name}")
+    for directory in DIRS
+    for container in containers(render(directory))
+    if container.spec["args"][0] == "serve"  # kdns serve, nodecache serve (not the guard)
+]
 
 
 @pytest.mark.parametrize(("directory", "name"), CASES)
@@ -322,13 +328,12 @@ def _surges(workload: Obj) -> bool:
     return workload["kind"] == "DaemonSet" and str(rolling.get("maxSurge", 0)) not in ("0", "0%")
 
 
-@pytest.mark.parametrize(("directory", "name"), CASES)
+@pytest.mark.parametrize(("directory", "name"), SERVERS)
 def test_ports_and_probes_agree_with_the_cli(directory: Path, name: str, tmp_path: Path) -> None:
     objects = render(directory)
     container = next(c for c in containers(objects) if c.name == name)
     parsed = parse(container, objects, tmp_path)
-    if parsed.args.command != "serve":
-        pytest.skip(f"{name} does not serve DNS")
+    assert parsed.args.command == "serve"
     config = parsed.config
     assert config.health_listen is not None, f"{name}: the probes need the health endpoint"
     health_port = config.health_listen[1]
@@ -370,11 +375,22 @@ def test_the_guard_gets_the_cache_s_arguments() -> None:
             assert guard["volumeMounts"] == serve["volumeMounts"]
 
 
+def _serving(objects: list[Obj], service: Obj) -> list[Container]:
+    return [
+        c
+        for c in containers(objects)
+        if selects(service["spec"]["selector"], c.pod_labels) and c.spec["args"][0] == "serve"
+    ]
+
+
 def _service_cases() -> list[Any]:
+    # A Service is checked where its pods are rendered too: kube-dns-upstream in the nodecache
+    # base selects the cluster DNS pods of another base (kdns, or CoreDNS).
     return [
         pytest.param(d, s["metadata"]["name"], id=f"{ident(d)}:{s['metadata']['name']}")
         for d in DIRS
         for s in find(render(d), "Service")
+        if _serving(render(d), s)
     ]
 
 
@@ -384,13 +400,8 @@ def test_service_ports_reach_a_serving_port(
 ) -> None:
     objects = render(directory)
     service = one(objects, "Service", service_name)
-    backends = [
-        c for c in containers(objects) if selects(service["spec"]["selector"], c.pod_labels)
-    ]
-    if not backends:
-        # kube-dns-upstream in the nodecache base selects the cluster DNS pods installed by
-        # another base (kdns, or CoreDNS); the combined overlay checks it (test below).
-        pytest.skip(f"{service_name} selects no pods in {ident(directory)}")
+    backends = _serving(objects, service)
+    assert backends
     for container in backends:
         config = parse(container, objects, tmp_path).config
         serving = {port for _, port in config.listen} | {config.health_listen[1]}
