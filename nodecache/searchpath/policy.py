@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -64,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PENDING: Final = 4096
 """Names with a walk or cut probe in flight; past this, queries take the plain path."""
+MAX_NEGATIVE_DECISION_S: Final = 30.0
 FOLLOWER_HOLD_S: Final = 10.0
 """At least this long, a NOT_FOUND walk's later candidates are not taken for first expansions
 (the client asks them within milliseconds of the first answer)."""
@@ -137,7 +139,7 @@ class SearchPath:
         local_nxdomain: bool = True,
         clock: Callable[[], float],
         executor: Executor | None = None,
-        workers: int = 8,
+        workers: int = 16,
     ) -> None:
         self.zones: tuple[Name, ...] = tuple(_labels(zone) for zone in zones)
         self._zone_wires = {zone: shape.to_wire(zone) for zone in self.zones}
@@ -489,32 +491,57 @@ class SearchPath:
         return _Immediate(reply, min(decision.expires, now + ttl), "autopath", decision.saved)
 
     def _walk(self, walk: autopath.Walk) -> Decision:
-        """Decide one first expansion (blocking; on the policy's pool)."""
+        """Decide one first expansion (blocking; on the policy's pool). A decision holds while
+        every fact it rests on holds: the NXDOMAINs of the first expansion and of each skipped
+        candidate (their negative TTLs; the zone's shape never expires), and for FOUND the
+        target's A and AAAA entries."""
         first = shape.to_wire(walk.first)
         # The first expansion's namespace is the pod's own: it exists, so no cut probe.
         kind = self._probe(walk.first, first, probe_cut=False)
         now = self.clock()
-        first_fact = self.facts.get(first, now)
+        horizon = self._known_until(walk.first, first, now)
         if kind is not Kind.NXDOMAIN:
-            ttl = first_fact.remaining(now) if first_fact is not None else 1
+            fact = self.facts.get(first, now)
+            ttl = fact.remaining(now) if fact is not None else 1
             outcome = Outcome.DECLINED if kind is Kind.ERROR else Outcome.EXISTS
             return Decision(outcome, now + max(1, ttl))
-        expires = first_fact.expires if first_fact is not None else now + 1
         for index, candidate in enumerate(walk.candidates):
             name = shape.to_wire(candidate)
             a = self._probe(candidate, name)
             step = autopath.judge_first(a)
             if step is autopath.Step.NEXT:
+                horizon = min(horizon, self._known_until(candidate, name, self.clock()))
                 continue
             if step is None:
                 step = autopath.judge(a, self._probe(candidate, name, wire.AAAA))
             if step is not autopath.Step.FOUND:
-                return Decision(Outcome.DECLINED, expires)
+                return Decision(Outcome.DECLINED, self._bounded(horizon))
             found_until = self._positive_expiry(name)
             if found_until is None:
-                return Decision(Outcome.DECLINED, expires)
-            return Decision(Outcome.FOUND, found_until, name, index + 1)
-        return Decision(Outcome.NOT_FOUND, expires)
+                return Decision(Outcome.DECLINED, self._bounded(horizon))
+            return Decision(Outcome.FOUND, min(found_until, horizon), name, index + 1)
+        return Decision(Outcome.NOT_FOUND, self._bounded(horizon))
+
+    def _bounded(self, horizon: float) -> float:
+        """A negative decision resting only on the zone's shape holds forever in principle;
+        it is re-walked after ``MAX_NEGATIVE_DECISION_S`` (host-domain facts may change)."""
+        return min(horizon, self.clock() + MAX_NEGATIVE_DECISION_S)
+
+    def _known_until(self, name: Name, name_wire: bytes, now: float) -> float:
+        """Until when the node knows ``name`` is NXDOMAIN (``now + 1`` if it only knew it from
+        a reply it could not keep, e.g. one without an SOA)."""
+        fact = self.facts.nxdomain(name_wire, now)
+        if fact is not None:
+            return fact.expires
+        if self.local_nxdomain:
+            place = shape.place(name, wire.A, self.zones)
+            if place.kind is shape.Kind.IMPOSSIBLE:
+                return math.inf
+            if place.kind is shape.Kind.NAMESPACE:
+                cut = self.facts.nxdomain(shape.to_wire(place.cut), now)
+                if cut is not None:
+                    return cut.expires
+        return now + 1
 
     def _positive_expiry(self, name: bytes) -> float | None:
         """When the first of the target's A and AAAA cache entries expires."""

@@ -207,6 +207,22 @@ def test_decision_is_cached_for_the_answer_ttl() -> None:
     assert node.policy.stats.decisions["found"] == 2
 
 
+def test_a_name_that_appears_is_seen_once_the_first_expansions_nxdomain_expires() -> None:
+    """The CNAME says the first expansion does not exist: it holds only as long as that
+    NXDOMAIN (kdns's 5 s negative TTL), not the target's longer TTL."""
+    node = Node()
+    name = "db.data.shop.svc.cluster.local."
+    assert cname_target(node.ask(name)) == "db.data.svc.cluster.local."
+    now_there = {**CLUSTER, (name, "A"): [f"{name} 5 IN A 10.244.9.9"], (name, "AAAA"): "nodata"}
+    node.world.cluster.handler = scripted(now_there)
+    node.world.clock.advance(2)
+    assert cname_target(node.ask(name)) == "db.data.svc.cluster.local."
+    node.world.clock.advance(4)
+    reply = node.ask(name)
+    assert cname_target(reply) is None
+    assert addresses(reply) == ["10.244.9.9"]
+
+
 def test_cold_external_lookup_leaves_the_node_at_most_h_plus_3_times() -> None:
     """H=1 host domain; the 3-label name's first expansion is shape-impossible."""
     node = Node()
