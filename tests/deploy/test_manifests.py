@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,12 @@ from tests.deploy.manifests import (
     render,
     selects,
 )
+
+if shutil.which("kubectl") is None:
+    # The tables below are built from `kubectl kustomize` output at collection time.
+    pytest.skip(
+        "kubectl is not installed (needed for `kubectl kustomize`)", allow_module_level=True
+    )
 
 DIRS = kustomizations()
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
