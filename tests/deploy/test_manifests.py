@@ -451,7 +451,11 @@ def test_nodecache_fronts_the_kube_dns_service(tmp_path: Path) -> None:
     ]
     serving = [p for p in caches if p.args.command == "serve"]
     assert serving, "no nodecache serve container"
+    (kdns_config,) = [parse(c, objects, tmp_path).config for c in kdns_pods]
+    kdns_zones = {".".join(zone) for zone in kdns_config.zone.zones}
     for parsed in serving:
+        # nodecache sends kdns exactly the zones kdns serves.
+        assert {z.rstrip(".") for z in parsed.config.resolver.cluster_zones} == kdns_zones
         listen = set(parsed.config.listen)
         # The ClusterIP pods already use (no kubelet change), and the link-local address.
         assert (kube_dns["spec"]["clusterIP"], 53) in listen
