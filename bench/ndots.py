@@ -14,14 +14,17 @@ For every case, libc and mode a fresh nodecache is started. Then:
 * **cold**: one lookup on the empty cache;
 * **warm**: one lookup right after (within every TTL);
 * the **warm median** of ``--repeat`` more lookups, back to back;
-* **late** (``--late``): the external and nowhere names once, then again past nodecache's 5 s
-  cap on cluster-zone denials, with what nodecache sent upstream while idle (prefetch).
+* the **warm latency** of the external name against the same name with a trailing dot, on one
+  nodecache, interleaved (``--rounds`` rounds of ``--repeat`` lookups each);
+* **late** (unless ``--no-late``): the external and nowhere names once, then again past
+  nodecache's 5 s cap on cluster-zone denials, with what nodecache sent upstream while idle
+  (prefetch).
 
 Queries are UDP datagrams counted by iptables rules in the namespace: sent by the client (to
 nodecache), and those that left the node (to kdns, to NSD). Everything stays inside the
 namespace; every process is stopped on the way out.
 
-Usage (root): .venv/bin/python bench/ndots.py [--repeat 50] [--no-late]
+Usage (root): .venv/bin/python bench/ndots.py [--repeat 50] [--rounds 10] [--no-late]
 
 It prints a Markdown section on stdout (the tables, the targets, the command); progress goes to
 stderr.
@@ -33,6 +36,7 @@ import argparse
 import datetime as dt
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +48,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.support import ndots  # noqa: E402  (the lab, shared with tests/integration/test_ndots.py)
 from tests.support.ndots import CaseResult, Late  # noqa: E402
+
+CASE_NAME = {case.id: case.name for case in ndots.CASES}
 
 
 def log(message: str) -> None:
@@ -92,6 +98,28 @@ def targets(results: list[CaseResult]) -> list[str]:
                 f" {external.warm_median_us:.0f} / {dot.warm_median_us:.0f} = {ratio:.2f} |"
             )
     return lines
+
+
+def latency_table(comparisons: list[tuple[str, bool, dict[str, list[int]]]]) -> list[str]:
+    external, dot = CASE_NAME["external"], CASE_NAME["external-dot"]
+    lines = [
+        f"| libc | absorption | `{external}` median µs | `{dot}` median µs | ratio (target ≤ 1.2) |"
+        " p90 µs (name / dot) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for libc, absorb, micros in comparisons:
+        a, b = micros[external], micros[dot]
+        ratio = statistics.median(a) / statistics.median(b)
+        lines.append(
+            f"| {libc} | {mode(absorb)} | {statistics.median(a):.0f} | {statistics.median(b):.0f} |"
+            f" {ratio:.2f} | {percentile(a, 90):.0f} / {percentile(b, 90):.0f} |"
+        )
+    return lines
+
+
+def percentile(values: list[int], pct: int) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, len(ordered) * pct // 100)])
 
 
 def late_table(lates: list[Late]) -> list[str]:
@@ -153,20 +181,30 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=50, help="warm lookups for the median")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="interleaved rounds of the latency comparison"
+    )
     parser.add_argument("--no-late", action="store_true", help="skip the late lookups")
     args = parser.parse_args()
     if not 1 <= args.repeat <= 1000:
         parser.error("--repeat: 1-1000")
+    if not 1 <= args.rounds <= 100:
+        parser.error("--rounds: 1-100")
     reason = ndots.missing_reason()
     if reason is not None:
         print(f"bench/ndots.py: cannot run: {reason}", file=sys.stderr)
         return 2
     started = dt.datetime.now(dt.UTC)
     with ndots.lab() as laboratory:
-        modes = (False, True) if laboratory.absorption else (False,)
-        if not laboratory.absorption:
-            log("this nodecache has no --autopath/--local-nxdomain: absorption off only")
+        modes = (False, True)
         results = ndots.run_matrix(laboratory, modes=modes, repeat=args.repeat, progress=log)
+        comparisons = []
+        names = [CASE_NAME["external"], CASE_NAME["external-dot"]]
+        for absorb in modes:
+            for libc in ndots.LIBCS:
+                log(f"interleaved warm latency, {libc}, absorption {mode(absorb)}")
+                micros = laboratory.compare_latency(libc, absorb, names, args.rounds, args.repeat)
+                comparisons.append((libc, absorb, micros))
         lates = []
         if not args.no_late:
             cases = [ndots.CASE_BY_ID["external"], ndots.CASE_BY_ID["nowhere"]]
@@ -189,6 +227,15 @@ def main() -> int:
         "### Targets (issue 5 part 5): the external name `www.example.test`, H=2",
         "",
         *targets(results),
+    ]
+    out += [
+        "",
+        "### Warm latency: the external name vs the same name with a trailing dot",
+        "",
+        f"One fresh nodecache per row, both names warmed, then {args.rounds} interleaved rounds of"
+        f" {args.repeat} lookups of each (the machine's noise falls on both alike).",
+        "",
+        *latency_table(comparisons),
     ]
     if lates:
         out += [

@@ -69,21 +69,13 @@ def lab() -> Iterator[ndots.Lab]:
 
 @pytest.fixture(scope="module")
 def results(lab: ndots.Lab) -> Results:
-    modes = (False, True) if lab.absorption else (False,)
-    return {(r.case.id, r.libc, r.absorb): r for r in ndots.run_matrix(lab, modes=modes)}
+    return {(r.case.id, r.libc, r.absorb): r for r in ndots.run_matrix(lab)}
 
 
 @pytest.fixture(scope="module")
 def late(lab: ndots.Lab) -> dict[bool, Late]:
     cases = [ndots.CASE_BY_ID[case] for case in LATE_CASES]
-    modes = (False, True) if lab.absorption else (False,)
-    return {absorb: lab.run_late(cases, LIBCS, absorb) for absorb in modes}
-
-
-def on(results: Results, lab: ndots.Lab, case: str, libc: str) -> CaseResult:
-    if not lab.absorption:
-        pytest.skip("this nodecache has no --autopath/--local-nxdomain flags (issue 5) yet")
-    return results[(case, libc, True)]
+    return {absorb: lab.run_late(cases, LIBCS, absorb) for absorb in (False, True)}
 
 
 def shown(lookup: Lookup) -> str:
@@ -123,10 +115,8 @@ def test_without_absorption_the_search_path_is_paid_in_full(
 
 
 @pytest.mark.parametrize(("case", "libc"), CASE_LIBC)
-def test_absorption_changes_no_answer(
-    results: Results, lab: ndots.Lab, case: str, libc: str
-) -> None:
-    absorbed = on(results, lab, case, libc)
+def test_absorption_changes_no_answer(results: Results, case: str, libc: str) -> None:
+    absorbed = results[(case, libc, True)]
     plain = results[(case, libc, False)]
     assert absorbed.cold.answer == plain.cold.answer, shown(absorbed.cold)
     assert absorbed.warm.answer == plain.warm.answer, shown(absorbed.warm)
@@ -136,10 +126,8 @@ def test_absorption_changes_no_answer(
 
 
 @pytest.mark.parametrize(("case", "libc"), CASE_LIBC)
-def test_absorption_never_costs_queries(
-    results: Results, lab: ndots.Lab, case: str, libc: str
-) -> None:
-    absorbed = on(results, lab, case, libc)
+def test_absorption_never_costs_queries(results: Results, case: str, libc: str) -> None:
+    absorbed = results[(case, libc, True)]
     plain = results[(case, libc, False)]
     for phase in ("cold", "warm"):
         got: Lookup = getattr(absorbed, phase)
@@ -149,8 +137,8 @@ def test_absorption_never_costs_queries(
 
 
 @pytest.mark.parametrize("libc", LIBCS)
-def test_external_name_targets(results: Results, lab: ndots.Lab, libc: str) -> None:
-    absorbed = on(results, lab, "external", libc)
+def test_external_name_targets(results: Results, libc: str) -> None:
+    absorbed = results[("external", libc, True)]
     cold, warm = absorbed.cold, absorbed.warm
     assert cold.counts.client == 2, f"the client sends A and AAAA, not 12: {shown(cold)}"
     assert warm.counts.client == 2, shown(warm)
@@ -161,10 +149,8 @@ def test_external_name_targets(results: Results, lab: ndots.Lab, libc: str) -> N
 
 
 @pytest.mark.parametrize(("case", "libc"), CASE_LIBC)
-def test_warm_search_misses_never_reach_kdns(
-    results: Results, lab: ndots.Lab, case: str, libc: str
-) -> None:
-    absorbed = on(results, lab, case, libc)
+def test_warm_search_misses_never_reach_kdns(results: Results, case: str, libc: str) -> None:
+    absorbed = results[(case, libc, True)]
     assert absorbed.warm.counts.kdns == 0, shown(absorbed.warm)
 
 
@@ -176,20 +162,14 @@ def test_a_plain_cache_asks_kdns_again_after_its_denials_expire(late: dict[bool,
     assert kdns > 0, plain
 
 
-def absorbed_late(late: dict[bool, Late], lab: ndots.Lab) -> Late:
-    if not lab.absorption:
-        pytest.skip("this nodecache has no --autopath/--local-nxdomain flags (issue 5) yet")
-    return late[True]
-
-
 @pytest.mark.parametrize(("case", "libc"), [(c, libc) for c in LATE_CASES for libc in LIBCS])
 def test_absorbed_search_misses_stay_off_kdns_past_the_cluster_denial_ttl(
-    late: dict[bool, Late], lab: ndots.Lab, case: str, libc: str
+    late: dict[bool, Late], case: str, libc: str
 ) -> None:
     """Past kdns's 5 s negative TTL, no search candidate reaches kdns. What may: the RFC 8020
     probe of a namespace the name would be in (``test.svc.cluster.local``), once per its
     negative TTL, which is what local NXDOMAIN by a namespace cut rests on."""
-    lookup = absorbed_late(late, lab).late[(case, libc)]
+    lookup = late[True].late[(case, libc)]
     assert lookup.answer == EXPECTED_ANSWER[case], shown(lookup)
     to_kdns = sent_to(lookup, ndots.KDNS)
     assert len(to_kdns) == lookup.counts.kdns, f"the query log disagrees: {shown(lookup)}"
@@ -201,12 +181,12 @@ def test_absorbed_search_misses_stay_off_kdns_past_the_cluster_denial_ttl(
 
 
 def test_absorption_leaves_nothing_for_kdns_to_refresh(
-    late: dict[bool, Late], lab: ndots.Lab
+    late: dict[bool, Late],
 ) -> None:
     """While the pod is idle, a plain cache keeps its cluster-zone misses warm by asking kdns
     (prefetch, see the control above); absorbed misses are answered locally, so nothing in
     the cache is a kdns denial to refresh."""
-    absorbed = absorbed_late(late, lab)
+    absorbed = late[True]
     assert absorbed.background.kdns == 0, (
         f"refreshes to kdns while idle: {absorbed.background}:\n"
         + "\n".join(absorbed.background_queries)

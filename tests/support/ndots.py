@@ -173,19 +173,6 @@ def missing_reason() -> str | None:
     return None
 
 
-def nodecache_help(python: str = sys.executable) -> str:
-    """``nodecache serve --help``: which flags this nodecache has."""
-    result = subprocess.run(
-        [python, "-m", "nodecache", "serve", "--help"], capture_output=True, text=True, cwd=REPO
-    )
-    return result.stdout
-
-
-def has_absorption(help_text: str) -> bool:
-    """Whether nodecache has the issue-5 flags (``--autopath``, ``--local-nxdomain``)."""
-    return "--autopath-clients" in help_text and "--local-nxdomain" in help_text
-
-
 def parse_client(output: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """gai_client's output: (sorted addresses or the error, the microseconds of each lookup)."""
     addresses: list[str] = []
@@ -220,19 +207,12 @@ class Lab:
     netns: Netns
     directory: Path
     python: str
-    help_text: str
-    """``nodecache serve --help``: the flags it has."""
     clients: dict[str, Path] = field(default_factory=dict)
     nodecache: subprocess.Popen[bytes] | None = None
     nodecache_log: Path | None = None
     querylog: Path | None = None
     querylog_offset: int = 0
     runs: int = 0
-
-    @property
-    def absorption(self) -> bool:
-        """Whether nodecache has the absorption flags at all (off-only runs otherwise)."""
-        return has_absorption(self.help_text)
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -301,8 +281,6 @@ class Lab:
     def start_nodecache(self, absorb: bool) -> None:
         """A fresh nodecache (empty cache), absorption on or off."""
         self.stop_nodecache()
-        if absorb and not self.absorption:
-            raise RuntimeError("this nodecache has no --autopath/--local-nxdomain flags")
         self.runs += 1
         run_dir = self.directory / f"nodecache-{self.runs}"
         run_dir.mkdir()
@@ -315,14 +293,12 @@ class Lab:
             "--host-resolv-conf", str(host_resolv), "--config", str(run_dir / "nodecache.yaml"),
             "--health-listen", f"{NODECACHE}:8080",
         ]  # fmt: skip
-        if "--setup-iptables" in self.help_text:
-            # The namespace is the node: no dummy interface, no NOTRACK/ACCEPT rules, no guard.
-            argv += ["--no-setup-interface", "--no-setup-iptables"]
-        if self.absorption:
-            state = "on" if absorb else "off"
-            argv += ["--autopath", state, "--local-nxdomain", state]
-            if absorb:
-                argv += ["--autopath-clients", CLIENTS]
+        # The namespace is the node: no dummy interface, no NOTRACK/ACCEPT rules, no guard.
+        argv += ["--no-setup-interface", "--no-setup-iptables"]
+        state = "on" if absorb else "off"
+        argv += ["--autopath", state, "--local-nxdomain", state]
+        if absorb:
+            argv += ["--autopath-clients", CLIENTS]
         self.nodecache_log = run_dir / "nodecache.log"
         process = self.netns.start(argv, log=self.nodecache_log)
         self.nodecache = process
@@ -436,6 +412,21 @@ class Lab:
         getent = self.getent(case.name) if libc == "glibc" else None
         return CaseResult(case, libc, absorb, cold, warm, timing, getent, self.metrics())
 
+    def compare_latency(
+        self, libc: str, absorb: bool, names: Sequence[str], rounds: int, repeat: int
+    ) -> dict[str, list[int]]:
+        """Warm lookup times of ``names`` on one fresh nodecache, interleaved: ``rounds`` rounds,
+        each ``repeat`` lookups of every name in turn, so the machine's noise falls on all alike
+        (a ratio between them is the figure to read)."""
+        self.start_nodecache(absorb)
+        for name in names:
+            self.lookup(libc, name)  # cold: fills the cache
+        micros: dict[str, list[int]] = {name: [] for name in names}
+        for _ in range(rounds):
+            for name in names:
+                micros[name] += self.lookup(libc, name, repeat).micros
+        return micros
+
     def run_late(
         self, cases: Sequence[Case], libcs: Sequence[str], absorb: bool, after_s: float = LATE_S
     ) -> Late:
@@ -478,7 +469,7 @@ def lab(python: str | None = None) -> Iterator[Lab]:
     ):
         # The namespace's processes run as root from a private tmp dir: let them read it.
         Path(tmp).chmod(0o755)
-        lab = Lab(netns, Path(tmp), python, nodecache_help(python))
+        lab = Lab(netns, Path(tmp), python)
         try:
             lab.setup()
             yield lab
