@@ -118,6 +118,15 @@ class TCPServer:
         connections are served until ``stop``."""
 
         async def close() -> None:
+            # Stop accepting first, then let the connections asyncio has already accepted get
+            # their transports: it attaches each to its Server, which must still be open (a
+            # connection accepted in the same batch as a close() is otherwise dropped with its
+            # query unread, and the client sees a reset).
+            for server in self._servers:
+                for sock in server.sockets:
+                    self._loop.remove_reader(sock.fileno())
+            for _ in range(3):
+                await asyncio.sleep(0)
             for server in self._servers:
                 server.close()
 
