@@ -10,15 +10,18 @@ UDP datagram to or from port 53 is decoded with dnspython and appended to ``OUT`
 "answer": [...]}`` and flushed, so a reader sees it at once. It runs until terminated.
 
 A standalone script (dnspython and the stdlib only): it runs under the namespace's ``ip netns
-exec``, not inside the test process.
+exec``, not inside the test process. SIGUSR1 pauses the capture (a ``{"paused": true}`` line
+says it has stopped), SIGUSR2 resumes it (``{"ready": true}`` again).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import struct
 import sys
+from typing import TextIO
 
 import dns.exception
 import dns.message
@@ -59,10 +62,18 @@ def decode(frame: bytes) -> dict[str, object] | None:
     }
 
 
-def main(out_path: str) -> None:
+class PauseRequestError(Exception):
+    """SIGUSR1: stop capturing (close the socket) until SIGUSR2."""
+
+
+def _pause(signum: int, frame: object) -> None:
+    raise PauseRequestError
+
+
+def capture(out: TextIO) -> None:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.bind(("lo", 0))
-    with open(out_path, "a", encoding="utf-8") as out:
+    try:
+        sock.bind(("lo", 0))
         print(json.dumps({"ready": True}), file=out, flush=True)
         while True:
             frame, address = sock.recvfrom(65535)
@@ -71,6 +82,23 @@ def main(out_path: str) -> None:
             record = decode(frame)
             if record is not None:
                 print(json.dumps(record), file=out, flush=True)
+    finally:
+        sock.close()
+
+
+def main(out_path: str) -> None:
+    # Paused while a benchmark times lookups: decoding every datagram in Python would compete
+    # with the servers for the machine's two cores.
+    signal.signal(signal.SIGUSR1, _pause)
+    # SIGUSR2 stays blocked and is taken by sigwait, so one sent before we wait is not lost.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    with open(out_path, "a", encoding="utf-8") as out:
+        while True:
+            try:
+                capture(out)
+            except PauseRequestError:
+                print(json.dumps({"paused": True}), file=out, flush=True)
+                signal.sigwait({signal.SIGUSR2})
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -212,6 +213,7 @@ class Lab:
     nodecache_log: Path | None = None
     querylog: Path | None = None
     querylog_offset: int = 0
+    querylog_process: subprocess.Popen[bytes] | None = None
     runs: int = 0
 
     # --- setup ---------------------------------------------------------------------------------
@@ -244,12 +246,36 @@ class Lab:
     def _start_querylog(self) -> None:
         self.querylog = self.directory / "queries.jsonl"
         script = REPO / "tests" / "support" / "dnslog.py"
-        self.netns.start([self.python, str(script), str(self.querylog)],
-                         log=self.directory / "dnslog.log")  # fmt: skip
-        wait_until(lambda: self.querylog is not None and self.querylog.exists()
-                   and self.querylog.stat().st_size > 0, timeout=15,
-                   message="the query log is capturing")  # fmt: skip
-        self.querylog_offset = self.querylog.stat().st_size
+        self.querylog_process = self.netns.start(
+            [self.python, str(script), str(self.querylog)], log=self.directory / "dnslog.log"
+        )
+        self._querylog_says({"ready": True})
+
+    def _querylog_says(self, marker: dict[str, bool]) -> None:
+        """Wait until the query log's last line is ``marker``; later reads start after it."""
+        path = self.querylog
+        assert path is not None
+
+        def said() -> bool:
+            if not path.exists():
+                return False
+            lines = path.read_bytes().splitlines()
+            return bool(lines) and json.loads(lines[-1]) == marker
+
+        wait_until(said, timeout=15, interval=0.02, message=f"the query log says {marker}")
+        self.querylog_offset = path.stat().st_size
+
+    @contextlib.contextmanager
+    def querylog_paused(self) -> Iterator[None]:
+        """No capture inside (for timed lookups: decoding competes for the cores)."""
+        assert self.querylog_process is not None
+        self.querylog_process.send_signal(signal.SIGUSR1)
+        self._querylog_says({"paused": True})
+        try:
+            yield
+        finally:
+            self.querylog_process.send_signal(signal.SIGUSR2)
+            self._querylog_says({"ready": True})
 
     def _start_nsd(self) -> None:
         directory = self.directory / "nsd"
@@ -370,8 +396,9 @@ class Lab:
                 data = handle.read()
             if data and not data.endswith(b"\n"):
                 return None
-            records = [json.loads(line) for line in data.splitlines()]
-            if sum(1 for r in records if not r.get("qr")) < expected.client + expected.leaving:
+            # Markers ({"ready": true}) and undecodable datagrams have no name: not shown.
+            records = [r for r in map(json.loads, data.splitlines()) if "name" in r]
+            if sum(1 for r in records if not r["qr"]) < expected.client + expected.leaving:
                 return None
             self.querylog_offset += len(data)
             return (records,)  # truthy even when there were none
@@ -392,14 +419,21 @@ class Lab:
                 shown.append(f"{record['src']} > {record['dst']} {record['name']} {record['type']}")
         return tuple(shown)
 
-    def lookup(self, libc: str, name: str, repeat: int = 1) -> Lookup:
-        """One client run (``repeat`` lookups of ``name``) with the queries it caused."""
+    def lookup(self, libc: str, name: str, repeat: int = 1, logged: bool = True) -> Lookup:
+        """One client run (``repeat`` lookups of ``name``) with the queries it caused (their
+        log too, unless ``logged`` is false: inside ``querylog_paused``)."""
         self.read_counts()
-        self.read_queries(Counts(0, 0, 0))
+        if logged:
+            self.read_queries(Counts(0, 0, 0))
         result = self.netns.run([str(self.clients[libc]), name, str(repeat)], timeout=60)
         answer, micros = parse_client(result.stdout)
         counts = self.read_counts()
-        return Lookup(answer, counts, micros, self.read_queries(counts))
+        return Lookup(answer, counts, micros, self.read_queries(counts) if logged else ())
+
+    def timed(self, libc: str, name: str, repeat: int) -> tuple[int, ...]:
+        """The microseconds of ``repeat`` lookups, the query log paused."""
+        with self.querylog_paused():
+            return self.lookup(libc, name, repeat, logged=False).micros
 
     def getent(self, name: str) -> tuple[str, ...]:
         return parse_getent(self.netns.run(["getent", "ahosts", name], check=False))
@@ -408,7 +442,7 @@ class Lab:
         self.start_nodecache(absorb)
         cold = self.lookup(libc, case.name)
         warm = self.lookup(libc, case.name)
-        timing = self.lookup(libc, case.name, repeat).micros if repeat else ()
+        timing = self.timed(libc, case.name, repeat) if repeat else ()
         getent = self.getent(case.name) if libc == "glibc" else None
         return CaseResult(case, libc, absorb, cold, warm, timing, getent, self.metrics())
 
@@ -422,9 +456,10 @@ class Lab:
         for name in names:
             self.lookup(libc, name)  # cold: fills the cache
         micros: dict[str, list[int]] = {name: [] for name in names}
-        for _ in range(rounds):
-            for name in names:
-                micros[name] += self.lookup(libc, name, repeat).micros
+        with self.querylog_paused():
+            for _ in range(rounds):
+                for name in names:
+                    micros[name] += self.lookup(libc, name, repeat, logged=False).micros
         return micros
 
     def run_late(
