@@ -47,6 +47,7 @@ from nodecache.handler import PROBE_ZONE, QueryHandler
 from nodecache.metrics import Metrics, upstream_groups
 from nodecache.node.commands import Run, run_command
 from nodecache.node.handover import hand_over
+from nodecache.node.plumbing import ensure_tcp_migrate
 from nodecache.node.probe import nodecache_answers
 from nodecache.node.settings import NodeSettings, plumbing_for, probe_address, probe_note
 from nodecache.node.sync import NodeSync
@@ -94,8 +95,9 @@ class NodeCache:
         """Bind and serve; raises OSError (nothing left running) if a DNS address is taken."""
         udp_socks: list[socket.socket] = []
         tcp_socks: list[socket.socket] = []
-        if self.plumbing is not None:
+        if self.plumbing is not None and self.plumbing.active:
             self.plumbing.ensure_interface()  # our listen IPs must be local before we bind them
+            ensure_tcp_migrate()
         try:
             for host, port in self.config.listen:
                 udp, tcp = _bind_pair(host, port)
