@@ -159,15 +159,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nodecache", description="Node-local DNS cache for Kubernetes.")
     parser.add_argument("--version", action="version", version=f"nodecache {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    guard = commands.add_parser(
-        "guard",
-        help="beside the cache: remove the node plumbing while it does not answer "
-        "(give it the cache's flags)",
-    )
     for command in (
         commands.add_parser("serve", help="serve DNS on the node-local addresses"),
         commands.add_parser("check", help="validate the settings and print them"),
-        guard,
+        commands.add_parser(
+            "guard",
+            help="beside the cache: remove the node plumbing while it does not answer "
+            "(give it the cache's flags)",
+        ),
     ):
         _add_flags(command)
         add_node_flags(command)
