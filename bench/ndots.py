@@ -50,6 +50,7 @@ from tests.support import ndots  # noqa: E402  (the lab, shared with tests/integ
 from tests.support.ndots import CaseResult, Late  # noqa: E402
 
 CASE_NAME = {case.id: case.name for case in ndots.CASES}
+METRIC_PREFIX = "nodecache_searchpath_"
 
 
 def log(message: str) -> None:
@@ -152,7 +153,11 @@ def metrics_lines(results: list[CaseResult]) -> list[str]:
     lines = []
     for r in results:
         if r.absorb and r.metrics:
-            shown = ", ".join(f"`{k}` {v:g}" for k, v in sorted(r.metrics.items()) if v)
+            shown = ", ".join(
+                f"`{k.removeprefix(METRIC_PREFIX)}` {v:g}"
+                for k, v in sorted(r.metrics.items())
+                if v
+            )
             lines.append(f"- {r.case.id} / {r.libc}: {shown or 'all zero'}")
     return lines
 
@@ -250,11 +255,22 @@ def main() -> int:
             f"### Late: again after {ndots.LATE_S:g} s (cluster-zone denials expired, host ones"
             " not)",
             "",
+            "One fresh nodecache per mode; the rows in order (so the musl rows' first lookups"
+            " find what glibc's left in the cache).",
+            "",
             *late_table(lates),
         ]
     local = metrics_lines(results)
     if local:
-        out += ["", "### nodecache's local answers, per case (absorption on)", "", *local]
+        out += [
+            "",
+            "### nodecache's search-path counters after each case (absorption on)",
+            "",
+            f"`{METRIC_PREFIX}*` on /metrics, non-zero ones, over all of the case's lookups"
+            " (cold, warm and the timed ones).",
+            "",
+            *local,
+        ]
     print("\n".join(out))
     return 0
 
