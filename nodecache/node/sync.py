@@ -35,6 +35,8 @@ class NodeSync:
         self.installed = False
         """Whether the rules have gone in at least once."""
         self.ticks = 0
+        self._failing = False
+        """In a streak of unanswered self-probes (warned once per streak, not every tick)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-sync", daemon=True)
 
@@ -43,8 +45,13 @@ class NodeSync:
         self.ticks += 1
         ok = self.plumbing.ensure_interface()
         if not self.answers():
-            logger.warning("our listener does not answer; iptables rules left as they are")
+            if not self._failing:
+                logger.warning("our listener does not answer; iptables rules left as they are")
+            self._failing = True
             return False
+        if self._failing:
+            logger.info("our listener answers again")
+        self._failing = False
         ok &= self.plumbing.ensure_rules()
         if ok and not self.installed:
             logger.info(
