@@ -1,6 +1,7 @@
 """Rules that cannot outlive the cache: SIGKILL nodecache in a network namespace with real
 iptables, and the guard hands the kube-dns IP back to kdns (the Service path) within 5 s;
-restart nodecache and it takes the IP over again.
+restart nodecache and it takes the IP over again. Also: the rules through the real iptables and
+ip6tables binaries, installed twice (one copy each) and removed.
 
 The namespace is a small node: kdns on 10.53.0.10 (a dummy ``kdns0``, which also carries the
 route for the Service range 10.96.0.0/12, so the kernel has a route before nat OUTPUT); the
@@ -14,6 +15,7 @@ NXDOMAIN itself, kdns with ``--upstream none`` REFUSED).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -179,3 +181,43 @@ def test_sigkill_falls_back_to_kdns_and_back(
         assert not has_interface(netns)
         stopped = time.monotonic()
         wait_until(lambda: answers_since(queries, stopped, "kdns"), 3, interval=0.05)
+
+
+PLUMB_SCRIPT = """
+import json, subprocess, sys
+from nodecache.node.commands import run_command
+from nodecache.node.plumbing import Plumbing
+node = Plumbing([("fd00::a", 53), ("169.254.20.10", 53)], 8080, run_command,
+                interface_type=sys.argv[1])
+counts = lambda: {cmd: subprocess.run([cmd], capture_output=True, text=True).stdout.count(
+    "nodecache:") for cmd in ("iptables-save", "ip6tables-save")}
+first = node.install()
+after_first = counts()
+second = node.install()
+after_second = counts()
+addresses = subprocess.run(["ip", "-br", "addr", "show", "dev", "nodelocaldns"],
+                           capture_output=True, text=True).stdout.split()
+removed = node.remove()
+print(json.dumps({"install": [first, second], "counts": [after_first, after_second],
+                  "addresses": addresses, "removed": removed, "left": counts(),
+                  "errors": dict(node.errors)}))
+"""
+
+
+def test_real_iptables_and_ip6tables_install_once_and_remove(tmp_path: Path) -> None:
+    """The rules as ``iptables``/``ip6tables`` take them (real binaries, nf_tables), twice (no
+    second copy), then gone; the interface holds the IPv4 /32 and the IPv6 /128."""
+    reason = netns_missing_reason("iptables", "ip6tables-save")
+    if reason:
+        pytest.skip(reason)
+    with network_namespace("kdnsv6") as netns:
+        kind = link_type(netns)
+        out = netns.run([PYTHON, "-c", PLUMB_SCRIPT, kind]).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert result["install"] == [True, True]
+    assert result["counts"] == [{"iptables-save": 12, "ip6tables-save": 12}] * 2
+    assert "169.254.20.10/32" in result["addresses"]
+    assert "fd00::a/128" in result["addresses"]
+    assert result["removed"] is True
+    assert result["left"] == {"iptables-save": 0, "ip6tables-save": 0}
+    assert set(result["errors"].values()) == {0}
