@@ -17,7 +17,9 @@ and ``kdns.serve.tcp.TCPServer`` call. For each query:
    kdns.serve.protocol's docstring). Everything else (a miss, a stale entry, any other shape)
    takes step 2. A search-path policy (``nodecache.searchpath``) must see some queries before
    the cache (kdns.resolver.core step 1): ``may_shortcut`` says which hits may still be served
-   here (everything outside the cluster zones, and cluster-zone names that exist).
+   here (everything outside the cluster zones, and cluster-zone names that exist). Before
+   it, ``SearchPath.remembered`` serves the policy's own warm answers (local NXDOMAINs and
+   autopath CNAMEs given to the same query bytes from the same client within the second).
 2. **Screen.** ``kdns.serve.protocol.screen``: the bad-input rules kdns uses (drop responses
    and runts; FORMERR, NOTIMP, BADVERS; REFUSED for AXFR/IXFR and non-IN classes).
 3. **Resolve.** ``Resolver.answer(query, done, client, tcp=...)``: bytes now, or a ``Later`` the
@@ -72,6 +74,8 @@ class _Claims(Protocol):
 
     def may_shortcut(self, name: bytes, kind: Kind) -> bool: ...
 
+    def remembered(self, packet: bytes, client_ip: str) -> bytes | None: ...
+
 
 class _Memo(NamedTuple):
     """The reply to one query shape (its bytes minus the ID) from one entry at one TTL."""
@@ -112,6 +116,8 @@ class HandlerStats:
 
     fast_hits: int = 0
     """Cache hits answered by the shortcut."""
+    remembered: int = 0
+    """Search-path answers served from the policy's memo before any parsing."""
     dropped: int = 0
     """Queries dropped by ``screen`` (responses, runts)."""
     rejected: int = 0
@@ -149,7 +155,7 @@ class QueryHandler:
             self.stats.drained += 1
             return None
         try:
-            reply = self._cached(packet, False)
+            reply = self._remembered(packet, peer) or self._cached(packet, False)
             if reply is not None:
                 return reply
             return self._resolve(packet, peer, False)
@@ -163,7 +169,7 @@ class QueryHandler:
             self.stats.drained += 1
             return None
         try:
-            reply = self._cached(packet, True)
+            reply = self._remembered(packet, peer) or self._cached(packet, True)
             if reply is not None:
                 return reply
             return self._resolve(packet, peer, True)
@@ -171,7 +177,21 @@ class QueryHandler:
             logger.exception("internal error answering a query; dropped")
             return None
 
-    # --- 1: the cache-hit shortcut -------------------------------------------------------------
+    # --- 0 and 1: the search path's memo, the cache-hit shortcut --------------------------------
+
+    def _remembered(self, packet: bytes, peer: Peer) -> bytes | None:
+        """A warm search-path answer (local NXDOMAIN, autopath CNAME) the policy gave this exact
+        query from this client within the second (``SearchPath.remembered``)."""
+        policy = self._policy
+        if policy is None:
+            return None
+        reply = policy.remembered(packet, peer[0])
+        if reply is not None:
+            stats = self._resolver_stats
+            stats.queries += 1
+            stats.policy_answers += 1
+            self.stats.remembered += 1
+        return reply
 
     def _cached(self, packet: bytes, tcp: bool) -> bytes | None:
         """A fresh hit's reply, or None to take the full path. No side effect on a None."""

@@ -137,6 +137,13 @@ class Metrics:
             "Cache hits answered by the shortcut without a full parse (part of cache_hits).",
             [("", handler.stats.fast_hits)],
         )
+        metric(
+            "nodecache_searchpath_memo_answers_total",
+            "counter",
+            "Search-path answers (local NXDOMAIN, autopath) served from the policy's memo "
+            "before any parsing.",
+            [("", handler.stats.remembered)],
+        )
         for name, attribute, help_text in _CACHE:
             metric(name, "counter", help_text, [("", getattr(resolver.cache.stats, attribute))])
         metric("nodecache_cache_entries", "gauge", "Entries in the cache.",

@@ -162,7 +162,7 @@ class SearchPath:
         self._rewritten: dict[bytes, float] = {}
         """First expansions with a FOUND, NOT_FOUND or DECLINED decision -> its expiry: read
         lock-free by ``may_shortcut`` on the UDP thread."""
-        self._pending: dict[bytes, list[tuple[ClientQuery, Settle]]] = {}
+        self._pending: dict[bytes, list[tuple[ClientQuery, Settle, str]]] = {}
         self._soa_pending: set[Name] = set()
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, bytes], _Memo] = {}
@@ -220,18 +220,45 @@ class SearchPath:
         memo_key = ("" if client is None else client[0], packet[2:])
         remembered = self._memo.get(memo_key)
         if remembered is not None and remembered.valid_until > now:
-            self._count(query, remembered.mechanism, remembered.saved)
+            self._count_memo(remembered)
             return packet[:2] + remembered.reply
         decided = self._decide(query, client, settle, now)
         if isinstance(decided, _Immediate):
-            self._count(query, decided.mechanism, decided.saved)
-            if len(self._memo) >= MAX_REMEMBERED:
-                self._memo.clear()
-            valid_until = min(decided.valid_until, float(int(now) + 1))
-            reply = decided.reply
-            self._memo[memo_key] = _Memo(valid_until, reply[2:], decided.mechanism, decided.saved)
-            return reply
+            self._remember(memo_key, query, decided, now)
+            return decided.reply
         return decided
+
+    def _remember(
+        self, key: tuple[str, bytes], query: ClientQuery, given: _Immediate, now: float
+    ) -> None:
+        """Count a reply given on the node and memoize it for the rest of the second."""
+        avoided = self._count(query, given.mechanism, given.saved)
+        if len(self._memo) >= MAX_REMEMBERED:
+            self._memo.clear()
+        valid_until = min(given.valid_until, float(int(now) + 1))
+        self._memo[key] = _Memo(valid_until, given.reply[2:], given.mechanism, given.saved, avoided)
+
+    def remembered(self, packet: bytes, client_ip: str) -> bytes | None:
+        """The reply ``decide`` gave this very query (its bytes but the ID, from this client)
+        within the last second, if it still holds and fits any client's limit (512 bytes):
+        the handler's shortcut for warm local answers and autopath answers, before any
+        parsing. The memo only ever holds replies to queries that passed ``screen``."""
+        memo = self._memo.get((client_ip, packet[2:]))
+        if memo is None or len(memo.reply) > wire.MIN_UDP_SIZE - 2:
+            return None
+        if memo.valid_until <= self.clock():
+            return None
+        self._count_memo(memo)
+        return packet[:2] + memo.reply
+
+    def _count_memo(self, memo: _Memo) -> None:
+        if memo.mechanism == "autopath":
+            self.stats.autopath_answers += 1
+            self.stats.client_queries_saved += memo.saved
+            return
+        self.stats.local[memo.mechanism] += 1
+        if memo.avoided:
+            self.stats.upstream_avoided += 1
 
     def _decide(
         self, query: ClientQuery, client: ClientAddress | None, settle: Settle, now: float
@@ -246,7 +273,7 @@ class SearchPath:
         ):
             walk = autopath.plan(question.name, self.zones, self.host_search)
             if walk is not None and self.clients.allows(client[0], walk.namespace):
-                return self._autopath(query, walk, settle, now)
+                return self._autopath(query, walk, settle, now, client[0])
         if not self.local_nxdomain:
             return None
         return self._local(query, settle, now)
@@ -310,15 +337,18 @@ class SearchPath:
         entry = resolver.cache.peek(Key.of(query))
         return entry is not None and entry.remaining(now) > 0
 
-    def _count(self, query: ClientQuery, mechanism: str, saved: int) -> None:
-        """Count one reply given on the node."""
+    def _count(self, query: ClientQuery, mechanism: str, saved: int) -> bool:
+        """Count one reply given on the node; returns whether it avoided an upstream query
+        (a local answer the cache did not hold)."""
         if mechanism == "autopath":
             self.stats.autopath_answers += 1
             self.stats.client_queries_saved += saved
-            return
+            return False
         self.stats.local[mechanism] += 1
-        if not self._cached(query, self.clock()):
-            self.stats.upstream_avoided += 1
+        if self._cached(query, self.clock()):
+            return False
+        self.stats.upstream_avoided += 1
+        return True
 
     def _nxdomain(self, query: ClientQuery, soa: Record, ttl: int) -> bytes:
         question = query.packet[wire.HEADER_SIZE : query.question.end]
@@ -371,7 +401,7 @@ class SearchPath:
     # --- autopath ----------------------------------------------------------------------------
 
     def _autopath(
-        self, query: ClientQuery, walk: autopath.Walk, settle: Settle, now: float
+        self, query: ClientQuery, walk: autopath.Walk, settle: Settle, now: float, client: str
     ) -> _Immediate | Deferred | None:
         first = query.question.wire_lower
         with self._lock:
@@ -382,23 +412,23 @@ class SearchPath:
             if decision is None:
                 waiting = self._pending.get(first)
                 if waiting is not None:
-                    waiting.append((query, settle))
+                    waiting.append((query, settle, client))
                     return DEFERRED
                 if len(self._pending) >= MAX_PENDING:
                     self.stats.overflow += 1
                     return None
-                self._pending[first] = [(query, settle)]
+                self._pending[first] = [(query, settle, client)]
         if decision is None:
             if not self._submit(self._settle_walk, walk):
                 with self._lock:
                     waiting = self._pending.pop(first, [])
-                for _query, waiting_settle in waiting[1:]:
+                for _query, waiting_settle, _client in waiting[1:]:
                     waiting_settle(None)
                 return None
             return DEFERRED
         rendered = self._render(query, decision, now, blocking=False)
         if isinstance(rendered, _Later):
-            if not self._submit(self._settle_one, query, decision, settle):
+            if not self._submit(self._settle_one, query, decision, settle, client):
                 return None
             return DEFERRED
         return rendered
@@ -421,8 +451,8 @@ class SearchPath:
             if decision.outcome in (Outcome.NOT_FOUND, Outcome.DECLINED):
                 self._mark_followers(walk, decision.expires)
             waiting = self._pending.pop(first, [])
-        for query, settle in waiting:
-            self._settle_one(query, decision, settle)
+        for query, settle, client in waiting:
+            self._settle_one(query, decision, settle, client)
 
     def _mark_followers(self, walk: autopath.Walk, expires: float) -> None:
         """Called with the lock held."""
@@ -435,14 +465,17 @@ class SearchPath:
             if name.endswith(self._suffixes):
                 self._followers[name] = until
 
-    def _settle_one(self, query: ClientQuery, decision: Decision, settle: Settle) -> None:
+    def _settle_one(
+        self, query: ClientQuery, decision: Decision, settle: Settle, client: str
+    ) -> None:
+        now = self.clock()
         try:
-            rendered = self._render(query, decision, self.clock(), blocking=True)
+            rendered = self._render(query, decision, now, blocking=True)
         except Exception:
             logger.exception("rendering an autopath answer failed; answering it plainly")
             rendered = None
         if isinstance(rendered, _Immediate):
-            self._count(query, rendered.mechanism, rendered.saved)
+            self._remember((client, query.packet[2:]), query, rendered, now)
             settle(rendered.reply)
         else:
             settle(None)
@@ -646,6 +679,7 @@ class _Memo:
     """Without its ID."""
     mechanism: str
     saved: int
+    avoided: bool
 
 
 class _Later:

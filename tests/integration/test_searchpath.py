@@ -159,6 +159,7 @@ def test_autopath_decides_the_pair_once_and_caches_it(tmp_path: Path) -> None:
         assert w.to_kdns() == sent  # warm: nothing more reaches kdns
         assert w.stats.decisions["found"] == 1
         assert w.stats.autopath_answers == 4
+        assert w.node.handler.stats.remembered == 2  # the warm pair: from the memo, unparsed
         # www.testns.svc.cluster.local -> www.svc.cluster.local (ns www: cut) -> www.cluster.local
         # (shape) -> www.example.test: 3 candidates per type the client did not send.
         assert w.stats.client_queries_saved == 4 * 3
