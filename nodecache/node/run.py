@@ -33,6 +33,9 @@ def guard_main(config: Config, node: NodeSettings, run: Run = run_command) -> in
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # A SIGHUP meant for the cache (reload) must not kill the guard: it has nothing to reload
+    # (its rule data are the flags), so it keeps guarding.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     timeout = node.guard_timeout_s
     guard = Guard(plumbing, lambda: nodecache_answers(host, port, timeout), node.guard_failures)
     logger.info(

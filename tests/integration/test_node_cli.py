@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,9 @@ def test_guard_without_plumbing_probes_and_exits_0_on_sigterm(tmp_path: Path) ->
         )  # fmt: skip
     try:
         wait_until(lambda: "failed 2 probes in a row" in log.read_text(), 10)
+        guard.send_signal(signal.SIGHUP)  # the cache's reload signal: the guard keeps going
+        time.sleep(0.3)
+        assert guard.poll() is None
         guard.send_signal(signal.SIGTERM)
         assert guard.wait(timeout=10) == 0
     finally:
