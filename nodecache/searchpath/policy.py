@@ -208,6 +208,11 @@ class SearchPath:
             return None
         packet = query.packet
         now = self.clock()
+        memo_key = ("" if client is None else client[0], packet[2:])
+        remembered = self._memo.get(memo_key)
+        if remembered is not None and remembered.valid_until > now:
+            self._count_memo(remembered)
+            return packet[:2] + remembered.reply
         if not question.wire_lower.endswith(self._suffixes):
             # Outside the cluster zones only the same-name rule applies: a walk's probe found
             # the name NXDOMAIN, so the client's own query of another type (when it walks the
@@ -215,13 +220,10 @@ class SearchPath:
             fact = self.facts.nxdomain(question.wire_lower, now)
             if fact is None or fact.soa is None:
                 return None
-            self._count(query, "name", 0)
-            return self._nxdomain(query, fact.soa, fact.remaining(now))
-        memo_key = ("" if client is None else client[0], packet[2:])
-        remembered = self._memo.get(memo_key)
-        if remembered is not None and remembered.valid_until > now:
-            self._count_memo(remembered)
-            return packet[:2] + remembered.reply
+            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            given = _Immediate(reply, fact.expires, "name")
+            self._remember(memo_key, query, given, now)
+            return reply
         decided = self._decide(query, client, settle, now)
         if isinstance(decided, _Immediate):
             self._remember(memo_key, query, decided, now)
