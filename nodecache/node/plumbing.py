@@ -3,6 +3,9 @@
 Every operation is a reconcile from data: the desired rules come from ``rules.node_rules`` (the
 same config gives the same rules, in the cache and in the guard), the current ones from
 ``iptables-save`` (never ``iptables -C``, which flaked with iptables-nft: kubernetes/dns#568).
+The changes to a table go in as one ``iptables-restore --noflush`` commit, as kube-proxy does
+its own: atomic (no half-installed state for a query to meet), one xtables-lock hold, one
+process per table instead of one per rule.
 So running ``install`` twice, or the cache and the guard both running it, changes nothing the
 second time; a rule found twice is deleted down to one; a rule carrying our comment that the
 config no longer asks for (an old listen IP) is deleted. ``remove`` deletes every rule with our
@@ -25,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from nodecache.node.commands import Result, Run
-from nodecache.node.rules import COMMENTS, TABLES, Rule, node_rules
+from nodecache.node.rules import COMMENTS, LOCK_WAIT, TABLES, Rule, node_rules
 
 logger = logging.getLogger(__name__)
 
@@ -130,17 +133,24 @@ class Plumbing:
             return None
         return [(chain, args) for chain, args in parse_save(result.stdout) if ours(args)]
 
-    def _iptables(self, argv: list[str]) -> bool:
-        result = self.run(argv)
+    def _restore(self, ipv6: bool, table: str, lines: list[str]) -> bool:
+        """Apply ``lines`` (``-I``/``-D`` rules) to one table in a single ``iptables-restore
+        --noflush`` commit: all of them or, if one fails (the table changed under us), none;
+        the next sync starts again from iptables-save."""
+        if not lines:
+            return True
+        argv = ["ip6tables-restore" if ipv6 else "iptables-restore", *LOCK_WAIT, "--noflush"]
+        result = self.run(argv, "\n".join([f"*{table}", *lines, "COMMIT", ""]))
         if result.ok:
             return True
         lock = result.returncode == 4 or "xtables lock" in result.stderr
-        self._failed("iptables_lock" if lock else "iptables", argv, result)
+        self._failed("iptables_lock" if lock else "iptables", [*argv, f"({table})"], result)
         return False
 
     def ensure_rules(self) -> bool:
         """Make our rules exactly the desired ones: add the missing, delete duplicates and
-        stale ones. Reads iptables-save first, so it is safe to run any number of times."""
+        stale ones, one atomic commit per table. Reads iptables-save first, so it is safe to
+        run any number of times."""
         if not self.setup_iptables:
             return True
         ok = True
@@ -154,19 +164,22 @@ class Plumbing:
                 want = [r for r in self.rules if r.ipv6 == ipv6 and r.table == table]
                 have = collections.Counter(current)
                 wanted = {(r.chain, r.args) for r in want}
+                lines = []
                 for (chain, args), count in have.items():
-                    rule = Rule(ipv6, table, chain, args)
                     # Duplicates (a piled-up -C failure) and rules for addresses we no longer
                     # serve both go; one copy of each wanted rule stays.
                     extra = count - 1 if (chain, args) in wanted else count
-                    for _ in range(extra):
-                        ok &= self._iptables(rule.delete())
-                        changed += 1
+                    lines += [Rule(ipv6, table, chain, args).restore_line("-D")] * extra
                 # -I prepends: inserting in reverse keeps our listed order at the top.
-                for rule in reversed(want):
-                    if have[(rule.chain, rule.args)] == 0:
-                        ok &= self._iptables(rule.insert())
-                        changed += 1
+                lines += [
+                    rule.restore_line("-I")
+                    for rule in reversed(want)
+                    if have[(rule.chain, rule.args)] == 0
+                ]
+                if self._restore(ipv6, table, lines):
+                    changed += len(lines)
+                else:
+                    ok = False
         if changed:
             logger.info("iptables: %d rule changes (%d rules wanted)", changed, len(self.rules))
         return ok
@@ -183,9 +196,13 @@ class Plumbing:
                 if current is None:
                     ok = False
                     continue
-                for chain, args in current:
-                    ok &= self._iptables(Rule(ipv6, table, chain, args).delete())
-                    removed += 1
+                lines = [
+                    Rule(ipv6, table, chain, args).restore_line("-D") for chain, args in current
+                ]
+                if self._restore(ipv6, table, lines):
+                    removed += len(lines)
+                else:
+                    ok = False
         if removed:
             logger.info("iptables: removed %d rules", removed)
         return ok

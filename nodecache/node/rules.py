@@ -58,9 +58,21 @@ class Rule:
     def delete(self) -> list[str]:
         return [self.command, *LOCK_WAIT, "-t", self.table, "-D", self.chain, *self.args]
 
+    def restore_line(self, op: str) -> str:
+        """``-I CHAIN ARGS`` or ``-D CHAIN ARGS`` for ``iptables-restore --noflush``, quoted as
+        iptables-save quotes (double quotes around a token with spaces)."""
+        return f"{op} {self.chain} " + " ".join(_restore_quote(token) for token in self.args)
+
     def __str__(self) -> str:
         """The rule as a shell command line (the comment quoted)."""
         return f"{self.command} -t {self.table} -A {self.chain} {shlex.join(self.args)}"
+
+
+def _restore_quote(token: str) -> str:
+    if token and not any(c in token for c in " \"'\\\t"):
+        return token
+    escaped = token.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def _match(direction: str, ip: str, proto: str, port: int) -> tuple[str, ...]:

@@ -201,7 +201,7 @@ def probe_note(config: Config, node: NodeSettings) -> str | None:
     )
 
 
-def _no_commands(argv: Sequence[str]) -> Result:
+def _no_commands(argv: Sequence[str], stdin: str | None = None) -> Result:
     raise AssertionError(f"nodecache check runs no commands, not {argv[0]}")
 
 

@@ -4,6 +4,7 @@ state in memory, their output in their real formats, and failures on demand."""
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ class FakeNode:
     tables: dict[tuple[bool, str], list[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
     links: dict[str, tuple[bool, list[str]]] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
+    rule_ops: list[tuple[str, str, str]] = field(default_factory=list)
+    """Every rule change applied: (op, table, chain)."""
     fail: Callable[[list[str]], Result | None] = lambda argv: None
 
     def mutations(self) -> list[list[str]]:
@@ -36,7 +39,7 @@ class FakeNode:
             for chain, args in rows
         ]
 
-    def __call__(self, argv: Sequence[str]) -> Result:
+    def __call__(self, argv: Sequence[str], stdin: str | None = None) -> Result:
         argv = list(argv)
         self.calls.append(argv)
         failure = self.fail(argv)
@@ -52,11 +55,36 @@ class FakeNode:
                 for chain, args in self.tables.get((ipv6, table), [])
             ]
             return Result(0, "\n".join([*lines, "COMMIT"]) + "\n")
+        if name in ("iptables-restore", "ip6tables-restore"):
+            assert argv[1:] == ["-w", "5", "--noflush"]
+            assert stdin is not None
+            return self._restore(name.startswith("ip6"), stdin)
         if name in ("iptables", "ip6tables"):
             return self._iptables(name == "ip6tables", argv[1:])
         if name == "ip":
             return self._ip(argv[1:])
         return Result(127, "", f"{name}: not installed")
+
+    def _restore(self, ipv6: bool, text: str) -> Result:
+        """One table's commit, all or nothing, as iptables-restore --noflush."""
+        lines = text.splitlines()
+        assert lines[0].startswith("*"), text
+        assert lines[-1] == "COMMIT", text
+        table = lines[0][1:]
+        rows = list(self.tables.get((ipv6, table), []))
+        ops = []
+        for number, line in enumerate(lines[1:-1], start=2):
+            op, chain, *spec = shlex.split(line)
+            if op == "-I":
+                rows.insert(0, (chain, tuple(spec)))
+            elif op == "-D" and (chain, tuple(spec)) in rows:
+                rows.remove((chain, tuple(spec)))
+            else:
+                return Result(1, "", f"iptables-restore: line {number} failed: Bad rule")
+            ops.append((op, table, chain))
+        self.tables[(ipv6, table)] = rows
+        self.rule_ops += ops
+        return Result(0)
 
     def _iptables(self, ipv6: bool, args: list[str]) -> Result:
         assert args[:2] == ["-w", "5"], "every iptables call waits for the xtables lock"

@@ -52,6 +52,8 @@ def test_parse_real_save_output() -> None:
 def test_install_from_empty_puts_every_rule_once_in_order() -> None:
     fake = FakeNode()
     assert plumbing(fake).install()
+    restores = [c for c in fake.calls if c[0] == "iptables-restore"]
+    assert len(restores) == 2, "raw and filter, each in one commit"
     for table in ("raw", "filter"):
         assert fake.tables[(False, table)] == wanted_rows(table)
     assert fake.links["nodelocaldns"] == (True, ["169.254.20.10", "10.96.0.10"])
@@ -86,7 +88,8 @@ STATES: list[object] = [
 def test_ensure_rules_reconciles_to_exactly_the_wanted(fake: FakeNode, changes: int) -> None:
     before = list(fake.tables.get((False, "raw"), []))
     assert plumbing(fake).ensure_rules()
-    assert len(fake.mutations()) == changes
+    assert len(fake.rule_ops) == changes
+    assert len(fake.mutations()) == (1 if changes else 0), "one atomic commit per changed table"
     raw = fake.tables[(False, "raw")]
     assert sorted(r for r in raw if ours(r[1])) == sorted(wanted_rows("raw"))
     assert (FOREIGN in raw) == (FOREIGN in before)
@@ -110,7 +113,7 @@ def test_remove_deletes_every_copy_then_the_interface() -> None:
 
 
 def lock_busy(argv: list[str]) -> Result | None:
-    if argv[0] == "iptables" and "-I" in argv:
+    if argv[0] == "iptables-restore":
         return Result(4, "", "Another app is currently holding the xtables lock.")
     return None
 
@@ -147,7 +150,9 @@ def test_failures_are_counted_never_raised(
     ("options", "touches"),
     [
         pytest.param({"setup_iptables": False}, {"ip"}, id="no-iptables"),
-        pytest.param({"setup_interface": False}, {"iptables", "iptables-save"}, id="no-interface"),
+        pytest.param(
+            {"setup_interface": False}, {"iptables-restore", "iptables-save"}, id="no-interface"
+        ),
         pytest.param({"setup_interface": False, "setup_iptables": False}, set(), id="both-off"),
     ],
 )
@@ -173,7 +178,7 @@ def test_ipv6_uses_ip6tables() -> None:
     fake = FakeNode()
     node = Plumbing([("fd00::a", 53)], None, fake)
     assert node.install()
-    assert {c[0] for c in fake.mutations() if "tables" in c[0]} == {"ip6tables"}
+    assert {c[0] for c in fake.mutations() if "tables" in c[0]} == {"ip6tables-restore"}
     assert fake.links["nodelocaldns"][1] == ["fd00::a"]
     assert ["ip", "addr", "add", "fd00::a/128", "dev", "nodelocaldns"] in fake.calls
 
