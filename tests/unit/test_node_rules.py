@@ -115,3 +115,21 @@ def test_insert_argv(rule_index: int, argv: list[str]) -> None:
 )
 def test_node_ips(listen: list[tuple[str, int]], expected: list[tuple[str, int]]) -> None:
     assert node_ips(listen) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        pytest.param(
+            node_rules([("10.96.0.10", 53)], None)[0].args,
+            '-I PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -m comment '
+            '--comment "nodecache: skip conntrack" -j NOTRACK',
+            id="comment-double-quoted-as-iptables-save",
+        ),
+        pytest.param(("--comment", 'say "hi"'), '-I PREROUTING --comment "say \\"hi\\""',
+                     id="quote-escaped"),
+        pytest.param(("--comment", ""), '-I PREROUTING --comment ""', id="empty-token"),
+    ],
+)  # fmt: skip
+def test_restore_line(args: tuple[str, ...], line: str) -> None:
+    assert Rule(False, "raw", "PREROUTING", args).restore_line("-I") == line
