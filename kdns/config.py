@@ -113,6 +113,19 @@ def parse_zone(value: str, field_name: str = "zone") -> Name:
     return zone
 
 
+def string_list(values: Mapping[str, Any], key: str) -> list[str]:
+    """A setting that is one string or a list of strings (a repeatable flag): as a list;
+    empty when unset. kdns's and nodecache's config builders share it."""
+    raw = values.get(key)
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise ConfigError(key, "expected a string or a list of strings")
+    return list(raw)
+
+
 def build_config(values: Mapping[str, Any]) -> Config:
     """Validate merged settings (config file overlaid by flags) into a ``Config``.
 
@@ -130,14 +143,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
             raise ConfigError(key, "unknown setting")
 
     def strings(key: str, default: list[str]) -> list[str]:
-        raw = values.get(key, default)
-        if raw is None:
-            return default
-        if isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-            raise ConfigError(key, "expected a string or a list of strings")
-        return list(raw)
+        return string_list(values, key) if values.get(key) is not None else default
 
     def integer(key: str, default: int, low: int, high: int) -> int:
         raw = values.get(key, default)

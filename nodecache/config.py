@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from kdns.config import ConfigError, parse_listen, parse_zone
+from kdns.config import ConfigError, parse_listen, parse_zone, string_list
 from kdns.resolver import resolvconf
 from kdns.resolver.config import (
     CLUSTER_TTL,
@@ -223,7 +223,7 @@ def build_config(
             raise ConfigError(key, "unknown setting")
     notes: list[str] = []
 
-    listen_texts = _strings(values, "listen")
+    listen_texts = string_list(values, "listen")
     if not listen_texts:
         raise ConfigError(
             "listen",
@@ -241,14 +241,14 @@ def build_config(
         raise ConfigError("health_listen", f"expected IP:PORT or none, got {health_text!r}")
     health = None if health_text.lower() == "none" else parse_listen(health_text, "health_listen")
 
-    cluster_zones = tuple(_strings(values, "cluster_zone") or ["cluster.local"])
+    cluster_zones = tuple(string_list(values, "cluster_zone") or ["cluster.local"])
     for text in cluster_zones:
         parse_zone(text, "cluster_zone")
     if len({z.lower().rstrip(".") for z in cluster_zones}) != len(cluster_zones):
         raise ConfigError("cluster_zone", "a zone is listed twice")
     reverse_zones = None
     if values.get("reverse_zones") is not None:
-        reverse_zones = tuple(_strings(values, "reverse_zones"))
+        reverse_zones = tuple(string_list(values, "reverse_zones"))
         for text in reverse_zones:
             parse_zone(text, "reverse_zones")
 
@@ -257,7 +257,7 @@ def build_config(
     _make("upstream_options", UpstreamConfig, options, servers=(("127.0.0.1", 53),))
     cluster_transport = _transport(values.get("cluster_transport", "tcp"), "cluster_transport")
 
-    cluster_texts = _strings(values, "cluster_upstream")
+    cluster_texts = string_list(values, "cluster_upstream")
     if not cluster_texts:
         raise ConfigError(
             "cluster_upstream",
@@ -270,7 +270,7 @@ def build_config(
     resolv_path = values.get("host_resolv_conf", DEFAULT_RESOLV_CONF) or DEFAULT_RESOLV_CONF
     if not isinstance(resolv_path, str):
         raise ConfigError("host_resolv_conf", f"expected a path, got {resolv_path!r}")
-    upstream_texts = _strings(values, "upstream")
+    upstream_texts = string_list(values, "upstream")
     upstream: UpstreamConfig | None
     if [t.lower() for t in upstream_texts] == ["none"]:
         upstream, source = None, "none"
@@ -337,17 +337,6 @@ def build_config(
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _strings(values: Mapping[str, Any], key: str) -> list[str]:
-    raw = values.get(key)
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        raise ConfigError(key, "expected a string or a list of strings")
-    return list(raw)
 
 
 def _addresses(texts: list[str], field_name: str) -> tuple[Address, ...]:
@@ -473,7 +462,7 @@ def _stub_domains(
                 raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown setting")
             transport = _transport(spec.get("transport", "udp"), f"{where}.transport")
             spec = spec.get("servers")
-        texts = _strings({where: spec}, where)
+        texts = string_list({where: spec}, where)
         if not texts:
             raise ConfigError(where, "no servers")
         servers = _addresses(texts, where)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kdns.config import ConfigError
+from kdns.config import ConfigError, string_list
 from nodecache.searchpath.clients import IPNetwork, parse_cidr
 
 SETTINGS: Final = (
@@ -61,14 +61,7 @@ def _switch(values: Mapping[str, Any], key: str) -> bool:
 
 
 def _strings(values: Mapping[str, Any], key: str) -> list[str]:
-    raw = values.get(key)
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        raise ConfigError(key, "expected a string or a list of strings")
-    return [v.strip() for v in raw if v.strip()]
+    return [v.strip() for v in string_list(values, key) if v.strip()]
 
 
 def searchpath_config(
