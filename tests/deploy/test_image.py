@@ -220,7 +220,8 @@ def test_the_runtime_stage_installs_what_the_node_plumbing_runs() -> None:
     plumbing.install()
     plumbing.remove()
     binaries = {call[0] for call in node.calls}
-    assert {"iptables", "ip6tables", "ip"} <= binaries
+    # Rules go in as iptables-restore commits, read back with iptables-save (nodecache.node).
+    assert {"iptables-restore", "ip6tables-restore", "iptables-save", "ip"} <= binaries
     packages = {_debian_package(binary) for binary in binaries}
     _, runtime = stages()
     installed = {
