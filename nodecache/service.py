@@ -46,8 +46,7 @@ from nodecache.config import Config, show_address
 from nodecache.handler import PROBE_ZONE, QueryHandler
 from nodecache.metrics import Metrics, upstream_groups
 from nodecache.node.commands import Run, run_command
-from nodecache.node.handover import hand_over
-from nodecache.node.plumbing import ensure_tcp_migrate
+from nodecache.node.handover import ensure_tcp_migrate, hand_over
 from nodecache.node.probe import nodecache_answers
 from nodecache.node.settings import NodeSettings, plumbing_for, probe_address, probe_note
 from nodecache.node.sync import NodeSync

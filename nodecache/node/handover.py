@@ -19,6 +19,10 @@ the old one, whose SIGTERM then runs ``hand_over``:
 
 Closing a socket instead would drop what its queue holds; stopping to read without stepping
 aside would leave the kernel hashing a share of new flows to a socket nobody reads.
+
+TCP: the old listeners stop being read and close (``TCPServer.stop_accepting``); connections
+the kernel queued to them in the last instant move to the successor only with
+``net.ipv4.tcp_migrate_req=1``, which ``ensure_tcp_migrate`` turns on at startup when it may.
 """
 
 from __future__ import annotations
@@ -36,6 +40,31 @@ from kdns.serve.udp import UDPServer
 logger = logging.getLogger(__name__)
 
 PROC_UDP = (Path("/proc/net/udp"), Path("/proc/net/udp6"))
+TCP_MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def ensure_tcp_migrate(path: Path = TCP_MIGRATE_REQ) -> str:
+    """Turn on ``net.ipv4.tcp_migrate_req`` (Linux >= 5.14, IPv4 and IPv6) if we may: then a
+    connection queued to a closing SO_REUSEPORT listener (ours, in an upgrade) moves to the
+    successor's instead of being reset. Returns ``on``, ``set``, ``absent`` or ``read-only``,
+    logged; never raises (a container's /proc/sys is usually read-only: set it on the node)."""
+    try:
+        if path.read_text().strip() != "0":
+            return "on"
+    except OSError:
+        logger.info("no %s (Linux < 5.14): TCP connections queued at an upgrade are reset", path)
+        return "absent"
+    try:
+        path.write_text("1\n")
+    except OSError as error:
+        logger.warning(
+            "cannot set net.ipv4.tcp_migrate_req=1 (%s): set it on the node, or TCP connections "
+            "queued to the old listener at an upgrade are reset",
+            error.strerror or error,
+        )
+        return "read-only"
+    logger.info("net.ipv4.tcp_migrate_req=1: queued TCP connections move to a successor")
+    return "set"
 
 
 def parse_proc_udp(text: str) -> list[tuple[str, int, int]]:

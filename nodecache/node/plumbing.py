@@ -25,7 +25,6 @@ import json
 import logging
 import shlex
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 from nodecache.node.commands import Result, Run
 from nodecache.node.rules import COMMENTS, LOCK_WAIT, TABLES, Rule, node_rules
@@ -33,31 +32,6 @@ from nodecache.node.rules import COMMENTS, LOCK_WAIT, TABLES, Rule, node_rules
 logger = logging.getLogger(__name__)
 
 ERROR_TYPES = ("iptables", "iptables_lock", "interface_add", "interface_check")
-TCP_MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
-
-
-def ensure_tcp_migrate(path: Path = TCP_MIGRATE_REQ) -> str:
-    """Turn on ``net.ipv4.tcp_migrate_req`` (Linux >= 5.14, IPv4 and IPv6) if we may: then a
-    connection queued to a closing SO_REUSEPORT listener (ours, in an upgrade) moves to the
-    successor's instead of being reset. Returns ``on``, ``set``, ``absent`` or ``read-only``,
-    logged; never raises (a container's /proc/sys is usually read-only: set it on the node)."""
-    try:
-        if path.read_text().strip() != "0":
-            return "on"
-    except OSError:
-        logger.info("no %s (Linux < 5.14): TCP connections queued at an upgrade are reset", path)
-        return "absent"
-    try:
-        path.write_text("1\n")
-    except OSError as error:
-        logger.warning(
-            "cannot set net.ipv4.tcp_migrate_req=1 (%s): set it on the node, or TCP connections "
-            "queued to the old listener at an upgrade are reset",
-            error.strerror or error,
-        )
-        return "read-only"
-    logger.info("net.ipv4.tcp_migrate_req=1: queued TCP connections move to a successor")
-    return "set"
 
 
 def ours(args: Sequence[str]) -> bool:

@@ -4,12 +4,11 @@ iptables/ip (tests/unit/node_fakes.py), so no root is needed."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from nodecache.node.commands import Result
-from nodecache.node.plumbing import Plumbing, ensure_tcp_migrate, ours, parse_save
+from nodecache.node.plumbing import Plumbing, ours, parse_save
 from nodecache.node.rules import SKIP_CONNTRACK, node_rules
 from tests.unit.node_fakes import FakeNode
 
@@ -181,34 +180,3 @@ def test_ipv6_uses_ip6tables() -> None:
     assert {c[0] for c in fake.mutations() if "tables" in c[0]} == {"ip6tables-restore"}
     assert fake.links["nodelocaldns"][1] == ["fd00::a"]
     assert ["ip", "addr", "add", "fd00::a/128", "dev", "nodelocaldns"] in fake.calls
-
-
-@pytest.mark.parametrize(
-    ("content", "writable", "result", "after"),
-    [
-        pytest.param("0\n", True, "set", "1\n", id="off-turned-on"),
-        pytest.param("1\n", True, "on", "1\n", id="already-on"),
-        pytest.param("0\n", False, "read-only", "0\n", id="read-only-proc-sys"),
-        pytest.param(None, True, "absent", None, id="old-kernel"),
-    ],
-)
-def test_tcp_migrate_req(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    content: str | None,
-    writable: bool,
-    result: str,
-    after: str | None,
-) -> None:
-    path = tmp_path / "tcp_migrate_req"
-    if content is not None:
-        path.write_text(content)
-    if not writable:  # a container's /proc/sys is mounted read-only (root or not)
-
-        def read_only(self: Path, data: str) -> int:
-            raise OSError(30, "Read-only file system")
-
-        monkeypatch.setattr(Path, "write_text", read_only)
-    assert ensure_tcp_migrate(path) == result
-    if after is not None:
-        assert path.read_text() == after

@@ -1,15 +1,16 @@
 """nodecache.node.settings and handover's pure parts: /proc/net/udp parsing, the flags, the
-probe-address warning, ``nodecache check``'s node lines."""
+probe-address warning, ``nodecache check``'s node lines, turning on tcp_migrate_req."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from kdns.config import ConfigError
 from nodecache.config import Config, build_config
-from nodecache.node.handover import parse_proc_udp
+from nodecache.node.handover import ensure_tcp_migrate, parse_proc_udp
 from nodecache.node.settings import (
     NodeSettings,
     add_guard_flags,
@@ -111,3 +112,34 @@ def test_check_prints_every_rule_and_the_guard() -> None:
     assert lines[0] == "interface: nodelocaldns (dummy) holding 169.254.20.10, 10.96.0.10"
     assert sum(line.startswith("  iptables -t ") for line in lines) == 24
     assert lines[-1] == "guard: probes 169.254.20.10:53 every 1 s; 3 failures remove the plumbing"
+
+
+@pytest.mark.parametrize(
+    ("content", "writable", "result", "after"),
+    [
+        pytest.param("0\n", True, "set", "1\n", id="off-turned-on"),
+        pytest.param("1\n", True, "on", "1\n", id="already-on"),
+        pytest.param("0\n", False, "read-only", "0\n", id="read-only-proc-sys"),
+        pytest.param(None, True, "absent", None, id="old-kernel"),
+    ],
+)
+def test_tcp_migrate_req(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    content: str | None,
+    writable: bool,
+    result: str,
+    after: str | None,
+) -> None:
+    path = tmp_path / "tcp_migrate_req"
+    if content is not None:
+        path.write_text(content)
+    if not writable:  # a container's /proc/sys is mounted read-only (root or not)
+
+        def read_only(self: Path, data: str) -> int:
+            raise OSError(30, "Read-only file system")
+
+        monkeypatch.setattr(Path, "write_text", read_only)
+    assert ensure_tcp_migrate(path) == result
+    if after is not None:
+        assert path.read_text() == after
