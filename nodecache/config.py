@@ -318,7 +318,9 @@ def build_config(
     idle = _positive(values, "tcp_idle_timeout_s", 10.0)
     drain = _positive(values, "drain_timeout_s", 5.0)
     searchpath = searchpath_settings.searchpath_config(
-        values, _host_search(resolv_path, read_text, notes)
+        values,
+        _host_search(resolv_path, read_text, notes),
+        excluded_zones=tuple(name for name, _group in stub_domains),
     )
     return Config(
         resolver=resolver,

@@ -38,6 +38,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -89,20 +90,29 @@ class SearchPathPolicy(Protocol):
     ) -> bytes | Deferred | None: ...
 
 
+_INTERNAL_EDNS: Final = wire.Edns(wire.TCP_MAX_SIZE, 0, False)
+
+
 @dataclass(frozen=True, slots=True)
 class InternalQuery:
-    """A query the node makes for itself (a search-path probe): RD set, no EDNS."""
+    """A query the node makes for itself (a search-path probe): RD set, and an OPT (DO clear,
+    so it shares the cache key of a plain client query) so that a reply served stale carries
+    EDE 3 and ``ask`` can tell it apart."""
 
     packet: bytes
     question: wire.Question
-    edns: wire.Edns | None = None
+    edns: wire.Edns | None = _INTERNAL_EDNS
     flags: int = message.RD
     max_udp_size: int = wire.TCP_MAX_SIZE
 
     @classmethod
     def of(cls, qname: bytes, qtype: int) -> InternalQuery:
-        packet = message.make_query(0, qname, qtype, wire.CLASS_IN, udp_size=None)
+        packet = message.make_query(0, qname, qtype, wire.CLASS_IN, udp_size=wire.TCP_MAX_SIZE)
         return cls(packet, wire.parse_question(packet))
+
+
+_STALE_EDE: Final = struct.pack(">HHH", message.EDE_OPTION, 2, message.EDE_STALE_ANSWER)
+"""How a reply to an ``InternalQuery`` ends when it was served stale (its OPT's last option)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,7 +454,10 @@ class Resolver:
 
     def ask(self, qname: bytes, qtype: int, timeout_s: float = 10.0) -> bytes:
         """The reply to our own query for (``qname``, ``qtype``, IN) through the cache and the
-        routes, bypassing the policy (which is what asks). Blocks; call it off the UDP loop."""
+        routes, bypassing the policy (which is what asks). Blocks; call it off the UDP loop.
+
+        Never a stale answer: what the policy decides must rest on fresh data, so an answer
+        served stale (RFC 8767) comes back as SERVFAIL, as does a timeout."""
         self.stats.internal_queries += 1
         query = InternalQuery.of(qname, qtype)
         box: list[bytes] = []
@@ -454,12 +467,14 @@ class Resolver:
             box.append(reply)
             ready.set()
 
-        immediate = self._answer(query, done, True)
-        if immediate is not None:
-            return immediate
-        if not ready.wait(timeout_s):
+        reply = self._answer(query, done, True)
+        if reply is None:
+            if not ready.wait(timeout_s):
+                return message.error_reply(query, wire.SERVFAIL)
+            reply = box[0]
+        if reply.endswith(_STALE_EDE):
             return message.error_reply(query, wire.SERVFAIL)
-        return box[0]
+        return reply
 
     def _answer(self, query: ClientQuery, done: Done, tcp: bool) -> bytes | None:
         """``answer`` after the policy: cache, route, upstream."""

@@ -35,9 +35,12 @@ from typing import Final
 from kdns.names import SVC, Name, split_zone
 from kdns.resolver.message import Kind
 
-MAX_SEARCH_DOMAINS: Final = 32
-"""The kubelet's limit on a pod's search list (ExpandedDNSConfig, GA in 1.28): longer lists
-are cut to the first 32 domains."""
+MAX_SEARCH_DOMAINS: Final = 6
+"""Domains of a pod's search list the walk may assume every client searches: the kubelet's
+legacy limit (6 domains, 256 characters; ExpandedDNSConfig, GA in 1.28, allows 32 and 2048)."""
+MAX_SEARCH_LINE: Final = 255
+"""musl reads resolv.conf lines into a 256-byte buffer, so it searches only the domains that
+fit in the first 255 characters of ``search ...`` (and a cut one partly)."""
 MAX_NAME_OCTETS: Final = 255
 
 
@@ -52,15 +55,29 @@ class Walk:
     namespace: str
     candidates: tuple[Name, ...]
     """In the client's order: ``X.svc.<zone>``, ``X.<zone>``, ``X.<host>``..., ``X``."""
+    complete: bool = True
+    """False when the search list was longer than ``search_list`` may assume: the candidates
+    stop there (without ``X``) and the client walks the rest itself."""
 
 
-def search_list(namespace: str, zone: Name, host_search: Sequence[Name]) -> tuple[Name, ...]:
-    """A ClusterFirst pod's search list, as the kubelet writes it (duplicates dropped)."""
+def search_list(
+    namespace: str, zone: Name, host_search: Sequence[Name]
+) -> tuple[tuple[Name, ...], bool]:
+    """A ClusterFirst pod's search list, as the kubelet writes it (duplicates dropped), cut
+    to what every client is sure to search (``MAX_SEARCH_DOMAINS``, ``MAX_SEARCH_LINE``); and
+    whether nothing was cut."""
     domains: list[Name] = [(namespace, SVC, *zone), (SVC, *zone), zone]
     for domain in host_search:
         if domain and domain not in domains:
             domains.append(domain)
-    return tuple(domains[:MAX_SEARCH_DOMAINS])
+    kept: list[Name] = []
+    line = len("search")
+    for domain in domains:
+        line += 1 + len(".".join(domain))
+        if len(kept) == MAX_SEARCH_DOMAINS or line > MAX_SEARCH_LINE:
+            return tuple(kept), False
+        kept.append(domain)
+    return tuple(kept), True
 
 
 def plan(name: Name, zones: tuple[Name, ...], host_search: Sequence[Name]) -> Walk | None:
@@ -75,14 +92,16 @@ def plan(name: Name, zones: tuple[Name, ...], host_search: Sequence[Name]) -> Wa
         return None
     namespace = relative[-2]
     base = relative[:-2]
-    domains = search_list(namespace, zone, host_search)
+    domains, complete = search_list(namespace, zone, host_search)
     candidates = [(*base, *domain) for domain in domains[1:]]
-    candidates.append(base)
+    if complete:
+        candidates.append(base)
     return Walk(
         first=name,
         base=base,
         namespace=namespace,
         candidates=tuple(c for c in candidates if _octets(c) <= MAX_NAME_OCTETS),
+        complete=complete,
     )
 
 

@@ -21,7 +21,7 @@ RFC 2308 §5, as the cache already capped it). Bounded (LRU); thread-safe. Time 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cachetools import LRUCache
@@ -44,8 +44,12 @@ class Fact:
 class Facts:
     """See the module docstring."""
 
-    def __init__(self, clock: Callable[[], float], max_names: int = 20_000) -> None:
+    def __init__(
+        self, clock: Callable[[], float], max_names: int = 20_000, zones: Iterable[bytes] = ()
+    ) -> None:
         self.clock = clock
+        self.zones = frozenset(zones)
+        """The zones whose SOA is kept (the cluster zones: local NXDOMAIN replies use them)."""
         self._names: LRUCache[bytes, Fact] = LRUCache(max_names)
         self._soas: dict[bytes, Fact] = {}
         self._lock = threading.Lock()
@@ -74,7 +78,8 @@ class Facts:
         REFUSED) teach nothing; a negative answer without an SOA has no TTL, so nothing is
         kept (RFC 2308 §5)."""
         now = self.clock() if now is None else now
-        if facts.kind is Kind.ERROR or facts.qname_lower != name:
+        if facts.kind is Kind.ERROR or facts.qname_lower != name or len(facts.chain) != 1:
+            # Through a CNAME the facts are about the chain's end, not about ``name``.
             return None
         if facts.kind is Kind.POSITIVE:
             ttl = facts.min_ttl
@@ -112,5 +117,5 @@ class Facts:
 
     def _learn_soa(self, soa: Record, now: float) -> None:
         # Any SOA of a reply is the SOA of its owner's zone, good for the record's own TTL.
-        if soa.ttl > 0:
+        if soa.ttl > 0 and soa.owner_lower in self.zones:
             self._soas[soa.owner_lower] = Fact(True, soa, now + soa.ttl)

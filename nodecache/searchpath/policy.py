@@ -66,6 +66,10 @@ logger = logging.getLogger(__name__)
 MAX_PENDING: Final = 4096
 """Names with a walk or cut probe in flight; past this, queries take the plain path."""
 MAX_NEGATIVE_DECISION_S: Final = 30.0
+WALK_BUDGET_S: Final = 1.0
+"""The longest a walk may take; past it the walk is DECLINED and the client walks itself.
+musl gives a whole lookup 5 s, retransmitting after 2.5 s."""
+MAX_FOLLOWERS: Final = 50_000
 FOLLOWER_HOLD_S: Final = 10.0
 """At least this long, a NOT_FOUND walk's later candidates are not taken for first expansions
 (the client asks them within milliseconds of the first answer)."""
@@ -137,19 +141,27 @@ class SearchPath:
         host_search: Iterable[str] = (),
         autopath_on: bool = True,
         local_nxdomain: bool = True,
+        excluded: Iterable[str] = (),
         clock: Callable[[], float],
         executor: Executor | None = None,
-        workers: int = 16,
+        workers: int = 64,
     ) -> None:
         self.zones: tuple[Name, ...] = tuple(_labels(zone) for zone in zones)
         self._zone_wires = {zone: shape.to_wire(zone) for zone in self.zones}
         self._suffixes = tuple(self._zone_wires.values())
+        self._excluded = tuple(
+            shape.to_wire(_labels(zone))
+            for zone in excluded
+            if shape.to_wire(_labels(zone)).endswith(self._suffixes)
+        )
+        """Zones inside a cluster zone that another route serves (stub domains): kdns's
+        grammar says nothing about them."""
         self.host_search: tuple[Name, ...] = tuple(_labels(d) for d in host_search if d.strip("."))
         self.clients = clients
         self.autopath_on = autopath_on
         self.local_nxdomain = local_nxdomain
         self.clock = clock
-        self.facts = Facts(clock)
+        self.facts = Facts(clock, zones=self._suffixes)
         self.stats = SearchPathStats()
         self._resolver: Asker | None = None
         self._own_executor = executor is None
@@ -163,6 +175,9 @@ class SearchPath:
         """First expansions with a FOUND, NOT_FOUND or DECLINED decision -> its expiry: read
         lock-free by ``may_shortcut`` on the UDP thread."""
         self._pending: dict[bytes, list[tuple[ClientQuery, Settle, str]]] = {}
+        self._cut_probes = 0
+        """Client queries waiting on a cut probe (bounded with ``_pending`` by MAX_PENDING)."""
+        self._followers_pruned = 0.0
         self._soa_pending: set[Name] = set()
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, bytes], _Memo] = {}
@@ -191,7 +206,7 @@ class SearchPath:
         must come to ``decide``: for an eligible pod it may be an autopath answer. (The suffix
         test of the wire bytes may also match a label that merely contains a zone's bytes;
         that only costs the query the shortcut.)"""
-        if not name.endswith(self._suffixes):
+        if not name.endswith(self._suffixes) or (self._excluded and name.endswith(self._excluded)):
             return True
         if kind is not Kind.POSITIVE and kind is not Kind.NODATA:
             return False
@@ -205,6 +220,8 @@ class SearchPath:
     ) -> bytes | Deferred | None:
         question = query.question
         if question.qclass != wire.CLASS_IN:
+            return None
+        if self._excluded and question.wire_lower.endswith(self._excluded):
             return None
         packet = query.packet
         now = self.clock()
@@ -271,11 +288,16 @@ class SearchPath:
             and question.qtype in (wire.A, wire.AAAA)
             and client is not None
             and self.clients.enabled
-            and self._followers.get(question.wire_lower, 0.0) <= now
+            and self.clients.namespace(client[0]) is not None
         ):
             walk = autopath.plan(question.name, self.zones, self.host_search)
-            if walk is not None and self.clients.allows(client[0], walk.namespace):
-                return self._autopath(query, walk, settle, now, client[0])
+            if walk is not None:
+                # Whatever happens to this query, the client may go on to walk the later
+                # candidates itself: none of them may be taken for a first expansion.
+                followed = self._followers.get(question.wire_lower, 0.0) > now
+                marked = self._mark_followers(walk, now)
+                if not followed and marked and self.clients.allows(client[0], walk.namespace):
+                    return self._autopath(query, walk, settle, now, client[0])
         if not self.local_nxdomain:
             return None
         return self._local(query, settle, now)
@@ -287,6 +309,8 @@ class SearchPath:
     ) -> _Immediate | Deferred | None:
         """Step 2. With ``settle`` None it never defers (an unknown cut is left to kdns)."""
         question = query.question
+        if question.qtype == wire.SOA:
+            return None  # kdns answers SOA below the apex NODATA whatever the name (R8)
         place = shape.place(question.name, question.qtype, self.zones)
         if place.kind is shape.Kind.IMPOSSIBLE:
             soa = self.facts.zone_soa(self._zone_wires[place.zone], now)
@@ -301,7 +325,7 @@ class SearchPath:
         if fact is not None and fact.soa is not None:
             reply = self._nxdomain(query, fact.soa, fact.remaining(now))
             return _Immediate(reply, fact.expires, "name")
-        if place.kind is not shape.Kind.NAMESPACE or question.qtype == wire.SOA:
+        if place.kind is not shape.Kind.NAMESPACE:
             return None
         cut = shape.to_wire(place.cut)
         fact = self.facts.get(cut, now)
@@ -313,15 +337,20 @@ class SearchPath:
         if settle is None or self._cached(query, now):
             return None  # the cache answers it without asking anyone; no cut needed
         with self._lock:
-            if len(self._pending) >= MAX_PENDING:
+            if len(self._pending) + self._cut_probes >= MAX_PENDING:
                 self.stats.overflow += 1
                 return None
+            self._cut_probes += 1
         if not self._submit(self._settle_cut, query, cut, settle):
+            with self._lock:
+                self._cut_probes -= 1
             return None
         return DEFERRED
 
     def _settle_cut(self, query: ClientQuery, cut: bytes, settle: Settle) -> None:
         reply = None
+        with self._lock:
+            self._cut_probes -= 1
         try:
             self._probe_cut(cut)
             now = self.clock()
@@ -376,7 +405,7 @@ class SearchPath:
         resolver = self._resolver
         if resolver is not None:
             limits = resolver.cache.ttl_policy.for_name(self._zone_wires[zone])
-            ttl = min(ttl, limits.denial_max_s)
+            ttl = min(max(ttl, limits.denial_min_s), limits.denial_max_s)
         return max(0, ttl)
 
     def _refresh_soa(self, zone: Name) -> None:
@@ -450,22 +479,32 @@ class SearchPath:
                 if len(self._rewritten) >= 40_000:
                     self._rewritten = {k: v for k, v in self._rewritten.items() if v > now}
                 self._rewritten[first] = decision.expires
-            if decision.outcome in (Outcome.NOT_FOUND, Outcome.DECLINED):
-                self._mark_followers(walk, decision.expires)
             waiting = self._pending.pop(first, [])
         for query, settle, client in waiting:
-            self._settle_one(query, decision, settle, client)
+            try:
+                self._settle_one(query, decision, settle, client)
+            except Exception:
+                logger.exception("settling an autopath query failed")
 
-    def _mark_followers(self, walk: autopath.Walk, expires: float) -> None:
-        """Called with the lock held."""
-        now = self.clock()
-        until = max(expires, now + FOLLOWER_HOLD_S)
-        if len(self._followers) >= 40_000:
-            self._followers = {k: v for k, v in self._followers.items() if v > now}
-        for candidate in walk.candidates:
-            name = shape.to_wire(candidate)
-            if name.endswith(self._suffixes):
-                self._followers[name] = until
+    def _mark_followers(self, walk: autopath.Walk, now: float) -> bool:
+        """Mark the walk's later cluster-zone candidates as followers for ``FOLLOWER_HOLD_S``.
+        False when the table is full of live marks: then autopath must not act (fail safe)."""
+        names = [shape.to_wire(c) for c in walk.candidates]
+        names = [name for name in names if name.endswith(self._suffixes)]
+        until = now + FOLLOWER_HOLD_S
+        with self._lock:
+            followers = self._followers
+            if len(followers) + len(names) > MAX_FOLLOWERS:
+                if now - self._followers_pruned < 1.0:
+                    return False
+                self._followers_pruned = now
+                followers = {k: v for k, v in followers.items() if v > now}
+                self._followers = followers
+                if len(followers) + len(names) > MAX_FOLLOWERS:
+                    return False
+            for name in names:
+                followers[name] = until
+        return True
 
     def _settle_one(
         self, query: ClientQuery, decision: Decision, settle: Settle, client: str
@@ -502,23 +541,31 @@ class SearchPath:
         resolver = self._resolver
         assert resolver is not None
         qtype = query.question.qtype
-        entry = resolver.cache.peek(Key(decision.target, qtype, wire.CLASS_IN, False, False))
+        key = Key(decision.target, qtype, wire.CLASS_IN, False, False)
+        entry = resolver.cache.peek(key)
         if entry is None or entry.remaining(now) <= 0:
             if not blocking:
                 return _LATER
-            if self._ask(decision.target, qtype, "candidate") is None:
-                return None
-            entry = resolver.cache.peek(Key(decision.target, qtype, wire.CLASS_IN, False, False))
-            if entry is None:
-                return None
-        try:
-            target = message.inspect(entry.message)
-        except MessageError:
-            return None
-        if target.kind not in (Kind.POSITIVE, Kind.NODATA):
-            return None  # the target changed under us: answer plainly, it is still true
-        ttl = max(0, min(entry.remaining(now), int(decision.expires - now)))
+            self._ask(decision.target, qtype, "candidate")
+            entry = resolver.cache.peek(key)
+        target = None
+        if entry is not None and entry.remaining(self.clock()) > 0:
+            try:
+                target = message.inspect(entry.message)
+            except MessageError:
+                target = None
         question = query.packet[wire.HEADER_SIZE : query.question.end]
+        remaining = int(decision.expires - now)
+        if target is None or target.kind not in (Kind.POSITIVE, Kind.NODATA):
+            # The target's entry for this type is gone or changed: the CNAME alone (NOERROR),
+            # never an NXDOMAIN that would split the pair (musl moves on at any NXDOMAIN).
+            ttl = max(0, min(remaining, 5))
+            cname = Record(0, question[:-4], wire.CNAME, wire.CLASS_IN, ttl, decision.target, 0)
+            built = message.build(question, wire.NOERROR, (cname,))
+            reply = self._patch(query, built, ttl)
+            return _Immediate(reply, now + ttl, "autopath", decision.saved)
+        assert entry is not None
+        ttl = max(0, min(entry.remaining(now), remaining))
         cname = Record(0, question[:-4], wire.CNAME, wire.CLASS_IN, ttl, decision.target, 0)
         authority = target.authority if target.kind is Kind.NODATA else ()
         built = message.build(question, wire.NOERROR, (cname, *target.answer), authority)
@@ -531,8 +578,9 @@ class SearchPath:
         candidate (their negative TTLs; the zone's shape never expires), and for FOUND the
         target's A and AAAA entries."""
         first = shape.to_wire(walk.first)
+        deadline = self.clock() + WALK_BUDGET_S
         # The first expansion's namespace is the pod's own: it exists, so no cut probe.
-        kind = self._probe(walk.first, first, probe_cut=False)
+        kind = self._probe(walk.first, first, deadline=deadline, probe_cut=False)
         now = self.clock()
         horizon = self._known_until(walk.first, first, now)
         if kind is not Kind.NXDOMAIN:
@@ -542,20 +590,41 @@ class SearchPath:
             return Decision(outcome, now + max(1, ttl))
         for index, candidate in enumerate(walk.candidates):
             name = shape.to_wire(candidate)
-            a = self._probe(candidate, name)
+            a = self._probe(candidate, name, deadline=deadline)
             step = autopath.judge_first(a)
             if step is autopath.Step.NEXT:
                 horizon = min(horizon, self._known_until(candidate, name, self.clock()))
                 continue
             if step is None:
-                step = autopath.judge(a, self._probe(candidate, name, wire.AAAA))
+                aaaa = self._probe(candidate, name, wire.AAAA, deadline=deadline)
+                step = autopath.judge(a, aaaa)
             if step is not autopath.Step.FOUND:
                 return Decision(Outcome.DECLINED, self._bounded(horizon))
             found_until = self._positive_expiry(name)
-            if found_until is None:
+            if found_until is None or not self._fits(name, first):
                 return Decision(Outcome.DECLINED, self._bounded(horizon))
             return Decision(Outcome.FOUND, min(found_until, horizon), name, index + 1)
+        if not walk.complete:
+            # The client's list goes on past what the node may assume it searches (the
+            # kubelet's and musl's limits): it walks the rest itself.
+            return Decision(Outcome.DECLINED, self._bounded(horizon))
         return Decision(Outcome.NOT_FOUND, self._bounded(horizon))
+
+    def _fits(self, target: bytes, first: bytes) -> bool:
+        """Whether the autopath answers of both types fit a 512-byte UDP reply (with an OPT):
+        a CNAME that pushes an answer over would make the client retry over TCP, which musl
+        before 1.2.4 cannot. The plain answer is the target's reply, so decline instead."""
+        resolver = self._resolver
+        assert resolver is not None
+        for qtype in (wire.A, wire.AAAA):
+            entry = resolver.cache.peek(Key(target, qtype, wire.CLASS_IN, False, False))
+            if entry is None:
+                return False
+            # question grows from the target to the first expansion; one CNAME RR is added
+            size = len(entry.message) - len(target) + len(first) + 12 + len(target) + 11
+            if size > wire.MIN_UDP_SIZE:
+                return False
+        return True
 
     def _bounded(self, horizon: float) -> float:
         """A negative decision resting only on the zone's shape holds forever in principle;
@@ -591,16 +660,26 @@ class SearchPath:
         return min(expiries)
 
     def _probe(
-        self, name: Name, name_wire: bytes, qtype: int = wire.A, *, probe_cut: bool = True
+        self,
+        name: Name,
+        name_wire: bytes,
+        qtype: int = wire.A,
+        *,
+        deadline: float,
+        probe_cut: bool = True,
     ) -> Kind:
         """What one candidate's reply of ``qtype`` is: from local knowledge when it settles
-        NXDOMAIN, else by one query through the cache."""
+        NXDOMAIN, else by one query through the cache (ERROR once the walk's budget is spent,
+        so a slow upstream ends the walk and the client walks itself)."""
         mechanism = self._known_nxdomain(name, name_wire, probe_cut)
         if mechanism is not None:
             self.stats.walk_local[mechanism] += 1
             self.stats.upstream_avoided += 1
             return Kind.NXDOMAIN
-        reply = self._ask(name_wire, qtype, "candidate")
+        left = deadline - self.clock()
+        if left <= 0:
+            return Kind.ERROR
+        reply = self._ask(name_wire, qtype, "candidate", timeout_s=left)
         if reply is None:
             return Kind.ERROR
         return reply.kind
@@ -608,7 +687,7 @@ class SearchPath:
     def _known_nxdomain(self, name: Name, name_wire: bytes, probe_cut: bool) -> str | None:
         if self.facts.nxdomain(name_wire) is not None:
             return "name"
-        if not self.local_nxdomain:
+        if not self.local_nxdomain or (self._excluded and name_wire.endswith(self._excluded)):
             return None
         place = shape.place(name, wire.A, self.zones)
         if place.kind is shape.Kind.IMPOSSIBLE:
@@ -634,16 +713,21 @@ class SearchPath:
                 return reply.kind is Kind.NXDOMAIN
         return not fact.exists
 
-    def _ask(self, name: bytes, qtype: int, purpose: str) -> message.ReplyFacts | None:
+    def _ask(
+        self, name: bytes, qtype: int, purpose: str, timeout_s: float = 10.0
+    ) -> message.ReplyFacts | None:
         resolver = self._resolver
         if resolver is None:
             return None
         self.stats.probes[purpose] += 1
         try:
-            facts = message.inspect(resolver.ask(name, qtype))
+            facts = message.inspect(resolver.ask(name, qtype, timeout_s))
         except MessageError:
             return None
-        if qtype != wire.SOA:
+        # Outside the cluster zones an NXDOMAIN is taken for every type only when it answered
+        # an A query: the broken pattern of RFC 4074 §3 (NXDOMAIN to AAAA for a name with A
+        # records) must not deny the A. kdns is not broken that way.
+        if qtype == wire.A or (qtype != wire.SOA and name.endswith(self._suffixes)):
             self.facts.learn(name, facts)
         return facts
 

@@ -50,6 +50,7 @@ class SearchPathService:
             host_search=config.host_search,
             autopath_on=config.autopath,
             local_nxdomain=config.local_nxdomain,
+            excluded=config.excluded_zones,
             clock=clock,
         )
         return cls(policy, directory, config)

@@ -44,6 +44,9 @@ class SearchPathConfig:
     kubeconfig: str | None = None
     host_search: tuple[str, ...] = ()
     """The node's search domains, in resolv.conf order."""
+    excluded_zones: tuple[str, ...] = ()
+    """Stub domains: names another route serves, where the cluster zone's shape says nothing
+    (one may sit inside a cluster zone)."""
     watch_pods: bool = False
     """Whether the Pod watch runs: autopath on, a node name, and a cluster to ask (a
     kubeconfig or the in-cluster environment)."""
@@ -68,6 +71,7 @@ def searchpath_config(
     values: Mapping[str, Any],
     host_search: tuple[str, ...],
     environ: Mapping[str, str] = os.environ,
+    excluded_zones: tuple[str, ...] = (),
 ) -> SearchPathConfig:
     """Validate the search-path settings (see the module docstring)."""
     autopath = _switch(values, "autopath")
@@ -102,6 +106,7 @@ def searchpath_config(
         node_name=node_name.strip(),
         kubeconfig=kubeconfig or None,
         host_search=host_search,
+        excluded_zones=excluded_zones,
         watch_pods=autopath and bool(node_name.strip()) and has_cluster,
     )
 

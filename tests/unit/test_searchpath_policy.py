@@ -346,3 +346,176 @@ def test_plan(name: str, host: tuple[str, ...], candidates: list[str]) -> None:
 )
 def test_plan_only_for_first_expansions(name: str) -> None:
     assert autopath.plan(tuple(name.split(".")), (("cluster", "local"),), ()) is None
+
+
+# --- review findings: each a scenario where absorption once changed what a client got --------
+
+
+def walk_like_glibc(node: Node, short: str, domains: list[str]) -> tuple[str | None, list[str]]:
+    """The client's own walk (A and AAAA per candidate, then as-is): where it stops, and the
+    addresses it gets."""
+    for domain in [*domains, ""]:
+        name = f"{short}.{domain}." if domain else f"{short}."
+        replies = [node.ask(name, rdtype) for rdtype in ("A", "AAAA")]
+        found = sorted({a for reply in replies for a in addresses(reply)})
+        if found:
+            return name, found
+    return None, []
+
+
+SEARCH = ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.test"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param(
+            {"clients": ClientFilter([parse_cidr("10.244.0.0/24")], namespaces=["bar"])},
+            id="first-expansion-not-in-autopath-namespaces",
+        ),
+    ],
+)
+def test_a_later_candidate_is_never_walked_as_a_first_expansion(options: dict[str, object]) -> None:
+    """``foo.bar`` exists nowhere; ``foo.corp.test`` does. Whatever happened to the first
+    expansion, ``foo.bar.svc.cluster.local`` (``foo`` in namespace ``bar``) must not be
+    autopathed to ``foo.corp.test``."""
+    node = Node(**options)
+    assert walk_like_glibc(node, "foo.bar", SEARCH) == (None, [])
+
+
+def test_a_walk_over_budget_declines_and_the_client_walks_itself() -> None:
+    node = Node()
+
+    def slow(name: str, rdtype: str) -> bytes | Failure:
+        node.world.clock.advance(0.6)  # every upstream reply takes 0.6 s
+        return scripted(EXTERNAL)(name, rdtype)
+
+    node.world.default.handler = slow
+    node.world.stub.handler = slow
+    reply = node.ask("www.example.test.shop.svc.cluster.local.")
+    assert reply.rcode() == dns.rcode.NXDOMAIN  # plain: the walk gave up after 1 s
+    assert node.policy.stats.decisions["declined"] == 1
+    assert walk_like_glibc(node, "www.example.test", SEARCH) == (
+        "www.example.test.",
+        ["192.0.2.1", "2001:db8::1"],
+    )
+
+
+def test_an_aaaa_nxdomain_never_denies_the_names_a_outside_the_cluster_zone() -> None:
+    """RFC 4074 §3: a broken authority answers NXDOMAIN to AAAA for a name with an A record."""
+    node = Node()
+    base = scripted(EXTERNAL)
+
+    def broken(name: str, rdtype: str) -> bytes | Failure:
+        if name == "legacy.corp.test.":
+            if rdtype == "A":
+                return make_reply(name, rdtype, answer=[f"{name} 5 IN A 192.0.2.77"])
+            return make_reply(
+                name, rdtype, authority=[soa("corp.test.", 300, 300)], rcode=dns.rcode.NXDOMAIN
+            )
+        return base(name, rdtype)
+
+    node.world.stub.handler = broken
+    # A and AAAA disagree at legacy.corp.test: the walk declines (glibc would stop there, musl
+    # would go on), and the client's own walk stops where it always would.
+    assert walk_like_glibc(node, "legacy", SEARCH) == ("legacy.corp.test.", ["192.0.2.77"])
+    assert node.policy.stats.decisions["declined"] == 1
+    node.world.clock.advance(6)  # the A entry (TTL 5) is gone; the AAAA NXDOMAIN is not
+    assert addresses(node.ask("legacy.corp.test.", "A", STRANGER)) == ["192.0.2.77"]
+
+
+def test_an_answer_a_cname_would_push_past_512_bytes_is_left_to_the_client() -> None:
+    big = {**CLUSTER, ("big.data.svc.cluster.local.", "AAAA"): "nodata"}
+    big[("big.data.svc.cluster.local.", "A")] = [
+        f"big.data.svc.cluster.local. 5 IN A 10.244.1.{i}" for i in range(1, 29)
+    ]
+    node = Node()
+    node.world.cluster.handler = scripted(big)
+    reply = node.ask("big.data.shop.svc.cluster.local.")
+    assert reply.rcode() == dns.rcode.NXDOMAIN  # declined: the CNAME would not fit
+    assert node.policy.stats.decisions["declined"] == 1
+    assert len(node.ask("big.data.svc.cluster.local.").answer[0]) == 28
+
+
+def test_an_nxdomain_at_the_end_of_a_cname_is_not_learned_for_the_alias() -> None:
+    node = Node()
+    base = scripted(EXTERNAL)
+    alias = "alias.corp.test."
+
+    def chained(name: str, rdtype: str) -> bytes | Failure:
+        if name == alias:
+            cname = [f"{alias} 60 IN CNAME gone.corp.test."]
+            if rdtype == "CNAME":
+                return make_reply(name, rdtype, answer=cname)
+            return make_reply(
+                name, rdtype, answer=cname, authority=[soa("corp.test.", 60, 30)], rcode=3
+            )
+        return base(name, rdtype)
+
+    node.world.stub.handler = chained
+    node.ask("alias.shop.svc.cluster.local.")  # the walk probes alias.corp.test
+    reply = node.ask(alias, "CNAME", STRANGER)
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert cname_target(reply) == "gone.corp.test."
+
+
+def test_soa_is_never_answered_from_a_learned_nxdomain() -> None:
+    """kdns answers SOA below the apex NODATA whatever the name (R8)."""
+    node = Node()
+    base = scripted(CLUSTER)
+
+    def kdns(name: str, rdtype: str) -> bytes | Failure:
+        if rdtype == "SOA" and name != "cluster.local.":
+            return make_reply(name, rdtype, authority=[CLUSTER_SOA])
+        return base(name, rdtype)
+
+    node.world.cluster.handler = kdns
+    node.ask("nosuch.shop.svc.cluster.local.")  # learns its NXDOMAIN
+    assert node.ask("nosuch.shop.svc.cluster.local.", "SOA", STRANGER).rcode() == 0
+
+
+def test_a_stub_domain_inside_the_cluster_zone_is_not_judged_by_its_shape() -> None:
+    node = Node(excluded=["mesh.cluster.local"])
+    node.world.cluster.handler = scripted(
+        {**CLUSTER, ("web.mesh.cluster.local.", "A"): ["web.mesh.cluster.local. 5 IN A 10.9.0.1"]}
+    )
+    assert addresses(node.ask("web.mesh.cluster.local.", "A", STRANGER)) == ["10.9.0.1"]
+
+
+def test_a_stale_negative_is_never_learned() -> None:
+    """A Service created while its old NXDOMAIN sits stale in the cache (RFC 8767 immediate):
+    the walk must not learn that NXDOMAIN as a fact and hold it for a negative TTL."""
+    from kdns.resolver.config import StaleConfig, StaleMode
+
+    node = Node()
+    node.world.cache.reconfigure(stale=StaleConfig(mode=StaleMode.IMMEDIATE))
+    name = "newsvc.shop.svc.cluster.local."
+    node.ask(name, "A", STRANGER)  # NXDOMAIN cached for 5 s
+    node.world.clock.advance(20)  # expired, inside the stale window
+    node.world.cluster.handler = scripted(
+        {**CLUSTER, (name, "A"): [f"{name} 5 IN A 10.96.0.99"], (name, "AAAA"): "nodata"}
+    )
+    node.ask(name)  # stale NXDOMAIN to the client, refresh started
+    assert node.policy.facts.nxdomain(shape_wire(name)) is None
+    node.world.clock.advance(1)
+    assert addresses(node.ask(name)) == ["10.96.0.99"]
+
+
+def shape_wire(name: str) -> bytes:
+    from nodecache.searchpath.shape import to_wire
+
+    return to_wire(tuple(name.rstrip(".").split(".")))
+
+
+def test_a_search_list_longer_than_every_client_searches_ends_the_walk_declined() -> None:
+    hosts = [("a.test",), ("b.test",), ("c.test",), ("d.test",)]
+    walk = autopath.plan(
+        ("x", "shop", "svc", "cluster", "local"),
+        (("cluster", "local"),),
+        [tuple(h[0].split(".")) for h in hosts],
+    )
+    assert walk is not None
+    assert not walk.complete
+    # 6 domains: the 3 cluster ones and a, b, c; no d.test and no as-is candidate
+    assert [".".join(c) for c in walk.candidates][-1] == "x.c.test"
