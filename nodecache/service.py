@@ -46,7 +46,7 @@ from nodecache.config import Config, show_address
 from nodecache.handler import PROBE_ZONE, QueryHandler
 from nodecache.metrics import Metrics, upstream_groups
 from nodecache.node.commands import Run, run_command
-from nodecache.node.handover import ensure_tcp_migrate, hand_over
+from nodecache.node.handover import ensure_tcp_migrate, hand_over, successor_bound
 from nodecache.node.probe import nodecache_answers
 from nodecache.node.settings import NodeSettings, plumbing_for, probe_address, probe_note
 from nodecache.node.sync import NodeSync
@@ -164,18 +164,26 @@ class NodeCache:
         Returns whether every query in flight got its reply.
 
         With a successor on our addresses (an upgrade: nodecache.node.handover) we step aside,
-        answer what is queued, drain, and leave the node plumbing to it. Without one the rules
-        go first, so new queries take the Service path to kdns at once while ours drain; the
-        interface goes last, once no reply of ours needs its addresses."""
+        answer what is queued, drain, and leave the node plumbing to it; a bound successor that
+        does not answer our probe in time (still starting) owns the plumbing all the same, so
+        we serve on and drain, but remove nothing. Without one the rules go first (retried
+        while the xtables lock is busy, for up to ``drain_timeout_s``), so new queries take the
+        Service path to kdns at once while ours drain; the interface goes last, once no reply
+        of ours needs its addresses, and only if the rules are gone: a NOTRACK rule left for an
+        address that is no longer local would send the node's DNS off the node."""
         if self.node_sync is not None:
             self.node_sync.stop()  # nothing may reinstall the rules from here on
-        self.handed_over = hand_over(self.udp_servers, self.answers)
+        successor = successor_bound(self.udp_servers)
+        self.handed_over = hand_over(self.udp_servers, self.answers, successor=successor)
         teardown = (
             self.plumbing is not None
             and self.node is not None
             and not self.node.skip_teardown
-            and not self.handed_over
+            and not successor
         )
+        if successor and not self.handed_over:
+            logger.warning("a successor is bound to our addresses: leaving the node plumbing to it")
+        rules_gone = True
         if self.handed_over:
             if self.tcp_server is not None:
                 # Connections still being accepted by our listener at close are reset unless
@@ -185,7 +193,7 @@ class NodeCache:
             logger.info("handed over; receive queues %s", "empty" if drained else "not empty")
         elif teardown:
             assert self.plumbing is not None
-            self.plumbing.remove_rules()
+            rules_gone = self.plumbing.remove_rules_within(self.config.drain_timeout_s)
         logger.info("shutting down: no new queries; %d in flight", self.handler.inflight)
         self.handler.drain()
         finished = self.handler.wait_idle(self.config.drain_timeout_s)
@@ -205,9 +213,16 @@ class NodeCache:
             self.searchpath.stop()
         self.resolver.close()
         self.serving = False
-        if teardown:
+        if teardown and rules_gone:
             assert self.plumbing is not None
             self.plumbing.remove_interface()
+        elif teardown:
+            assert self.plumbing is not None
+            logger.error(
+                "our iptables rules are still in: keeping interface %s, so the addresses they "
+                "match stay local (without it the node's DNS queries would leave the node)",
+                self.plumbing.interface,
+            )
         logger.info("stopped")
         return finished
 

@@ -5,9 +5,12 @@ is then a local address with nobody answering, and DNS on the node is down until
 restarts (kubernetes/dns#438; ../shared/docs/nodecache.md §1.4). The guard runs beside the cache
 (a second container in the DaemonSet, with NET_ADMIN) and asks it a real DNS question every
 ``--guard-interval`` (1 s), each probe waiting at most ``--guard-timeout``. After
-``--guard-failures`` (3) failures in a row it removes the rules and the interface, so pod
-queries to the kube-dns IP take the normal Service path (kube-proxy's DNAT) to kdns. When the
-cache answers again, it reinstalls them.
+``--guard-failures`` (3) failures in a row it removes the rules and, from the interface, every
+listen IP but the probe's (``Plumbing.bypass``), so pod queries to the kube-dns IP take the
+normal Service path (kube-proxy's DNAT) to kdns. The interface and the probe address stay: the
+probe must still reach a cache that was only hung (and the cache's own /health asks the same
+address), so the guard reinstalls within a probe of the cache answering again, instead of
+waiting for the cache's next ``--sync-interval`` to re-create an interface it had deleted.
 
 What it removes and installs comes from the same flags as the cache's (``Plumbing`` built from
 the same config), never from anything the dead process held. Both sides reconcile the same data
@@ -36,7 +39,7 @@ logger = logging.getLogger(__name__)
 class Installer(Protocol):
     def install(self) -> bool: ...
 
-    def remove(self) -> bool: ...
+    def bypass(self) -> bool: ...
 
 
 class State(enum.Enum):
@@ -85,7 +88,7 @@ class Guard:
             "(queries to the kube-dns IP fall back to the cluster DNS)",
             self.failures,
         )
-        if self.installer.remove():
+        if self.installer.bypass():
             self.state = State.REMOVED
             self.removals += 1
             return "removed"

@@ -13,7 +13,10 @@ the old one, whose SIGTERM then runs ``hand_over``:
    receive queue (``kdns.serve.sockets.step_aside``); from now on the kernel gives every new
    datagram to the successor.
 3. A probe of our first address must now be answered, and only the successor can answer it. If
-   it is not (the other socket is not a working nodecache), we rejoin and shut down as usual.
+   it is not (the other socket is not a working nodecache, or one still starting), we rejoin
+   and shut down as usual, except that the node plumbing stays: a bound successor owns it (its
+   own sync installs and re-ensures it, its guard bypasses it if it never answers), and
+   tearing it down would take the node's DNS from a pod that is about to serve it.
 4. The caller waits until the queues are read empty (``wait_drained``), then lets the queries
    in flight finish, and leaves the interface and rules to the successor.
 
@@ -118,10 +121,12 @@ def hand_over(
     servers: Sequence[UDPServer],
     answers: Callable[[], bool],
     confirm_s: float = 2.0,
+    successor: bool | None = None,
 ) -> bool:
     """Steps 1-3 of the module docstring. True: the successor serves our addresses and our
-    sockets take no new datagrams (the caller drains them); False: we still serve."""
-    if not successor_bound(servers):
+    sockets take no new datagrams (the caller drains them); False: we still serve.
+    ``successor``: step 1's answer when the caller already has it (``successor_bound``)."""
+    if not (successor_bound(servers) if successor is None else successor):
         return False
     for server in servers:
         server.stop_receiving()

@@ -10,7 +10,12 @@ So running ``install`` twice, or the cache and the guard both running it, change
 second time; a rule found twice is deleted down to one; a rule carrying our comment that the
 config no longer asks for (an old listen IP) is deleted. ``remove`` deletes every rule with our
 comment, then the interface (NodeLocal's order since its commit 307d5615: rules first, so no
-NOTRACK rule is left pointing at an address that is gone).
+NOTRACK rule is left pointing at an address that is gone), and keeps the interface when a rule
+could not be deleted: a NOTRACK rule for an address that is not local any more skips kube-proxy's
+DNAT and routes the node's DNS queries off the node, a blackhole. ``remove_rules_within`` retries
+a failed deletion (the xtables lock held by kube-proxy) for a bounded time, for the shutdown.
+``bypass`` is the guard's removal: the rules, then every address but the probe's, never the
+interface (the guard's probe, and the cache's own /health, ask that address).
 
 Failures are logged and counted by kind (``errors``, NodeLocal's ``setup_errors_total``
 error types); they never raise: a node whose iptables is broken still serves DNS on the
@@ -24,6 +29,7 @@ import ipaddress
 import json
 import logging
 import shlex
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from nodecache.node.commands import Result, Run
@@ -91,8 +97,20 @@ class Plumbing:
         return self.ensure_interface() & self.ensure_rules()
 
     def remove(self) -> bool:
-        """Rules, then interface. True if both are gone now."""
-        return self.remove_rules() & self.remove_interface()
+        """Rules, then interface. True if both are gone now. A rule left in keeps the
+        interface (module docstring)."""
+        return self.remove_rules() and self.remove_interface()
+
+    def bypass(self, keep: str | None) -> bool:
+        """The guard's removal: the rules, then every interface address but ``keep`` (the probe
+        address). The kube-dns IP then is no local address and takes the Service path exactly
+        as on a node without nodecache, while the probe address stays, so the probe (and the
+        cache's /health) reach a recovering cache at once and the guard reinstalls. True if
+        the rules are gone; the addresses stay while any rule does."""
+        if not self.remove_rules():
+            return False
+        self.remove_addresses(keep)
+        return True
 
     # --- rules -------------------------------------------------------------------------------
 
@@ -181,6 +199,32 @@ class Plumbing:
             logger.info("iptables: removed %d rules", removed)
         return ok
 
+    def remove_rules_within(
+        self,
+        budget_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> bool:
+        """``remove_rules``, retried with backoff (0.1 s doubling, at most 1 s) until it
+        succeeds or ``budget_s`` has passed: at shutdown the xtables lock may be held longer
+        than one attempt's 5 s wait, and a rule left behind must not outlive us unnoticed."""
+        deadline = clock() + budget_s
+        delay = 0.1
+        attempts = 1
+        while not self.remove_rules():
+            left = deadline - clock()
+            if left <= 0:
+                logger.error(
+                    "iptables: our rules could not be removed in %d attempts (%.1f s)",
+                    attempts,
+                    budget_s,
+                )
+                return False
+            sleep(min(delay, left))
+            delay = min(delay * 2, 1.0)
+            attempts += 1
+        return True
+
     # --- interface ---------------------------------------------------------------------------
 
     def _addresses(self) -> list[str] | None:
@@ -233,6 +277,30 @@ class Plumbing:
                 ok = False
             else:
                 logger.info("interface %s: added %s", self.interface, ip)
+        return ok
+
+    def remove_addresses(self, keep: str | None) -> bool:
+        """Delete our listen IPs but ``keep`` from the interface, which stays. Sockets bound to
+        a deleted IP stay bound and receive again once ``ensure_interface`` re-adds it."""
+        if not self.setup_interface:
+            return True
+        present = self._addresses()
+        if present is None:
+            return True
+        kept = str(ipaddress.ip_address(keep)) if keep is not None else None
+        ok = True
+        for ip in self.ips:
+            normal = str(ipaddress.ip_address(ip))
+            if normal == kept or normal not in present:
+                continue
+            prefix = 128 if ":" in ip else 32
+            argv = ["ip", "addr", "del", f"{ip}/{prefix}", "dev", self.interface]
+            result = self.run(argv)
+            if not result.ok:
+                self._failed("interface_check", argv, result)
+                ok = False
+            else:
+                logger.info("interface %s: removed %s", self.interface, ip)
         return ok
 
     def remove_interface(self) -> bool:

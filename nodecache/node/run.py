@@ -9,12 +9,27 @@ import threading
 from nodecache.config import Config, show_address
 from nodecache.node.commands import Run, run_command
 from nodecache.node.guard import Guard, run_guard
+from nodecache.node.plumbing import Plumbing
 from nodecache.node.probe import nodecache_answers
 from nodecache.node.settings import NodeSettings, plumbing_for, probe_address, probe_note
 
 logger = logging.getLogger("nodecache.guard")
 
 EXIT_USAGE = 2
+
+
+class ProbedPlumbing:
+    """The guard's ``Installer``: the plumbing, bypassed keeping the address it probes."""
+
+    def __init__(self, plumbing: Plumbing, probe_ip: str) -> None:
+        self.plumbing = plumbing
+        self.probe_ip = probe_ip
+
+    def install(self) -> bool:
+        return self.plumbing.install()
+
+    def bypass(self) -> bool:
+        return self.plumbing.bypass(keep=self.probe_ip)
 
 
 def guard_main(config: Config, node: NodeSettings, run: Run = run_command) -> int:
@@ -37,7 +52,11 @@ def guard_main(config: Config, node: NodeSettings, run: Run = run_command) -> in
     # (its rule data are the flags), so it keeps guarding.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     timeout = node.guard_timeout_s
-    guard = Guard(plumbing, lambda: nodecache_answers(host, port, timeout), node.guard_failures)
+    guard = Guard(
+        ProbedPlumbing(plumbing, host),
+        lambda: nodecache_answers(host, port, timeout),
+        node.guard_failures,
+    )
     logger.info(
         "guarding %s: probe every %g s (timeout %g s); %d failures remove %d rules%s",
         show_address(host, port),
@@ -45,7 +64,9 @@ def guard_main(config: Config, node: NodeSettings, run: Run = run_command) -> in
         timeout,
         node.guard_failures,
         len(plumbing.rules) if plumbing.setup_iptables else 0,
-        f" and interface {plumbing.interface}" if plumbing.setup_interface else "",
+        f" and the other addresses of interface {plumbing.interface}"
+        if plumbing.setup_interface
+        else "",
     )
     run_guard(guard, node.guard_interval_s, stop)
     logger.info("guard stopped (%d removals, %d installs)", guard.removals, guard.installs)

@@ -1,7 +1,9 @@
 """Rules that cannot outlive the cache: SIGKILL nodecache in a network namespace with real
 iptables, and the guard hands the kube-dns IP back to kdns (the Service path) within 5 s;
-restart nodecache and it takes the IP over again. Also: the rules through the real iptables and
-ip6tables binaries, installed twice (one copy each) and removed.
+restart nodecache and it takes the IP over again; SIGSTOP it past the guard's three probes and
+SIGCONT it, and with the default 60 s sync it has the IP back within a few seconds (the guard
+keeps the interface and its probe address, so its probe sees the cache answer). Also: the rules
+through the real iptables and ip6tables binaries, installed twice (one copy each) and removed.
 
 The namespace is a small node: kdns on 10.53.0.10 (a dummy ``kdns0``, which also carries the
 route for the Service range 10.96.0.0/12, so the kernel has a route before nat OUTPUT); the
@@ -39,6 +41,8 @@ KUBE_DNS = "10.96.0.10"
 LINK_LOCAL = "169.254.20.10"
 KDNS = "10.53.0.10"
 FALLBACK_BUDGET_S = 5.0
+RESUME_BUDGET_S = 4.0
+"""SIGCONT to nodecache answering the kube-dns IP again: a guard probe or two, one install."""
 
 NODE_FLAGS = [
     "--listen", f"{LINK_LOCAL}:53", "--listen", f"{KUBE_DNS}:53",
@@ -76,6 +80,12 @@ def has_interface(netns: Netns) -> bool:
     return netns.run(["ip", "link", "show", "nodelocaldns"], check=False).returncode == 0
 
 
+def interface_ips(netns: Netns) -> list[str]:
+    out = netns.run(["ip", "-br", "addr", "show", "dev", "nodelocaldns"], check=False).stdout
+    words = [word.split("/")[0] for word in out.split()[2:]]
+    return [ip for ip in words if not ip.startswith("fe80:")]  # the kernel's own link-local
+
+
 def answers_since(log: Path, since: float, who: str) -> float | None:
     """The time of the first query at or after ``since`` that ``who`` answered."""
     for line in log.read_text().splitlines():
@@ -85,11 +95,41 @@ def answers_since(log: Path, since: float, who: str) -> float | None:
     return None
 
 
-def start(netns: Netns, command: str, kind: str, log: Path) -> subprocess.Popen[bytes]:
-    # --sync-interval 1 (default 60) so the re-ensure is seen within the test.
-    argv = [PYTHON, "-m", "nodecache", command, *NODE_FLAGS, "--interface-type", kind,
-            "--sync-interval", "1"]  # fmt: skip
+def start(
+    netns: Netns, command: str, kind: str, log: Path, sync: str | None = "1"
+) -> subprocess.Popen[bytes]:
+    """``sync``: --sync-interval (1 so the re-ensure is seen within the test; None: the
+    default 60 s)."""
+    argv = [PYTHON, "-m", "nodecache", command, *NODE_FLAGS, "--interface-type", kind]
+    if sync is not None:
+        argv += ["--sync-interval", sync]
     return netns.start(argv, log=log)
+
+
+def small_node(netns: Netns, tmp_path: Path) -> tuple[str, Path]:
+    """kdns behind the kube-proxy-style DNAT, and the query loop: (link type, query log)."""
+    kind = link_type(netns)
+    add_link(netns, "kdns0", kind, KDNS)
+    netns.run(["ip", "route", "add", "10.96.0.0/12", "dev", "kdns0"])
+    for chain in ("OUTPUT", "PREROUTING"):
+        for proto in ("udp", "tcp"):
+            netns.run(["iptables", "-w", "-t", "nat", "-A", chain, "-d", f"{KUBE_DNS}/32",
+                       "-p", proto, "--dport", "53", "-j", "DNAT",
+                       "--to-destination", f"{KDNS}:53"])  # fmt: skip
+    netns.start(
+        [PYTHON, "-m", "kdns", "serve", "--manifests", str(ROOT / "examples/demo-cluster.yaml"),
+         "--listen", f"{KDNS}:53", "--upstream", "none", "--health-listen", "none"],
+        log=tmp_path / "kdns.log",
+    )  # fmt: skip
+    queries = tmp_path / "queries.log"
+    netns.start([PYTHON, str(ROOT / "tests/support/who_answers.py"), KUBE_DNS, "53", "50"],
+                log=queries)  # fmt: skip
+
+    # The Service path alone: before nodecache, kdns answers on the kube-dns IP.
+    started = time.monotonic()
+    wait_until(lambda: answers_since(queries, started, "kdns"), 15, interval=0.05,
+               message="kdns never answered through the DNAT")  # fmt: skip
+    return kind, queries
 
 
 def test_sigkill_falls_back_to_kdns_and_back(
@@ -99,27 +139,7 @@ def test_sigkill_falls_back_to_kdns_and_back(
     if reason:
         pytest.skip(reason)
     with network_namespace("kdnsfb") as netns:
-        kind = link_type(netns)
-        add_link(netns, "kdns0", kind, KDNS)
-        netns.run(["ip", "route", "add", "10.96.0.0/12", "dev", "kdns0"])
-        for chain in ("OUTPUT", "PREROUTING"):
-            for proto in ("udp", "tcp"):
-                netns.run(["iptables", "-w", "-t", "nat", "-A", chain, "-d", f"{KUBE_DNS}/32",
-                           "-p", proto, "--dport", "53", "-j", "DNAT",
-                           "--to-destination", f"{KDNS}:53"])  # fmt: skip
-        netns.start(
-            [PYTHON, "-m", "kdns", "serve", "--manifests", str(ROOT / "examples/demo-cluster.yaml"),
-             "--listen", f"{KDNS}:53", "--upstream", "none", "--health-listen", "none"],
-            log=tmp_path / "kdns.log",
-        )  # fmt: skip
-        queries = tmp_path / "queries.log"
-        netns.start([PYTHON, str(ROOT / "tests/support/who_answers.py"), KUBE_DNS, "53", "50"],
-                    log=queries)  # fmt: skip
-
-        # The Service path alone: before nodecache, kdns answers on the kube-dns IP.
-        started = time.monotonic()
-        wait_until(lambda: answers_since(queries, started, "kdns"), 15, interval=0.05,
-                   message="kdns never answered through the DNAT")  # fmt: skip
+        kind, queries = small_node(netns, tmp_path)
 
         cache_log = tmp_path / "nodecache.log"
         cache = start(netns, "serve", kind, cache_log)
@@ -150,7 +170,9 @@ def test_sigkill_falls_back_to_kdns_and_back(
             lambda: answers_since(queries, killed, "kdns"), FALLBACK_BUDGET_S, interval=0.05,
             message="kdns did not get the kube-dns IP back within 5 s of the SIGKILL",
         )  # fmt: skip
-        wait_until(lambda: our_rules(netns) == [] and not has_interface(netns), 3)
+        # The guard leaves the interface with its probe address only: the kube-dns IP is no
+        # local address, and kdns answered it above through the DNAT.
+        wait_until(lambda: our_rules(netns) == [] and interface_ips(netns) == [LINK_LOCAL], 3)
 
         restarted = time.monotonic()
         cache = start(netns, "serve", kind, cache_log)
@@ -183,6 +205,53 @@ def test_sigkill_falls_back_to_kdns_and_back(
         assert not has_interface(netns)
         stopped = time.monotonic()
         wait_until(lambda: answers_since(queries, stopped, "kdns"), 3, interval=0.05)
+
+
+def test_sigstop_past_the_guard_then_sigcont_takes_the_ip_back_at_once(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    """A hang longer than the guard's three probes, with the default 60 s sync: the guard
+    bypasses the cache, and reinstalls within a probe or two of SIGCONT, not at the next sync."""
+    reason = netns_missing_reason("iptables", "iptables-save")
+    if reason:
+        pytest.skip(reason)
+    with network_namespace("kdnsst") as netns:
+        kind, queries = small_node(netns, tmp_path)
+        cache = start(netns, "serve", kind, tmp_path / "nodecache.log", sync=None)
+        start(netns, "guard", kind, tmp_path / "guard.log", sync=None)
+        up_since = time.monotonic()
+        wait_until(lambda: answers_since(queries, up_since, "nodecache"), 15, interval=0.05,
+                   message="nodecache never took the kube-dns IP over")  # fmt: skip
+        wait_until(lambda: len(our_rules(netns)) == 24, 5, interval=0.05)
+
+        os.kill(cache.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            bypassed = wait_until(
+                lambda: answers_since(queries, stopped, "kdns"), FALLBACK_BUDGET_S,
+                interval=0.05, message="kdns did not get the kube-dns IP while nodecache hung",
+            )  # fmt: skip
+            time.sleep(max(0.0, stopped + 4.5 - time.monotonic()))
+            assert our_rules(netns) == []
+            assert interface_ips(netns) == [LINK_LOCAL]
+        finally:
+            os.kill(cache.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        back = wait_until(
+            lambda: answers_since(queries, resumed, "nodecache"), RESUME_BUDGET_S + 2,
+            interval=0.05, message="nodecache did not get the kube-dns IP back after SIGCONT",
+        )  # fmt: skip
+        wait_until(lambda: len(our_rules(netns)) == 24, 3, interval=0.05)
+        assert sorted(interface_ips(netns)) == sorted([LINK_LOCAL, KUBE_DNS])
+
+        hang_s, resume_s = bypassed - stopped, back - resumed
+        record_property("sigstop_to_kdns_s", round(hang_s, 2))
+        record_property("sigcont_to_nodecache_s", round(resume_s, 2))
+        sys.stdout.write(
+            f"\n[{kind} interface] SIGSTOP -> kdns answers the kube-dns IP: {hang_s:.2f} s; "
+            f"SIGCONT -> nodecache answers it again: {resume_s:.2f} s (sync interval 60 s)\n"
+        )
+        assert resume_s < RESUME_BUDGET_S
 
 
 PLUMB_SCRIPT = """

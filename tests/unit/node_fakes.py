@@ -130,4 +130,12 @@ class FakeNode:
             up, addresses = self.links[device]
             addresses.append(args[2].split("/")[0])
             return Result(0)
+        if args[:2] == ["addr", "del"]:
+            device = args[args.index("dev") + 1]
+            up, addresses = self.links[device]
+            address = args[2].split("/")[0]
+            if address not in addresses:
+                return Result(2, "", "RTNETLINK answers: Cannot assign requested address")
+            addresses.remove(address)
+            return Result(0)
         raise AssertionError(f"unexpected ip call {args}")

@@ -20,8 +20,8 @@ class Recorder:
         self.actions.append("install")
         return self.ok
 
-    def remove(self) -> bool:
-        self.actions.append("remove")
+    def bypass(self) -> bool:
+        self.actions.append("bypass")
         return self.ok
 
 
@@ -59,7 +59,7 @@ def test_state_machine(probes: str, expected: list[str | None], state: State) ->
     steps, recorder, guard = run_script(probes)
     assert steps == expected
     assert guard.state is state
-    verbs = {"installed": "install", "removed": "remove"}
+    verbs = {"installed": "install", "removed": "bypass"}
     assert recorder.actions == [verbs[step] for step in steps if step]
 
 

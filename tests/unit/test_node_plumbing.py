@@ -180,3 +180,78 @@ def test_ipv6_uses_ip6tables() -> None:
     assert {c[0] for c in fake.mutations() if "tables" in c[0]} == {"ip6tables-restore"}
     assert fake.links["nodelocaldns"][1] == ["fd00::a"]
     assert ["ip", "addr", "add", "fd00::a/128", "dev", "nodelocaldns"] in fake.calls
+
+
+def installed() -> FakeNode:
+    fake = FakeNode()
+    assert plumbing(fake).install()
+    return fake
+
+
+def restore_fails(times: int) -> Callable[[list[str]], Result | None]:
+    """iptables-restore busy (the xtables lock) for its first ``times`` calls."""
+    left = [times]
+
+    def fail(argv: list[str]) -> Result | None:
+        if argv[0] == "iptables-restore" and left[0] > 0:
+            left[0] -= 1
+            return Result(4, "", "Another app is currently holding the xtables lock.")
+        return None
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("busy", "rules_left", "addresses"),
+    [
+        pytest.param(0, 0, ["169.254.20.10"], id="rules-and-kube-dns-ip-go-probe-ip-stays"),
+        pytest.param(1, 16, ["169.254.20.10", "10.96.0.10"], id="raw-left-keeps-every-address"),
+    ],
+)
+def test_bypass_keeps_the_interface_and_the_probe_address(
+    busy: int, rules_left: int, addresses: list[str]
+) -> None:
+    fake = installed()
+    fake.fail = restore_fails(busy)
+    node = plumbing(fake)
+    assert node.bypass(keep="169.254.20.10") is (busy == 0)
+    assert len(fake.rules()) == rules_left
+    assert fake.links["nodelocaldns"] == (True, addresses)
+    fake.fail = lambda argv: None
+    assert node.install()  # the way back: the address re-added, the rules in
+    assert len(fake.rules()) == 24
+    assert sorted(fake.links["nodelocaldns"][1]) == sorted(["169.254.20.10", "10.96.0.10"])
+
+
+def test_remove_keeps_the_interface_while_a_rule_is_left() -> None:
+    fake = installed()
+    fake.fail = lock_busy
+    assert not plumbing(fake).remove()
+    assert len(fake.rules()) == 24
+    assert "nodelocaldns" in fake.links, "NOTRACK rules with no local address: a blackhole"
+    assert ["ip", "link", "del", "nodelocaldns"] not in fake.calls
+
+
+@pytest.mark.parametrize(
+    ("busy", "budget_s", "gone", "sleeps"),
+    [
+        pytest.param(0, 5.0, True, [], id="first-try"),
+        pytest.param(3, 5.0, True, [0.1, 0.2], id="lock-busy-then-free"),
+        pytest.param(100, 2.0, False, [0.1, 0.2, 0.4, 0.8, 0.5], id="gives-up-at-budget"),
+    ],
+)
+def test_remove_rules_within_retries_with_backoff(
+    busy: int, budget_s: float, gone: bool, sleeps: list[float]
+) -> None:
+    fake = installed()
+    fake.fail = restore_fails(busy)
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 3))
+        now[0] += seconds
+
+    assert plumbing(fake).remove_rules_within(budget_s, lambda: now[0], sleep) is gone
+    assert slept == sleeps
+    assert (fake.rules() == []) is gone
