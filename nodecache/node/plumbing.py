@@ -25,6 +25,7 @@ addresses it has, and the next sync tries again.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
 import json
 import logging
@@ -33,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from nodecache.node.commands import Result, Run
+from nodecache.node.lock import plumbing_lock
 from nodecache.node.rules import COMMENTS, LOCK_WAIT, TABLES, Rule, node_rules
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,11 @@ class Plumbing:
         interface_type: str = "dummy",
         setup_interface: bool = True,
         setup_iptables: bool = True,
+        lock: Callable[[], contextlib.AbstractContextManager[bool]] = plumbing_lock,
     ) -> None:
+        self.lock = lock
+        """Makes each read-then-write of the rules one critical section across processes
+        (``nodecache.node.lock``)."""
         self.addresses = list(addresses)
         self.ips = list(dict.fromkeys(ip for ip, _port in self.addresses))
         self.rules = node_rules(self.addresses, health_port)
@@ -145,6 +151,10 @@ class Plumbing:
         run any number of times."""
         if not self.setup_iptables:
             return True
+        with self.lock():
+            return self._ensure_rules()
+
+    def _ensure_rules(self) -> bool:
         ok = True
         changed = 0
         for ipv6 in self._families():
@@ -180,6 +190,10 @@ class Plumbing:
         """Delete every rule with our comment (however many copies), in every table we use."""
         if not self.setup_iptables:
             return True
+        with self.lock():
+            return self._remove_rules()
+
+    def _remove_rules(self) -> bool:
         ok = True
         removed = 0
         for ipv6 in self._families():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ class FakeNode:
     rule_ops: list[tuple[str, str, str]] = field(default_factory=list)
     """Every rule change applied: (op, table, chain)."""
     fail: Callable[[list[str]], Result | None] = lambda argv: None
+    _commit: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def mutations(self) -> list[list[str]]:
         """The calls that change something (not the -save and show reads)."""
@@ -67,6 +69,10 @@ class FakeNode:
 
     def _restore(self, ipv6: bool, text: str) -> Result:
         """One table's commit, all or nothing, as iptables-restore --noflush."""
+        with self._commit:  # one commit at a time, as the kernel applies them
+            return self._apply(ipv6, text)
+
+    def _apply(self, ipv6: bool, text: str) -> Result:
         lines = text.splitlines()
         assert lines[0].startswith("*"), text
         assert lines[-1] == "COMMIT", text
