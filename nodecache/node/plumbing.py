@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 ERROR_TYPES = ("iptables", "iptables_lock", "interface_add", "interface_check")
 
+Saved = list[tuple[str, tuple[str, ...]]]
+"""Our rules in one table as iptables-save lists them: (chain, args), in order."""
+
 
 def ours(args: Sequence[str]) -> bool:
     """Whether a rule's arguments carry one of our comments."""
@@ -123,7 +126,7 @@ class Plumbing:
     def _families(self) -> list[bool]:
         return sorted({rule.ipv6 for rule in self.rules})
 
-    def _save(self, ipv6: bool, table: str) -> list[tuple[str, tuple[str, ...]]] | None:
+    def _save(self, ipv6: bool, table: str) -> Saved | None:
         command = "ip6tables-save" if ipv6 else "iptables-save"
         result = self.run([command, "-t", table])
         if not result.ok:
@@ -155,33 +158,25 @@ class Plumbing:
             return self._ensure_rules()
 
     def _ensure_rules(self) -> bool:
-        ok = True
-        changed = 0
-        for ipv6 in self._families():
-            for table in TABLES:
-                current = self._save(ipv6, table)
-                if current is None:
-                    ok = False
-                    continue
-                want = [r for r in self.rules if r.ipv6 == ipv6 and r.table == table]
-                have = collections.Counter(current)
-                wanted = {(r.chain, r.args) for r in want}
-                lines = []
-                for (chain, args), count in have.items():
-                    # Duplicates (a piled-up -C failure) and rules for addresses we no longer
-                    # serve both go; one copy of each wanted rule stays.
-                    extra = count - 1 if (chain, args) in wanted else count
-                    lines += [Rule(ipv6, table, chain, args).restore_line("-D")] * extra
-                # -I prepends: inserting in reverse keeps our listed order at the top.
-                lines += [
-                    rule.restore_line("-I")
-                    for rule in reversed(want)
-                    if have[(rule.chain, rule.args)] == 0
-                ]
-                if self._restore(ipv6, table, lines):
-                    changed += len(lines)
-                else:
-                    ok = False
+        def changes(ipv6: bool, table: str, current: Saved) -> list[str]:
+            want = [r for r in self.rules if r.ipv6 == ipv6 and r.table == table]
+            have = collections.Counter(current)
+            wanted = {(r.chain, r.args) for r in want}
+            lines = []
+            for (chain, args), count in have.items():
+                # Duplicates (a piled-up -C failure) and rules for addresses we no longer
+                # serve both go; one copy of each wanted rule stays.
+                extra = count - 1 if (chain, args) in wanted else count
+                lines += [Rule(ipv6, table, chain, args).restore_line("-D")] * extra
+            # -I prepends: inserting in reverse keeps our listed order at the top.
+            lines += [
+                rule.restore_line("-I")
+                for rule in reversed(want)
+                if have[(rule.chain, rule.args)] == 0
+            ]
+            return lines
+
+        ok, changed = self._reconcile(changes)
         if changed:
             logger.info("iptables: %d rule changes (%d rules wanted)", changed, len(self.rules))
         return ok
@@ -191,27 +186,32 @@ class Plumbing:
         if not self.setup_iptables:
             return True
         with self.lock():
-            return self._remove_rules()
+            ok, removed = self._reconcile(
+                lambda ipv6, table, current: [
+                    Rule(ipv6, table, chain, args).restore_line("-D") for chain, args in current
+                ]
+            )
+        if removed:
+            logger.info("iptables: removed %d rules", removed)
+        return ok
 
-    def _remove_rules(self) -> bool:
+    def _reconcile(self, changes: Callable[[bool, str, Saved], list[str]]) -> tuple[bool, int]:
+        """For every family and table we use: read our rules (iptables-save), commit
+        ``changes(ipv6, table, current)`` in one iptables-restore. (ok, lines committed)."""
         ok = True
-        removed = 0
+        committed = 0
         for ipv6 in self._families():
             for table in TABLES:
                 current = self._save(ipv6, table)
                 if current is None:
                     ok = False
                     continue
-                lines = [
-                    Rule(ipv6, table, chain, args).restore_line("-D") for chain, args in current
-                ]
+                lines = changes(ipv6, table, current)
                 if self._restore(ipv6, table, lines):
-                    removed += len(lines)
+                    committed += len(lines)
                 else:
                     ok = False
-        if removed:
-            logger.info("iptables: removed %d rules", removed)
-        return ok
+        return ok, committed
 
     def remove_rules_within(
         self,
