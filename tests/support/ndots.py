@@ -46,7 +46,7 @@ from typing import Any
 
 from tests.support import nsd
 from tests.support.netns import Netns, netns_missing_reason, network_namespace
-from tests.support.waiting import wait_until
+from tests.support.waiting import stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 KDNS = "10.53.0.10"
@@ -343,12 +343,7 @@ class Lab:
         if process is None:
             return
         self.nodecache = None
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, timeout=10)
         with contextlib.suppress(ValueError):
             self.netns.processes.remove(process)
 

@@ -24,6 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.waiting import reap
+
 NETNS_ETC = Path("/etc/netns")
 
 
@@ -113,11 +115,7 @@ class Netns:
             if process.poll() is None:
                 process.terminate()
         for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            reap(process, 5)
         self.processes.clear()
 
 

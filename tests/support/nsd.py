@@ -33,7 +33,7 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.support.waiting import wait_until
+from tests.support.waiting import stop_process, wait_until
 
 ZONE = "example.test"
 ZONE_TEXT = """$ORIGIN example.test.
@@ -183,9 +183,4 @@ def running_nsd(zone: str = ZONE, zone_text: str = ZONE_TEXT) -> Iterator[Runnin
             wait_until(answers, timeout=10, message="nsd answers its zone's SOA")
             yield server
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop_process(process)

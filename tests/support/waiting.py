@@ -1,18 +1,20 @@
 """Deadline-bounded polling for tests: wait for a condition instead of sleeping a fixed time.
 
 This module owns ``wait_until`` (and its ``WaitTimeoutError``).  A test step never sleeps for a
-fixed time; it states the condition it needs and how long it may take at most.
+fixed time; it states the condition it needs and how long it may take at most. ``reap`` and
+``stop_process`` bound the wait for a child process to exit the same way.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["WaitTimeoutError", "wait_until"]
+__all__ = ["WaitTimeoutError", "reap", "stop_process", "wait_until"]
 
 
 class WaitTimeoutError(AssertionError):
@@ -49,3 +51,23 @@ def wait_until(
             what = message or getattr(predicate, "__name__", repr(predicate))
             raise WaitTimeoutError(f"not true within {timeout:g} s: {what}") from last_error
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+
+
+def reap(process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float) -> int | None:
+    """Wait up to ``timeout`` for ``process`` to exit; past it, kill it and reap it. Returns
+    its exit code, or None if it had to be killed."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+        return None
+
+
+def stop_process(
+    process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 5.0
+) -> int | None:
+    """SIGTERM ``process`` (if it still runs), then ``reap`` it."""
+    if process.poll() is None:
+        process.terminate()
+    return reap(process, timeout)
