@@ -226,9 +226,8 @@ class SearchPath:
         packet = query.packet
         now = self.clock()
         memo_key = ("" if client is None else client[0], packet[2:])
-        remembered = self._memo.get(memo_key)
-        if remembered is not None and remembered.valid_until > now:
-            self._count_memo(remembered)
+        remembered = self._recall(memo_key, now)
+        if remembered is not None:
             return packet[:2] + remembered.reply
         if not question.wire_lower.endswith(self._suffixes):
             # Outside the cluster zones only the same-name rule applies: a walk's probe found
@@ -262,22 +261,27 @@ class SearchPath:
         within the last second, if it still holds and fits any client's limit (512 bytes):
         the handler's shortcut for warm local answers and autopath answers, before any
         parsing. The memo only ever holds replies to queries that passed ``screen``."""
-        memo = self._memo.get((client_ip, packet[2:]))
-        if memo is None or len(memo.reply) > wire.MIN_UDP_SIZE - 2:
-            return None
-        if memo.valid_until <= self.clock():
-            return None
-        self._count_memo(memo)
-        return packet[:2] + memo.reply
+        memo = self._recall((client_ip, packet[2:]), self.clock(), wire.MIN_UDP_SIZE - 2)
+        return None if memo is None else packet[:2] + memo.reply
 
-    def _count_memo(self, memo: _Memo) -> None:
+    def _recall(
+        self, key: tuple[str, bytes], now: float, max_size: int | None = None
+    ) -> _Memo | None:
+        """The memoized reply for ``key`` if it still holds (and is at most ``max_size``
+        bytes without its ID), counted as given."""
+        memo = self._memo.get(key)
+        if memo is None or memo.valid_until <= now:
+            return None
+        if max_size is not None and len(memo.reply) > max_size:
+            return None
         if memo.mechanism == "autopath":
             self.stats.autopath_answers += 1
             self.stats.client_queries_saved += memo.saved
-            return
-        self.stats.local[memo.mechanism] += 1
-        if memo.avoided:
-            self.stats.upstream_avoided += 1
+        else:
+            self.stats.local[memo.mechanism] += 1
+            if memo.avoided:
+                self.stats.upstream_avoided += 1
+        return memo
 
     def _decide(
         self, query: ClientQuery, client: ClientAddress | None, settle: Settle, now: float
@@ -352,7 +356,7 @@ class SearchPath:
         with self._lock:
             self._cut_probes -= 1
         try:
-            self._probe_cut(cut)
+            self._cut_until(cut)
             now = self.clock()
             fact = self.facts.nxdomain(cut, now)
             if fact is not None and fact.soa is not None:
@@ -554,21 +558,20 @@ class SearchPath:
                 target = message.inspect(entry.message)
             except MessageError:
                 target = None
-        question = query.packet[wire.HEADER_SIZE : query.question.end]
         remaining = int(decision.expires - now)
-        if target is None or target.kind not in (Kind.POSITIVE, Kind.NODATA):
+        answer: tuple[Record, ...] = ()
+        authority: tuple[Record, ...] = ()
+        if entry is not None and target is not None and target.kind in (Kind.POSITIVE, Kind.NODATA):
+            ttl = max(0, min(entry.remaining(now), remaining))
+            answer = target.answer
+            authority = target.authority if target.kind is Kind.NODATA else ()
+        else:
             # The target's entry for this type is gone or changed: the CNAME alone (NOERROR),
             # never an NXDOMAIN that would split the pair (musl moves on at any NXDOMAIN).
             ttl = max(0, min(remaining, 5))
-            cname = Record(0, question[:-4], wire.CNAME, wire.CLASS_IN, ttl, decision.target, 0)
-            built = message.build(question, wire.NOERROR, (cname,))
-            reply = self._patch(query, built, ttl)
-            return _Immediate(reply, now + ttl, "autopath", decision.saved)
-        assert entry is not None
-        ttl = max(0, min(entry.remaining(now), remaining))
+        question = query.packet[wire.HEADER_SIZE : query.question.end]
         cname = Record(0, question[:-4], wire.CNAME, wire.CLASS_IN, ttl, decision.target, 0)
-        authority = target.authority if target.kind is Kind.NODATA else ()
-        built = message.build(question, wire.NOERROR, (cname, *target.answer), authority)
+        built = message.build(question, wire.NOERROR, (cname, *answer), authority)
         reply = self._patch(query, built, ttl)
         return _Immediate(reply, min(decision.expires, now + ttl), "autopath", decision.saved)
 
@@ -580,9 +583,8 @@ class SearchPath:
         first = shape.to_wire(walk.first)
         deadline = self.clock() + WALK_BUDGET_S
         # The first expansion's namespace is the pod's own: it exists, so no cut probe.
-        kind = self._probe(walk.first, first, deadline=deadline, probe_cut=False)
+        kind, horizon = self._probe(walk.first, first, deadline=deadline, probe_cut=False)
         now = self.clock()
-        horizon = self._known_until(walk.first, first, now)
         if kind is not Kind.NXDOMAIN:
             fact = self.facts.get(first, now)
             ttl = fact.remaining(now) if fact is not None else 1
@@ -590,18 +592,18 @@ class SearchPath:
             return Decision(outcome, now + max(1, ttl))
         for index, candidate in enumerate(walk.candidates):
             name = shape.to_wire(candidate)
-            a = self._probe(candidate, name, deadline=deadline)
+            a, denied_until = self._probe(candidate, name, deadline=deadline)
             step = autopath.judge_first(a)
             if step is autopath.Step.NEXT:
-                horizon = min(horizon, self._known_until(candidate, name, self.clock()))
+                horizon = min(horizon, denied_until)
                 continue
             if step is None:
-                aaaa = self._probe(candidate, name, wire.AAAA, deadline=deadline)
+                aaaa, _ = self._probe(candidate, name, wire.AAAA, deadline=deadline)
                 step = autopath.judge(a, aaaa)
             if step is not autopath.Step.FOUND:
                 return Decision(Outcome.DECLINED, self._bounded(horizon))
-            found_until = self._positive_expiry(name)
-            if found_until is None or not self._fits(name, first):
+            found_until = self._target_expiry(name, first)
+            if found_until is None:
                 return Decision(Outcome.DECLINED, self._bounded(horizon))
             return Decision(Outcome.FOUND, min(found_until, horizon), name, index + 1)
         if not walk.complete:
@@ -610,54 +612,29 @@ class SearchPath:
             return Decision(Outcome.DECLINED, self._bounded(horizon))
         return Decision(Outcome.NOT_FOUND, self._bounded(horizon))
 
-    def _fits(self, target: bytes, first: bytes) -> bool:
-        """Whether the autopath answers of both types fit a 512-byte UDP reply (with an OPT):
+    def _target_expiry(self, target: bytes, first: bytes) -> float | None:
+        """When the first of the target's A and AAAA cache entries expires; None if one is
+        not cached, or if an autopath answer would not fit a 512-byte UDP reply (with an OPT):
         a CNAME that pushes an answer over would make the client retry over TCP, which musl
-        before 1.2.4 cannot. The plain answer is the target's reply, so decline instead."""
+        before 1.2.4 cannot, while the plain answer (the target's own reply) fits."""
         resolver = self._resolver
         assert resolver is not None
+        expiries = []
         for qtype in (wire.A, wire.AAAA):
             entry = resolver.cache.peek(Key(target, qtype, wire.CLASS_IN, False, False))
             if entry is None:
-                return False
+                return None
             # question grows from the target to the first expansion; one CNAME RR is added
             size = len(entry.message) - len(target) + len(first) + 12 + len(target) + 11
             if size > wire.MIN_UDP_SIZE:
-                return False
-        return True
+                return None
+            expiries.append(entry.expires)
+        return min(expiries)
 
     def _bounded(self, horizon: float) -> float:
         """A negative decision resting only on the zone's shape holds forever in principle;
         it is re-walked after ``MAX_NEGATIVE_DECISION_S`` (host-domain facts may change)."""
         return min(horizon, self.clock() + MAX_NEGATIVE_DECISION_S)
-
-    def _known_until(self, name: Name, name_wire: bytes, now: float) -> float:
-        """Until when the node knows ``name`` is NXDOMAIN (``now + 1`` if it only knew it from
-        a reply it could not keep, e.g. one without an SOA)."""
-        fact = self.facts.nxdomain(name_wire, now)
-        if fact is not None:
-            return fact.expires
-        if self.local_nxdomain:
-            place = shape.place(name, wire.A, self.zones)
-            if place.kind is shape.Kind.IMPOSSIBLE:
-                return math.inf
-            if place.kind is shape.Kind.NAMESPACE:
-                cut = self.facts.nxdomain(shape.to_wire(place.cut), now)
-                if cut is not None:
-                    return cut.expires
-        return now + 1
-
-    def _positive_expiry(self, name: bytes) -> float | None:
-        """When the first of the target's A and AAAA cache entries expires."""
-        resolver = self._resolver
-        assert resolver is not None
-        expiries = []
-        for qtype in (wire.A, wire.AAAA):
-            entry = resolver.cache.peek(Key(name, qtype, wire.CLASS_IN, False, False))
-            if entry is None:
-                return None
-            expiries.append(entry.expires)
-        return min(expiries)
 
     def _probe(
         self,
@@ -667,51 +644,62 @@ class SearchPath:
         *,
         deadline: float,
         probe_cut: bool = True,
-    ) -> Kind:
-        """What one candidate's reply of ``qtype`` is: from local knowledge when it settles
-        NXDOMAIN, else by one query through the cache (ERROR once the walk's budget is spent,
-        so a slow upstream ends the walk and the client walks itself)."""
-        mechanism = self._known_nxdomain(name, name_wire, probe_cut)
-        if mechanism is not None:
+    ) -> tuple[Kind, float]:
+        """What one candidate's reply of ``qtype`` is, and for an NXDOMAIN until when the node
+        knows it (``now + 1`` when it could not keep the fact, e.g. a reply without an SOA):
+        from local knowledge when it settles NXDOMAIN (the zone's shape never expires), else
+        by one query through the cache (ERROR once the walk's budget is spent, so a slow
+        upstream ends the walk and the client walks itself)."""
+        known = self._known_nxdomain(name, name_wire, probe_cut)
+        if known is not None:
+            mechanism, until = known
             self.stats.walk_local[mechanism] += 1
             self.stats.upstream_avoided += 1
-            return Kind.NXDOMAIN
+            return Kind.NXDOMAIN, until
         left = deadline - self.clock()
         if left <= 0:
-            return Kind.ERROR
+            return Kind.ERROR, 0.0
         reply = self._ask(name_wire, qtype, "candidate", timeout_s=left)
         if reply is None:
-            return Kind.ERROR
-        return reply.kind
+            return Kind.ERROR, 0.0
+        now = self.clock()
+        fact = self.facts.nxdomain(name_wire, now)
+        return reply.kind, fact.expires if fact is not None else now + 1
 
-    def _known_nxdomain(self, name: Name, name_wire: bytes, probe_cut: bool) -> str | None:
-        if self.facts.nxdomain(name_wire) is not None:
-            return "name"
+    def _known_nxdomain(
+        self, name: Name, name_wire: bytes, probe_cut: bool
+    ) -> tuple[str, float] | None:
+        """How the node knows ``name`` is NXDOMAIN without asking it, and until when."""
+        fact = self.facts.nxdomain(name_wire)
+        if fact is not None:
+            return "name", fact.expires
         if not self.local_nxdomain or (self._excluded and name_wire.endswith(self._excluded)):
             return None
         place = shape.place(name, wire.A, self.zones)
         if place.kind is shape.Kind.IMPOSSIBLE:
-            return "shape"
+            return "shape", math.inf
         if place.kind is shape.Kind.NAMESPACE:
             cut = shape.to_wire(place.cut)
-            if cut != name_wire and self._probe_cut(cut, probe_cut):
-                return "cut"
+            if cut != name_wire:
+                until = self._cut_until(cut, probe_cut)
+                if until is not None:
+                    return "cut", until
         return None
 
-    def _probe_cut(self, cut: bytes, ask: bool = True) -> bool:
-        """Whether the namespace cut ``cut`` holds, asking kdns once if it is not known (and
-        ``ask``)."""
+    def _cut_until(self, cut: bytes, ask: bool = True) -> float | None:
+        """Until when the namespace cut ``cut`` holds (None: it does not, or is not known),
+        asking kdns once if it is not known (and ``ask``)."""
         fact = self.facts.get(cut)
         if fact is None:
             if not ask:
-                return False
+                return None
             reply = self._ask(cut, wire.A, "cut")
             if reply is None:
-                return False
+                return None
             fact = self.facts.get(cut)
             if fact is None:
-                return reply.kind is Kind.NXDOMAIN
-        return not fact.exists
+                return self.clock() + 1 if reply.kind is Kind.NXDOMAIN else None
+        return None if fact.exists else fact.expires
 
     def _ask(
         self, name: bytes, qtype: int, purpose: str, timeout_s: float = 10.0
