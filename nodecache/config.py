@@ -270,6 +270,11 @@ def build_config(
     resolv_path = values.get("host_resolv_conf", DEFAULT_RESOLV_CONF) or DEFAULT_RESOLV_CONF
     if not isinstance(resolv_path, str):
         raise ConfigError("host_resolv_conf", f"expected a path, got {resolv_path!r}")
+    # Read once: its nameservers are the default upstreams, its search domains autopath's.
+    try:
+        host_conf: resolvconf.ResolvConf | OSError = resolvconf.parse(read_text(resolv_path))
+    except OSError as error:
+        host_conf = error
     upstream_texts = string_list(values, "upstream")
     upstream: UpstreamConfig | None
     if [t.lower() for t in upstream_texts] == ["none"]:
@@ -280,7 +285,7 @@ def build_config(
         upstream = _upstream(servers, options, Transport.UDP, "upstream")
         source = "flags or config"
     else:
-        upstream, source = _from_resolv_conf(resolv_path, listen, options, read_text, notes)
+        upstream, source = _from_resolv_conf(resolv_path, host_conf, listen, options, notes)
 
     stub_domains = _stub_domains(values.get("stub_domains"), options, listen)
     zone_ttls, default_ttl = _ttls(values, cluster_zones)
@@ -319,7 +324,7 @@ def build_config(
     drain = _positive(values, "drain_timeout_s", 5.0)
     searchpath = searchpath_settings.searchpath_config(
         values,
-        _host_search(resolv_path, read_text, notes),
+        _host_search(resolv_path, host_conf, notes),
         excluded_zones=tuple(name for name, _group in stub_domains),
     )
     return Config(
@@ -383,20 +388,18 @@ def _no_loop(servers: tuple[Address, ...], listen: tuple[Address, ...], field_na
 
 def _from_resolv_conf(
     path: str,
+    conf: resolvconf.ResolvConf | OSError,
     listen: tuple[Address, ...],
     options: dict[str, Any],
-    read_text: Callable[[str], str],
     notes: list[str],
 ) -> tuple[UpstreamConfig, str]:
-    try:
-        text = read_text(path)
-    except OSError as error:
+    if isinstance(conf, OSError):
         raise ConfigError(
             "upstream",
-            f"none given and {path} cannot be read ({error.strerror}); pass --upstream HOST:PORT, "
+            f"none given and {path} cannot be read ({conf.strerror}); pass --upstream HOST:PORT, "
             "--upstream none, or --host-resolv-conf PATH",
-        ) from None
-    found, skipped = resolv_conf_nameservers(text)
+        )
+    found, skipped = conf.nameservers, conf.skipped
     notes.extend(f"{path}: skipped nameserver {entry}" for entry in skipped)
     servers = []
     for address in found:
@@ -415,14 +418,14 @@ def _from_resolv_conf(
     return _upstream(tuple(servers), options, Transport.UDP, "upstream"), f"resolv.conf {path}"
 
 
-def _host_search(path: str, read_text: Callable[[str], str], notes: list[str]) -> tuple[str, ...]:
+def _host_search(
+    path: str, conf: resolvconf.ResolvConf | OSError, notes: list[str]
+) -> tuple[str, ...]:
     """The node's search domains (the kubelet appends them to every ClusterFirst pod's list)."""
-    try:
-        text = read_text(path)
-    except OSError as error:
-        notes.append(f"{path}: cannot read the host search domains ({error.strerror})")
+    if isinstance(conf, OSError):
+        notes.append(f"{path}: cannot read the host search domains ({conf.strerror})")
         return ()
-    return resolvconf.parse(text).search
+    return conf.search
 
 
 def _transport(value: object, field_name: str) -> Transport:
