@@ -188,7 +188,9 @@ cache:
 """
 
 
-def start_nodecache(workdir: Path, python: str, nsd_port: int) -> Server:
+def start_nodecache(
+    workdir: Path, python: str, nsd_port: int, extra: list[str] | None = None
+) -> Server:
     directory = workdir / "nodecache"
     directory.mkdir()
     port = run.free_port()
@@ -200,7 +202,7 @@ def start_nodecache(workdir: Path, python: str, nsd_port: int) -> Server:
     cmd = ["taskset", "-c", run.SERVER_CORE, python, "-m", "nodecache", "serve",
            "--listen", f"127.0.0.1:{port}", "--cluster-upstream", upstream,
            "--upstream", upstream, "--health-listen", f"127.0.0.1:{health}",
-           "--config", str(conf), "--log-level", "WARNING"]  # fmt: skip
+           "--config", str(conf), "--log-level", "WARNING", *(extra or [])]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with err.open("wb") as stderr:
         proc = subprocess.Popen(
@@ -383,6 +385,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--python", default=str(default_python if default_python.exists() else sys.executable)
     )
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument(
+        "--nodecache-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra nodecache flag, repeatable (e.g. --nodecache-arg=--autopath=off)",
+    )
     args = p.parse_args(argv)
     args.rate = args.rate or [20000, 40000]
     args.only = set(args.only.split(","))
@@ -419,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         nsd = servers["nsd"] = start_nsd(workdir)
         run.wait_answering(nsd, f"ns1.{ZONE}", 30)
         servers["unbound"] = start_unbound(workdir, nsd.port)
-        servers["nodecache"] = start_nodecache(workdir, args.python, nsd.port)
+        servers["nodecache"] = start_nodecache(workdir, args.python, nsd.port, args.nodecache_arg)
         measured = ["nodecache", "unbound"]
         for name in measured:
             took = run.wait_answering(servers[name], f"ns1.{ZONE}", 60)
