@@ -110,17 +110,19 @@ class Responder:
         if table is None:
             return query.error(wire.SERVFAIL)
         question = query.question
+        forwarder = self.forwarder
+        if forwarder is not None and table.chase and question.qtype != wire.CNAME:
+            # Before the table lookup: a chased answer depends on the upstream, so it must
+            # never reach the memo, which the fast path serves without asking the forwarder.
+            target = table.chase.get(question.wire_lower)
+            if target is not None:
+                return forwarder.chase(query, target, table.index.config.ttl_s, tcp)
         key = question.wire_lower + packet[question.end - 4 : question.end]
         compiled = table.lookup(key, question.name, question.qtype)
-        forwarder = self.forwarder
         if compiled is None:
             if forwarder is not None:
                 return forwarder.forward(query, tcp)
             return query.error(wire.REFUSED)
-        if forwarder is not None and table.chase and question.qtype != wire.CNAME:
-            target = table.chase.get(question.wire_lower)
-            if target is not None:
-                return forwarder.chase(query, target, table.index.config.ttl_s, tcp)
         limit = query.size_limit(tcp)
         heads, body = compiled
         reply: bytes = (

@@ -18,6 +18,7 @@ import pytest
 from kdns.config import ZoneConfig
 from kdns.resolver.config import ResolverConfig, StaleConfig, StaleMode, UpstreamConfig
 from kdns.resolver.core import Resolver
+from kdns.serve import accel
 from kdns.serve.forward import Forwarder
 from tests.support.cluster import fixture_objects
 from tests.support.dnscase import Case, check, soa
@@ -43,8 +44,12 @@ class Setup:
     upstream: FaultUpstream
 
 
-@pytest.fixture(name="setup")
-def _setup() -> Iterator[Setup]:
+@pytest.fixture(name="setup", params=["c-loop", "python-loop"])
+def _setup(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    if request.param == "python-loop":
+        monkeypatch.setattr(accel, "available", False)
+    elif not accel.available:
+        pytest.skip(f"the C loop: {accel.reason}")
     with fault_upstream(UPSTREAM_RECORDS) as upstream:
         resolver = Resolver.from_config(
             ResolverConfig(
@@ -98,6 +103,26 @@ def test_external_name_target_is_chased(setup: Setup, transport: str) -> None:
     reply = ask(setup, case.qname, transport=transport)
     check(reply, case)
     assert reply.flags & dns.flags.RA
+
+
+@pytest.mark.parametrize("transport", ["udp", "udp-edns", "tcp"])
+def test_external_name_chase_is_the_same_answer_every_time(setup: Setup, transport: str) -> None:
+    # Issue 11 finding 2: the slow path's memo was served by the fast path without the chase, so
+    # every query after the first got the CNAME alone, with AA set.
+    case = Case(
+        "R6.2-ExternalName-chased-upstream-every-time",
+        f"ext.{T}",
+        "A",
+        answer=(
+            f"ext.{T} 5 IN CNAME ext.interwebs.test.",
+            "ext.interwebs.test. 30 IN A 192.0.2.7",
+        ),
+    )
+    for attempt in range(20):
+        query = dns.message.make_query(case.qname, case.qtype, use_edns=transport == "udp-edns")
+        reply = setup.server.query(query, "tcp" if transport == "tcp" else "udp")
+        check(reply, case)
+        assert reply.flags & dns.flags.RA, f"attempt {attempt}"
 
 
 def test_external_name_cname_query_is_not_chased(setup: Setup) -> None:

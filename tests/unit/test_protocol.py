@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import dns.edns
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import pytest
@@ -266,3 +267,19 @@ def test_table_bytes_unchanged_by_queries(responder: Responder) -> None:
     for _ in range(50):
         responder.answer(header(qid=_) + question("SVC1.testns.svc.cluster.local"))
     assert table.records == before
+
+
+@pytest.mark.parametrize("qtype", ["A", "AAAA", "TXT", "MX"])
+def test_memo_never_holds_an_answer_that_depends_on_the_upstream(qtype: str) -> None:
+    # Issue 11 finding 2: a chased ExternalName answer is our CNAME plus the upstream's records;
+    # had the table memoized the CNAME alone, the fast path would serve it without the chase.
+    runtime = Runtime(ZoneConfig(), Responder())
+    runtime.builder.chase_external = True
+    runtime.replace(fixture_objects())
+    table = runtime.responder.table
+    assert table is not None
+    name = dns.name.from_text("ext.testns.svc.cluster.local.")
+    key = name.to_wire().lower() + struct.pack(">HH", dns.rdatatype.from_text(qtype), 1)
+    labels = tuple(label.decode() for label in name.labels[:-1])
+    assert table.lookup(key, labels, dns.rdatatype.from_text(qtype)) is not None
+    assert table.cached(key) is None
