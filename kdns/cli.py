@@ -88,6 +88,11 @@ def _add_zone_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NS/NAME",
         help="Service named as the zone's NS (default kube-system/kube-dns)",
     )
+    add(
+        "--loadbalance",
+        choices=("round_robin", "off"),
+        help="rotate the order of several A/AAAA/SRV records per query (default round_robin)",
+    )
     add("--config", metavar="FILE", help="YAML file with the same keys as the flags; flags win")
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
@@ -127,7 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
 SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
     "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
-    "kubeconfig", "context", "health_listen", "startup_timeout",
+    "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance",
 )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from kdns.names import Name, text_to_name
 from kdns.resolver.config import parse_address
 
 POD_MODES: Final = ("disabled", "insecure", "verified")
+LOADBALANCE_MODES: Final = ("round_robin", "off")
 REVERSE_ZONES: Final[tuple[Name, ...]] = (("in-addr", "arpa"), ("ip6", "arpa"))
 
 
@@ -44,6 +45,13 @@ class ZoneConfig:
     """The Service whose name and ClusterIPs are the zone's NS and glue (R10.1)."""
     fallback_glue: tuple[str, ...] = ()
     """Glue for ``ns.dns.<zone>`` when ``dns_service`` does not exist (specific listen IPs)."""
+    loadbalance: str = "round_robin"
+    """round_robin: answers with several A/AAAA/SRV records come in rotating orders (CoreDNS's
+    ``loadbalance``, in kubeadm's Corefile); off: always the same order."""
+
+    @property
+    def rotate(self) -> bool:
+        return self.loadbalance == "round_robin"
 
     @property
     def primary_zone(self) -> Name:
@@ -131,12 +139,12 @@ def build_config(values: Mapping[str, Any]) -> Config:
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
     namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
-    upstream, resolv_conf.
+    upstream, resolv_conf, loadbalance.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
-        "kubeconfig", "context", "health_listen", "startup_timeout",
+        "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -164,6 +172,11 @@ def build_config(values: Mapping[str, Any]) -> Config:
     epn = values.get("endpoint_pod_names", False)
     if not isinstance(epn, bool):
         raise ConfigError("endpoint_pod_names", f"expected true or false, got {epn!r}")
+    loadbalance = values.get("loadbalance", "round_robin")
+    if loadbalance not in LOADBALANCE_MODES:
+        raise ConfigError(
+            "loadbalance", f"must be one of {', '.join(LOADBALANCE_MODES)}, got {loadbalance!r}"
+        )
     namespaces_list = strings("namespaces", [])
     namespaces = frozenset(namespaces_list) if namespaces_list else None
     listen = tuple(parse_listen(v) for v in strings("listen", ["0.0.0.0:53"]))
@@ -210,6 +223,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         namespaces=namespaces,
         dns_service=(ns_part, name_part),
         fallback_glue=glue,
+        loadbalance=loadbalance,
     )
     return Config(
         zone=zone_config,

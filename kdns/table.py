@@ -209,7 +209,11 @@ class AnswerTable:
         except KeyError:
             pass
         answer = resolve(self.index, qname, qtype)
-        compiled = wire.compile_answer(qname, answer) if answer is not None else None
+        compiled = (
+            wire.compile_answer(qname, answer, self.index.config.rotate)
+            if answer is not None
+            else None
+        )
         if qtype != wire.CNAME and key[:-4] in self.chase:
             # The server answers these with our CNAME plus the upstream's records; the memo
             # holds only answers that depend on the table alone (the fast path serves it).
@@ -281,7 +285,7 @@ class TableBuilder:
                     if answer.authority and owner not in every_time:
                         continue  # it carries the SOA serial; the memo serves it per generation
                     key = name_key + struct.pack(">HH", qtype, wire.CLASS_IN)
-                    records[key] = wire.compile_answer(spec.name, answer)
+                    records[key] = wire.compile_answer(spec.name, answer, index.config.rotate)
                     owner_records.append(key)
             if owner_records:
                 self.owned_records[owner] = owner_records

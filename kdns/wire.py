@@ -7,7 +7,8 @@ This module is stdlib-only and has no state. It owns three jobs:
   become the pointer ``0xC00C``, so every answer echoes the client's exact case (0x20) for free,
   and a compiled body is valid for any casing of the same name.
 * ``Compiled`` is what the answer table stores: eight header variants (RD and CD copied from the
-  query, with and without an OPT record) and one body. A reply is ``id + head + question + body``.
+  query, with and without an OPT record) and one body (or, with loadbalance, one body per
+  rotation of the answer's A/AAAA/SRV records). A reply is ``id + head + question + body``.
 * ``parse_question`` and ``truncate`` serve the slower, fully checked path.
 
 SRV targets are never compressed (RFC 2782); NS, CNAME, PTR and SOA names are (RFC 1035 4.1.4).
@@ -236,14 +237,72 @@ def heads(
     return ordered
 
 
-Compiled = tuple[tuple[bytes, ...], bytes]
+Body = bytes | tuple[bytes, ...]
+"""What follows the question: one body, or one per rotation (``compile_answer``)."""
+Compiled = tuple[tuple[bytes, ...], Body]
 """What the answer table stores per key: (``heads(...)`` variants, body)."""
 
 
-def compile_answer(qname: Name, answer: Answer) -> Compiled:
+ROTATED_TYPES: Final = frozenset({A, AAAA, SRV})
+"""RRsets whose order ``loadbalance: round_robin`` varies (CoreDNS's loadbalance plugin
+shuffles A and AAAA; SRV too, since a headless Service's clients may take the first target)."""
+
+MAX_ROTATIONS: Final = 16
+"""Bodies compiled per rotated answer: every order for up to 16 records, else 16 evenly spaced
+rotations (each of 16 evenly spaced records comes first in one of them)."""
+
+
+def compile_answer(qname: Name, answer: Answer, rotate: bool = False) -> Compiled:
+    """Compile ``answer``; with ``rotate``, an answer section holding an A, AAAA or SRV RRset of
+    several records gets one body per rotation (``pick_body`` chooses one per query)."""
     encoded = encode(qname, answer)
     an, ns, ar = encoded.counts
-    return heads(encoded.rcode, encoded.authoritative, False, an, ns, ar), encoded.body
+    head = heads(encoded.rcode, encoded.authoritative, False, an, ns, ar)
+    if rotate:
+        orders = rotations(answer)
+        if orders:
+            return head, tuple(encode(qname, order).body for order in orders)
+    return head, encoded.body
+
+
+def rotations(answer: Answer) -> tuple[Answer, ...]:
+    """``answer`` with each rotatable RRset of its answer section rotated by 0..k-1 steps of
+    len/k records (k = min(longest such RRset, MAX_ROTATIONS)); () when nothing rotates."""
+    longest = max(
+        (len(rrset) for rrset in answer.answer if rrset and rrset[0].rtype in ROTATED_TYPES),
+        default=0,
+    )
+    if longest < 2:
+        return ()
+    count = min(longest, MAX_ROTATIONS)
+
+    def rotated(rrset: RRset, step: int) -> RRset:
+        if len(rrset) < 2 or rrset[0].rtype not in ROTATED_TYPES:
+            return rrset
+        shift = step * len(rrset) // count % len(rrset)
+        return rrset[shift:] + rrset[:shift]
+
+    return tuple(
+        Answer(
+            answer.rcode,
+            tuple(rotated(rrset, step) for rrset in answer.answer),
+            answer.authority,
+            answer.additional,
+            answer.authoritative,
+        )
+        for step in range(count)
+    )
+
+
+def pick_body(body: Body, packet: bytes) -> bytes:
+    """The body to send for ``packet``: a rotated entry's rotation is chosen by the query ID.
+
+    Resolvers pick IDs at random (glibc, musl and dnspython all do), so clients spread evenly
+    over the rotations with no shared counter to update, and one packet always gets the same
+    bytes from every serving path (the C loop chooses the same way)."""
+    if isinstance(body, bytes):
+        return body
+    return body[((packet[0] << 8) | packet[1]) % len(body)]
 
 
 def truncate(encoded: Encoded, room: int) -> tuple[bytes, tuple[int, int, int], bool]:

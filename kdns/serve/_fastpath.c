@@ -20,6 +20,7 @@
  *   end = packet.find(b"\0", 12); a hit needs end > 0, table not None, packet[2] & 0xF8 == 0
  *   key = packet[12:end+1].lower() + packet[end+1:end+5]      (ASCII lower-casing only)
  *   entry = table.records.get(key)            -> (heads: 8 header variants, body)
+ *   body is a tuple (loadbalance rotations): body = body[query ID % len(body)]
  *   flag_index = RD | CD << 1
  *   counts == QD only and len(packet) == end+5:
  *       reply = id + heads[flag_index] + question + body; sent if tcp or len <= 512
@@ -215,6 +216,10 @@ plan_reply(PyObject *responder, const unsigned char *packet, Py_ssize_t n, int t
     }
     PyObject *heads = PyTuple_GET_ITEM(entry, 0);
     PyObject *body = PyTuple_GET_ITEM(entry, 1);
+    if (PyTuple_CheckExact(body) && PyTuple_GET_SIZE(body) > 0) {
+        /* loadbalance: one body per rotation, chosen by the query ID (wire.pick_body) */
+        body = PyTuple_GET_ITEM(body, ((packet[0] << 8) | packet[1]) % PyTuple_GET_SIZE(body));
+    }
     if (!PyBytes_CheckExact(body)) {
         goto miss;
     }

@@ -68,10 +68,13 @@ class Responder:
                 if entry is None and len(key) == end - 7:
                     entry = table.cached(key)
                 if entry is not None:
+                    body = entry[1]
+                    if isinstance(body, tuple):  # loadbalance: the rotation is the query ID's
+                        body = body[((packet[0] << 8) | packet[1]) % len(body)]
                     counts = packet[4:12]
                     flag_index = (packet[2] & 1) | ((packet[3] & 0x10) >> 3)
                     if counts == _QD_ONLY and len(packet) == qend:
-                        reply = packet[:2] + entry[0][flag_index] + packet[12:qend] + entry[1]
+                        reply = packet[:2] + entry[0][flag_index] + packet[12:qend] + body
                         if tcp or len(reply) <= wire.MIN_UDP_SIZE:
                             return reply
                     elif (
@@ -86,7 +89,7 @@ class Responder:
                             packet[:2]
                             + entry[0][4 | flag_index]
                             + packet[12:qend]
-                            + entry[1]
+                            + body
                             + (self._opt_do if do_bit else self._opt)
                         )
                         if tcp or len(reply) <= min(
@@ -126,7 +129,11 @@ class Responder:
         limit = query.size_limit(tcp)
         heads, body = compiled
         reply: bytes = (
-            packet[:2] + heads[query.head_index] + query.question_bytes + body + query.opt
+            packet[:2]
+            + heads[query.head_index]
+            + query.question_bytes
+            + wire.pick_body(body, packet)
+            + query.opt
         )
         if len(reply) <= limit:
             return reply

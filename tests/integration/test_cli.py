@@ -81,6 +81,8 @@ USAGE = [
     UsageCase("check-needs-manifests", ("check",), "check needs --manifests PATH"),
     UsageCase("ttl-range", ("check", "--manifests", str(DEMO), "--ttl", "-1"), "ttl: must be between 0 and 3600"),
     UsageCase("pods-choice", ("check", "--manifests", str(DEMO), "--pods", "bogus"), "--pods"),
+    UsageCase("loadbalance-choice", ("check", "--manifests", str(DEMO), "--loadbalance", "random"),
+              "--loadbalance"),
     UsageCase("listen-shape", ("serve", "--manifests", str(DEMO), "--listen", "nope"), "listen: expected HOST:PORT"),
     UsageCase("listen-host", ("serve", "--manifests", str(DEMO), "--listen", "example.com:53"),
               "listen: 'example.com' is not an IP address"),
@@ -126,6 +128,10 @@ def test_config_file_errors_name_the_field(tmp_path: Path) -> None:
     result = kdns("check", "--manifests", str(DEMO), "--config", str(config))
     assert result.returncode == 2
     assert "ttl: expected an integer" in result.stderr
+    config.write_text("loadbalance: random\n")
+    result = kdns("check", "--manifests", str(DEMO), "--config", str(config))
+    assert result.returncode == 2
+    assert "loadbalance: must be one of round_robin, off" in result.stderr
 
 
 FLAG_TO_FIELD = [
