@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from kdns.resolver.kubedns import KubeDns, overlay
 from nodecache import __version__
 from nodecache.config import (
     FLAG_SETTINGS,
@@ -31,6 +32,8 @@ from nodecache.config import (
     load_file,
     show_address,
 )
+from nodecache.kubedns import KubeDnsFollower
+from nodecache.kubedns_sources import start_source
 from nodecache.node.settings import (
     NodeSettings,
     add_guard_flags,
@@ -47,6 +50,8 @@ EXIT_USAGE: Final = 2
 EXIT_RUNTIME: Final = 1
 POLL_INTERVAL_S: Final = 1.0
 """How often the config file's mtime is checked."""
+KUBE_DNS_STARTUP_WAIT_S: Final = 2.0
+"""How long start waits for the kube-dns ConfigMap before serving without it."""
 
 
 class UsageError(Exception):
@@ -111,6 +116,18 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         help="ceiling on the EDNS payload honoured for clients (default 1232)",
     )
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add(
+        "--kube-dns-configmap",
+        metavar="NS/NAME",
+        help="follow stubDomains and upstreamNameservers of this ConfigMap through the API "
+        "(e.g. kube-system/kube-dns; off by default)",
+    )
+    add(
+        "--kube-dns-configmap-dir",
+        metavar="PATH",
+        help="the same, from the ConfigMap mounted at PATH (NodeLocal's /etc/kube-dns), "
+        "read every 10 s",
+    )
     _add_searchpath_flags(parser)
 
 
@@ -174,13 +191,16 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_config(args: argparse.Namespace) -> Config:
-    """The config file's settings, overlaid by the flags that were given, validated."""
+def load_config(args: argparse.Namespace, kube_dns: KubeDns | None = None) -> Config:
+    """The config file's settings, overlaid by the flags that were given, then by the kube-dns
+    ConfigMap where the file and flags leave room (``kdns.resolver.kubedns.overlay``)."""
     values: dict[str, Any] = load_file(args.config) if args.config else {}
     for key in FLAG_SETTINGS:
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
+    if kube_dns is not None:
+        values = overlay(values, kube_dns)
     return build_config(values, config_file=args.config)
 
 
@@ -258,12 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nodecache.node.run import guard_main
 
         return guard_main(config, node)
-    return serve(config, lambda: load_config(args), watcher, node)
+    return serve(config, lambda kube_dns: load_config(args, kube_dns), watcher, node)
 
 
 def serve(
     config: Config,
-    load: Callable[[], Config],
+    load: Callable[[KubeDns | None], Config],
     watcher: ConfigWatcher | None,
     settings: NodeSettings | None = None,
 ) -> int:
@@ -272,7 +292,14 @@ def serve(
     signal.signal(signal.SIGTERM, lambda *_: commands.put("stop"))
     signal.signal(signal.SIGINT, lambda *_: commands.put("stop"))
     signal.signal(signal.SIGHUP, lambda *_: commands.put("reload"))
-    node = NodeCache(config, load, node=settings or NodeSettings())
+    follower = KubeDnsFollower(load, lambda: commands.put("kube-dns"))
+    source = None
+    if config.kube_dns.enabled:
+        source = start_source(config.kube_dns, follower, config.searchpath.kubeconfig)
+        # Start with the ConfigMap if it comes quickly; else it applies by reload when it does.
+        if follower.seen.wait(KUBE_DNS_STARTUP_WAIT_S):
+            config = load(follower.current)
+    node = NodeCache(config, lambda: load(follower.current), node=settings or NodeSettings())
     try:
         node.start()
     except OSError as error:
@@ -297,7 +324,11 @@ def serve(
             if watcher is not None:
                 watcher.changed()  # this reload reads the file too: one reload, not two
             node.reload("SIGHUP")
+        elif command == "kube-dns":
+            node.reload("kube-dns ConfigMap changed")
         elif watcher is not None and watcher.changed():
             node.reload(f"{watcher.path} changed")
+    if source is not None:
+        source.stop()
     node.shutdown()
     return 0

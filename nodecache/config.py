@@ -39,6 +39,8 @@ from kdns.resolver.config import (
     ZoneTTL,
     parse_address,
 )
+from nodecache import kubedns
+from nodecache.kubedns import KubeDnsSettings
 from nodecache.searchpath import settings as searchpath_settings
 from nodecache.searchpath.settings import SearchPathConfig
 
@@ -56,6 +58,7 @@ __all__ = [
 FLAG_SETTINGS: Final = (
     "listen", "cluster_zone", "cluster_upstream", "upstream", "host_resolv_conf",
     "health_listen", "max_udp_size", "log_level", *searchpath_settings.SETTINGS,
+    *kubedns.SETTINGS,
 )  # fmt: skip
 """Settings that have a flag (``--cluster-zone`` is ``cluster_zone``)."""
 
@@ -71,7 +74,7 @@ DEFAULT_HEALTH_LISTEN: Final = "0.0.0.0:8080"  # NodeLocal's health port (nodeca
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 RESTART_ONLY: Final = (
     "listen", "health_listen", "max_udp_size", "tcp_idle_timeout_s",
-    "cache.max_entries", "cache.max_bytes", "workers", "searchpath",
+    "cache.max_entries", "cache.max_bytes", "workers", "searchpath", "kube_dns",
 )  # fmt: skip
 """Settings a reload cannot change (bound sockets, the cache's capacity, the pool size): a
 reload that changes them logs a warning and keeps the running values."""
@@ -138,6 +141,8 @@ class Config:
     """Warnings found while building (e.g. resolv.conf entries skipped), for the log."""
     searchpath: SearchPathConfig = dataclasses.field(default_factory=SearchPathConfig)
     """ndots absorption: autopath and local NXDOMAIN (``nodecache.searchpath``)."""
+    kube_dns: KubeDnsSettings = dataclasses.field(default_factory=KubeDnsSettings)
+    """Which kube-dns ConfigMap to follow (``nodecache.kubedns``); restart-only."""
 
     def restart_only_changes(self, new: Config) -> list[str]:
         """The restart-only settings that differ in ``new``."""
@@ -163,6 +168,7 @@ class Config:
             max_udp_size=self.max_udp_size,
             tcp_idle_timeout_s=self.tcp_idle_timeout_s,
             searchpath=self.searchpath,
+            kube_dns=self.kube_dns,
         )
 
 
@@ -340,6 +346,7 @@ def build_config(
         upstream_source=source,
         notes=tuple(notes),
         searchpath=searchpath,
+        kube_dns=kubedns.settings_of(values),
     )
 
 

@@ -50,6 +50,7 @@ from kdns.source.convert import DEFAULT_NAMESPACE, ConvertError, convert
 from kdns.state import Store
 
 __all__ = [
+    "CONFIG_MAPS",
     "ENDPOINT_SLICES",
     "NAMESPACES",
     "PODS",
@@ -66,6 +67,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Change = Callable[[Store], None]
+Converter = Callable[[Mapping[str, Any]], Any]
+"""Raw object -> the record a sink's store takes, or None for an unusable kind; raises
+``ConvertError`` for a malformed field."""
 JSON = dict[str, Any]
 
 
@@ -177,6 +181,7 @@ NAMESPACES = Resource("Namespace", "namespaces", namespaced=False)
 SERVICES = Resource("Service", "services")
 ENDPOINT_SLICES = Resource("EndpointSlice", "endpointslices", group="discovery.k8s.io")
 PODS = Resource("Pod", "pods")
+CONFIG_MAPS = Resource("ConfigMap", "configmaps")
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,8 +335,12 @@ class Informer:
         wait: Callable[[float], bool] | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        converter: Converter = convert,
     ) -> None:
+        """``converter`` turns one raw object into what ``sink`` stores (kdns's model by
+        default; ``kdns.watch.configmap`` reads ConfigMaps through it into its own store)."""
         self.client = api_client
+        self._converter = converter
         self.resource = resource
         self.sink = sink
         self.namespace = namespace
@@ -675,8 +684,9 @@ class Informer:
         self._gone_streak = 0
         self._progress()
 
-    def _convert(self, raw: Any, where: str) -> KubeObject | None:
-        """The model record, or None (logged) when the object is unusable."""
+    def _convert(self, raw: Any, where: str) -> Any:
+        """The converter's record (a ``KubeObject`` by default), or None (logged) when the
+        object is unusable."""
         if not isinstance(raw, dict):
             self.stats.skipped += 1
             logger.warning("%s: skipping a %s item that is not an object", self.name, where)
@@ -685,7 +695,7 @@ class Informer:
         raw.setdefault("kind", self.resource.kind)
         raw.setdefault("apiVersion", self.resource.api_version)
         try:
-            obj = convert(raw)
+            obj = self._converter(raw)
         except ConvertError as error:
             self.stats.skipped += 1
             logger.warning("%s: skipping %s: %s", self.name, _object_name(raw), error)

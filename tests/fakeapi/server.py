@@ -152,6 +152,7 @@ RESOURCES: tuple[ResourceType, ...] = (
         ),
     ),
     ResourceType("Endpoints", "endpoints", "", "v1", True),
+    ResourceType("ConfigMap", "configmaps", "", "v1", True),
     ResourceType("EndpointSlice", "endpointslices", "discovery.k8s.io", "v1", True),
 )
 _BY_NAME: dict[str, ResourceType] = {}
