@@ -163,6 +163,18 @@ class Transport(enum.Enum):
     """TCP only, on reusable pipelined connections (NodeLocal's ``force_tcp``)."""
 
 
+class Policy(enum.Enum):
+    """Which healthy server of a group is asked first (CoreDNS ``forward`` ``policy``)."""
+
+    SEQUENTIAL = "sequential"
+    """In configured order (resolv.conf semantics; our default, so the first server listed is
+    preferred while it is healthy)."""
+    RANDOM = "random"
+    """A random order per query (CoreDNS's default)."""
+    ROUND_ROBIN = "round_robin"
+    """Each query starts one server further along the list."""
+
+
 Address = tuple[str, int]
 
 
@@ -208,8 +220,15 @@ class UpstreamConfig:
     """An idle pooled TCP connection is closed after this (CoreDNS ``expire`` 10 s)."""
     udp_size: int = 1232
     """EDNS payload size we advertise upstream (DNS flag day 2020)."""
+    policy: Policy = Policy.SEQUENTIAL
+    """Which healthy server is asked first; down servers always come last."""
+    except_zones: tuple[str, ...] = ()
+    """Names under these zones are not sent to this group (CoreDNS ``forward`` ``except``):
+    they are answered REFUSED unless a more specific route takes them."""
 
     def __post_init__(self) -> None:
+        for name in self.except_zones:
+            zone.to_wire(name)
         if not self.servers:
             raise ValueError("servers must not be empty")
         for host, port in self.servers:

@@ -54,7 +54,7 @@ from typing import Final, Protocol
 
 from kdns import wire
 from kdns.resolver import message
-from kdns.resolver.config import Address, Transport, UpstreamConfig
+from kdns.resolver.config import Address, Policy, Transport, UpstreamConfig
 from kdns.resolver.message import MessageError, ReplyFacts
 
 logger = logging.getLogger(__name__)
@@ -136,8 +136,18 @@ class Health:
     """Per-server consecutive failures and down marks. Pure bookkeeping; ``clock`` injected."""
 
     def __init__(
-        self, count: int, max_fails: int, probe_interval_s: float, clock: Callable[[], float]
+        self,
+        count: int,
+        max_fails: int,
+        probe_interval_s: float,
+        clock: Callable[[], float],
+        policy: Policy = Policy.SEQUENTIAL,
+        rand: Callable[[int], int] = secrets.randbelow,
     ) -> None:
+        """``rand(n)`` picks in ``range(n)`` for ``Policy.RANDOM`` (injected for tests)."""
+        self.policy = policy
+        self.rand = rand
+        self._turn = 0
         self.max_fails = max_fails
         self.probe_interval_s = probe_interval_s
         self.clock = clock
@@ -150,11 +160,22 @@ class Health:
         return self._down_since[index] is not None
 
     def order(self) -> list[int]:
-        """Healthy servers in configured order, then the down ones (tried only as a last
-        resort, which doubles as an on-demand probe)."""
+        """Healthy servers in the policy's order, then the down ones in configured order
+        (tried only as a last resort, which doubles as an on-demand probe)."""
         with self._lock:
             up = [i for i, down in enumerate(self._down_since) if down is None]
             down = [i for i, since in enumerate(self._down_since) if since is not None]
+            turn = self._turn
+            self._turn += 1
+        if len(up) > 1:
+            if self.policy is Policy.ROUND_ROBIN:
+                start = turn % len(up)
+                up = up[start:] + up[:start]
+            elif self.policy is Policy.RANDOM:
+                shuffled = []
+                while up:  # Fisher-Yates with the injected rand
+                    shuffled.append(up.pop(self.rand(len(up))))
+                up = shuffled
         return up + down
 
     def success(self, index: int) -> bool:
@@ -304,7 +325,13 @@ class UpstreamClient:
     ) -> None:
         self.config = config
         self.stats = UpstreamStats()
-        self.health = Health(len(config.servers), config.max_fails, config.probe_interval_s, clock)
+        self.health = Health(
+            len(config.servers),
+            config.max_fails,
+            config.probe_interval_s,
+            clock,
+            policy=config.policy,
+        )
         self._slots = threading.BoundedSemaphore(config.max_concurrent)
         self._connections: dict[int, _TCPConnection] = {}
         self._connect_locks = [threading.Lock() for _ in config.servers]

@@ -7,6 +7,7 @@ import pytest
 from kdns.resolver import zone
 from kdns.resolver.config import (
     CacheConfig,
+    Policy,
     PrefetchConfig,
     ResolverConfig,
     StaleConfig,
@@ -31,6 +32,27 @@ def test_failures_mark_down_and_reorder() -> None:
     assert health.order() == [1, 2, 0]  # tried last, not never
     assert health.success(0)  # any good reply brings it back
     assert health.order() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("policy", "picks", "orders"),
+    [
+        pytest.param(Policy.SEQUENTIAL, [], [[0, 2, 3, 1], [0, 2, 3, 1], [0, 2, 3, 1]], id="sequential"),
+        pytest.param(Policy.ROUND_ROBIN, [], [[0, 2, 3, 1], [2, 3, 0, 1], [3, 0, 2, 1]], id="round-robin"),
+        # rand(n) answers from picks: Fisher-Yates over the healthy [0, 2, 3].
+        pytest.param(Policy.RANDOM, [2, 0, 0, 1, 1, 0, 0, 0, 0], [[3, 0, 2, 1], [2, 3, 0, 1], [0, 2, 3, 1]],
+                     id="random"),
+    ],
+)  # fmt: skip
+def test_policy_orders_the_healthy_servers_down_ones_last(
+    policy: Policy, picks: list[int], orders: list[list[int]]
+) -> None:
+    # CoreDNS forward "policy": which healthy server is asked first; server 1 is down.
+    feed = iter(picks)
+    health = Health(4, max_fails=1, probe_interval_s=0.5, clock=FakeClock(), policy=policy,
+                    rand=lambda n: next(feed))  # fmt: skip
+    health.failure(1)
+    assert [health.order() for _ in orders] == orders
 
 
 def test_success_resets_the_count() -> None:
