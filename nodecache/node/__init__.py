@@ -10,5 +10,6 @@ our sockets (../shared/docs/nodecache.md §1.1-1.2). This package:
 * ``settings``: the flags (NodeLocal's names) shared by ``serve`` and ``guard``;
 * ``sync``: the cache's own loop: rules only after the listener answers, re-ensured periodically;
 * ``guard``: ``nodecache guard``, which removes the plumbing when the cache stops answering;
+* ``liveness``: the guard's heartbeat and its ``/health`` and ``/metrics`` endpoint;
 * ``handover``: the zero-loss upgrade: step aside from the SO_REUSEPORT group and drain.
 """

@@ -21,7 +21,8 @@ that is merely slow for a probe or two (fewer than N) loses nothing, and while t
 down the guard does not keep deleting what a recovering cache puts back.
 
 Probes and clock are injected (``Guard.step``), so the state machine is unit-tested without
-sockets, sleeps or root.
+sockets, sleeps or root. The loop's own liveness (a heartbeat and ``/health``, for the kubelet)
+is ``nodecache.node.liveness``.
 """
 
 from __future__ import annotations
@@ -63,10 +64,14 @@ class Guard:
         """Consecutive failed probes."""
         self.removals = 0
         self.installs = 0
+        self.answered = 0
+        self.failed = 0
+        """Probes by result, since start."""
 
     def step(self) -> str | None:
         """One probe; returns ``"installed"`` or ``"removed"`` when it changed the node."""
         if self.answers():
+            self.answered += 1
             if self.failures >= self.failures_to_remove:
                 logger.info("the cache answers again after %d failed probes", self.failures)
             self.failures = 0
@@ -80,6 +85,7 @@ class Guard:
                 logger.info("cache answers: node plumbing installed")
                 return "installed"
             return None
+        self.failed += 1
         self.failures += 1
         if self.failures < self.failures_to_remove or self.state is State.REMOVED:
             return None
@@ -100,14 +106,19 @@ def run_guard(
     interval_s: float,
     stop: threading.Event,
     clock: Callable[[], float] = time.monotonic,
+    beat: Callable[[], None] = lambda: None,
 ) -> None:
-    """Step every ``interval_s`` (measured from each step's start) until ``stop`` is set."""
+    """Step every ``interval_s`` (measured from each step's start) until ``stop`` is set;
+    ``beat`` (``nodecache.node.liveness.Heartbeat.beat``) before and after each step, so a
+    step that never returns stops the beats."""
     next_at = clock()
     while not stop.is_set():
+        beat()
         try:
             guard.step()
         except Exception:  # keep guarding whatever one step hit
             logger.exception("guard step failed")
+        beat()
         next_at += interval_s
         now = clock()
         if next_at < now:  # a slow step (iptables lock): do not burst to catch up

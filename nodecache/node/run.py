@@ -1,4 +1,5 @@
-"""``nodecache guard``'s process: signals, the probe target, the loop (nodecache.node.guard)."""
+"""``nodecache guard``'s process: signals, the probe target, the loop (nodecache.node.guard)
+and its liveness endpoint (nodecache.node.liveness)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from nodecache.config import Config, show_address
 from nodecache.node.commands import Run, run_command
 from nodecache.node.guard import Guard, run_guard
+from nodecache.node.liveness import Heartbeat, start_endpoint
 from nodecache.node.plumbing import Plumbing
 from nodecache.node.probe import nodecache_answers
 from nodecache.node.settings import NodeSettings, plumbing_for, probe_address, probe_note
@@ -68,6 +70,14 @@ def guard_main(config: Config, node: NodeSettings, run: Run = run_command) -> in
         if plumbing.setup_interface
         else "",
     )
-    run_guard(guard, node.guard_interval_s, stop)
+    heartbeat = Heartbeat(node.guard_stall_s)
+    endpoint = None
+    if node.guard_listen is not None:
+        endpoint = start_endpoint(node.guard_listen, guard, heartbeat)
+    try:
+        run_guard(guard, node.guard_interval_s, stop, beat=heartbeat.beat)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     logger.info("guard stopped (%d removals, %d installs)", guard.removals, guard.installs)
     return 0

@@ -49,6 +49,10 @@ class NodeSettings:
     guard_timeout_s: float = 0.5
     guard_probe: Address | None = None
     """What the guard asks; None: the first ``--listen`` address."""
+    guard_listen: Address | None = None
+    """The guard's own ``/health`` and ``/metrics`` (nodecache.node.liveness); None: off."""
+    guard_stall_s: float = 60.0
+    """``/health`` fails once the probe loop has made no progress for this long."""
 
 
 def add_node_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +110,19 @@ def add_guard_flags(parser: argparse.ArgumentParser) -> None:
         metavar="IP:PORT",
         help="address probed (default: the first --listen; put the link-local one first)",
     )
+    add(
+        "--guard-listen",
+        metavar="IP:PORT",
+        help="the guard's /health (200 while its probe loop runs) and /metrics; none (the "
+        "default) turns it off",
+    )
+    add(
+        "--guard-stall",
+        type=float,
+        metavar="SECONDS",
+        help="the guard's /health fails once its probe loop has made no progress this long "
+        "(default 60; more than --guard-interval)",
+    )
 
 
 def node_settings(args: argparse.Namespace) -> NodeSettings:
@@ -142,6 +159,16 @@ def node_settings(args: argparse.Namespace) -> NodeSettings:
         )
     probe_text = getattr(args, "guard_probe", None)
     probe = parse_listen(probe_text, "guard_probe") if probe_text else None
+    listen_text = getattr(args, "guard_listen", None)
+    listen = None
+    if listen_text and listen_text != "none":
+        listen = parse_listen(listen_text, "guard_listen")
+    stall = float(given("guard_stall", base.guard_stall_s))  # type: ignore[arg-type]
+    if stall <= interval:
+        # A healthy loop beats once per --guard-interval: a bound under it fails a healthy guard.
+        raise ConfigError(
+            "guard_stall", f"must be more than --guard-interval ({interval:g}), got {stall:g}"
+        )
     return NodeSettings(
         setup_interface=bool(given("setup_interface", base.setup_interface)),
         interface_name=interface,
@@ -153,6 +180,8 @@ def node_settings(args: argparse.Namespace) -> NodeSettings:
         guard_interval_s=interval,
         guard_timeout_s=timeout,
         guard_probe=probe,
+        guard_listen=listen,
+        guard_stall_s=stall,
     )
 
 
@@ -230,4 +259,9 @@ def describe_node(config: Config, node: NodeSettings) -> str:
         f"guard: probes {host}:{port} every {node.guard_interval_s:g} s; "
         f"{node.guard_failures} failures remove the plumbing"
     )
+    if node.guard_listen is not None:
+        lines.append(
+            f"guard liveness: /health on {node.guard_listen[0]}:{node.guard_listen[1]}, failing "
+            f"after {node.guard_stall_s:g} s without a probe step"
+        )
     return "\n".join(lines) + "\n"

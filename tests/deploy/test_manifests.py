@@ -47,6 +47,9 @@ if find_kubectl() is None:
     pytest.skip(MISSING_KUBECTL, allow_module_level=True)
 
 DIRS = kustomizations()
+WORKLOAD_DIRS = [d for d in DIRS if any(True for _ in containers(render(d)))]
+"""The kustomizations that run our programs (deploy/monitoring runs none)."""
+CRD_GROUP = "monitoring.coreos.com/"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 """The oldest Kubernetes the manifests support (the preStop ``sleep`` action is on by default
 from 1.30) and the newest schema kubernetes-validate ships."""
@@ -65,6 +68,7 @@ def test_every_kustomization_is_found() -> None:
         "nodecache",
         "overlays/pods-verified",
         "overlays/kdns-with-nodecache",
+        "monitoring",
     }
 
 
@@ -90,6 +94,8 @@ def test_objects_pass_the_openapi_schema(directory: Path, version: str) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     failures = []
     for obj in render(directory):
+        if obj["apiVersion"].startswith(CRD_GROUP):
+            continue  # not in the OpenAPI documents: test_monitoring.py checks these
         try:
             # strict: a misspelt or misplaced field is an error, not silently dropped.
             kubernetes_validate.validate(obj, version, strict=True)
@@ -156,6 +162,25 @@ class Parsed:
     args: argparse.Namespace
     config: Any  # kdns.config.Config or nodecache.config.Config, when the command has one
     env: Mapping[str, str]
+
+
+METRICS_LISTEN_DEFAULTS = {"kdns": ("0.0.0.0", 9153), "nodecache": ("0.0.0.0", 9253)}
+"""``--metrics-listen``'s defaults (issue 13 item 4): CoreDNS's metrics port for kdns, NodeLocal
+DNSCache's for nodecache. The manifests rely on them and never pass the flag."""
+
+
+def metrics_listen(parsed: Parsed) -> tuple[str, int] | None:
+    """Where the program serves ``/metrics`` besides its health port: the config's
+    ``metrics_listen``; for a build that predates the setting, the default it will have."""
+    if hasattr(parsed.config, "metrics_listen"):
+        return parsed.config.metrics_listen  # type: ignore[no-any-return]
+    return METRICS_LISTEN_DEFAULTS[parsed.program]
+
+
+def metrics_port(parsed: Parsed) -> int:
+    """The port a scraper is pointed at: metrics_listen's, else the health port's."""
+    address = metrics_listen(parsed) or parsed.config.health_listen
+    return int(address[1])
 
 
 @contextmanager
@@ -292,7 +317,7 @@ def watched(parsed: Parsed, tmp_path: Path) -> set[tuple[str, str]]:
     return set()  # nodecache guard and check make no API request
 
 
-@pytest.mark.parametrize("directory", DIRS, ids=ident)
+@pytest.mark.parametrize("directory", WORKLOAD_DIRS, ids=ident)
 def test_rbac_grants_exactly_what_the_programs_watch(directory: Path, tmp_path: Path) -> None:
     objects = render(directory)
     accounts: dict[tuple[str, str], set[tuple[str, str]]] = {}
@@ -355,7 +380,8 @@ def test_ports_and_probes_agree_with_the_cli(directory: Path, name: str, tmp_pat
         for _, port in config.listen:
             assert {(port, "UDP"), (port, "TCP")} <= ports, f"{name}: DNS port {port} not declared"
         assert (health_port, "TCP") in ports
-        assert container.port("metrics") == health_port
+        assert (metrics_port(parsed), "TCP") in ports
+        assert container.port("metrics") == metrics_port(parsed)
     if container.pod.get("hostNetwork"):
         # On the node's network 8080 collides (kops#9245): never the NodeLocal default there.
         assert health_port != 8080
@@ -363,6 +389,9 @@ def test_ports_and_probes_agree_with_the_cli(directory: Path, name: str, tmp_pat
         # In its own pod network kdns keeps its CLI defaults, which the docs describe.
         defaults = kdns.config.Config()
         assert (config.listen, config.health_listen) == (defaults.listen, defaults.health_listen)
+        assert metrics_listen(parsed) == getattr(
+            defaults, "metrics_listen", METRICS_LISTEN_DEFAULTS["kdns"]
+        )
 
 
 def test_the_guard_gets_the_cache_s_arguments() -> None:
@@ -410,8 +439,10 @@ def test_service_ports_reach_a_serving_port(
     backends = _serving(objects, service)
     assert backends
     for container in backends:
-        config = parse(container, objects, tmp_path).config
+        parsed = parse(container, objects, tmp_path)
+        config = parsed.config
         serving = {port for _, port in config.listen} | {config.health_listen[1]}
+        serving.add(metrics_port(parsed))
         for port in service["spec"]["ports"]:
             protocol = port.get("protocol", "TCP")
             target = container.port(port.get("targetPort", port["port"]), protocol)
@@ -419,12 +450,12 @@ def test_service_ports_reach_a_serving_port(
                 assert (target, protocol) in container.container_ports(), (service_name, port)
             assert target in serving, f"{service_name}:{port['name']} -> {target}: not served"
             if port["name"] == "metrics":
-                assert target == config.health_listen[1]
+                assert target == metrics_port(parsed)
         # Annotation-driven scrapers (role: endpoints) dial the pod IP at this port, not the
         # Service port: it must be the port the pods serve /metrics on.
         annotated = service["metadata"].get("annotations", {}).get("prometheus.io/port")
         if annotated is not None:
-            assert int(annotated) == config.health_listen[1], f"{service_name}: prometheus.io/port"
+            assert int(annotated) == metrics_port(parsed), f"{service_name}: prometheus.io/port"
 
 
 def test_every_service_selects_pods_in_some_kustomization() -> None:
@@ -548,3 +579,162 @@ def test_nodecache_daemonset_is_node_local() -> None:
     assert {c["args"][0] for c in pod["containers"]} == {"serve", "guard"}
     metrics = one(objects, "Service", "nodecache")
     assert metrics["spec"]["clusterIP"] == "None"
+
+
+# --------------------------------------------------------------------------------------------
+# The guard's liveness
+
+
+GUARDS = [
+    pytest.param(directory, container.name, id=f"{ident(directory)}:{container.name}")
+    for directory in DIRS
+    for container in containers(render(directory))
+    if container.spec["args"][0] == "guard"
+]
+
+
+@pytest.mark.parametrize(("directory", "name"), GUARDS)
+def test_the_guard_liveness_probe_matches_its_flags(
+    directory: Path, name: str, tmp_path: Path
+) -> None:
+    objects = render(directory)
+    container = next(c for c in containers(objects) if c.name == name)
+    node = node_settings(parse(container, objects, tmp_path).args)
+    assert node.guard_listen is not None, f"{name}: no --guard-listen, nothing to probe"
+    assert _probe(container, "livenessProbe") == ("/health", node.guard_listen[1])
+    probe = container.spec["livenessProbe"]
+    # The kubelet must wait out a probe before the next one, and restart a hung guard within
+    # a few minutes of its loop stopping (--guard-stall, then failureThreshold periods).
+    assert probe["timeoutSeconds"] < probe["periodSeconds"]
+    assert node.guard_stall_s + probe["periodSeconds"] * probe["failureThreshold"] <= 180
+
+
+def _bound_ports(parsed: Parsed, node_args: argparse.Namespace) -> set[int]:
+    """The TCP ports one container binds besides DNS: the health port and a separate metrics
+    listener (serve), or the guard's endpoint (guard)."""
+    if parsed.args.command == "guard":
+        listen = node_settings(node_args).guard_listen
+        return {listen[1]} if listen is not None else set()
+    ports = {parsed.config.health_listen[1]} if parsed.config.health_listen else set()
+    metrics = metrics_listen(parsed)
+    # The same address as the health port is taken to be served by the health listener
+    # (/metrics is on the health port too), not bound a second time.
+    if metrics is not None and metrics != parsed.config.health_listen:
+        ports.add(metrics[1])
+    return ports
+
+
+@pytest.mark.parametrize("directory", WORKLOAD_DIRS, ids=ident)
+def test_no_two_listeners_share_a_node_port(directory: Path, tmp_path: Path) -> None:
+    # With hostNetwork every port is the node's: the cache's and the guard's must differ.
+    objects = render(directory)
+    for daemonset in find(objects, "DaemonSet"):
+        if not daemonset["spec"]["template"]["spec"].get("hostNetwork"):
+            continue
+        owners: dict[int, str] = {}
+        for container in containers([daemonset]):
+            parsed = parse(container, objects, tmp_path)
+            for port in _bound_ports(parsed, parsed.args):
+                assert port not in owners, f"{port}: {owners.get(port)} and {container.name}"
+                owners[port] = container.name
+
+
+# --------------------------------------------------------------------------------------------
+# Monitoring scrapes what the pods serve
+
+KUBE_PROMETHEUS_COREDNS = {
+    "jobLabel": "app.kubernetes.io/name",
+    "namespaceSelector": {"matchNames": ["kube-system"]},
+    "selector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    "endpoints": [{"port": "metrics"}],
+}
+"""kube-prometheus's CoreDNS ServiceMonitor (manifests/kubernetesControlPlane-serviceMonitorCoreDNS.yaml)."""
+
+BOTH = DEPLOY / "overlays" / "kdns-with-nodecache"
+"""kdns and nodecache together: what deploy/monitoring scrapes."""
+
+
+def _ours(kind: str) -> Obj:
+    (obj,) = find(render(DEPLOY / "monitoring"), kind)
+    return obj
+
+
+def _scraped_services(spec: Obj, objects: list[Obj]) -> list[tuple[Obj, Obj]]:
+    """(Service, its port) pairs a ServiceMonitor spec scrapes."""
+    namespaces = spec["namespaceSelector"]["matchNames"]
+    found = []
+    for service in find(objects, "Service"):
+        if service["metadata"]["namespace"] not in namespaces:
+            continue
+        if not selects(spec["selector"]["matchLabels"], service["metadata"].get("labels", {})):
+            continue
+        for endpoint in spec["endpoints"]:
+            for port in service["spec"]["ports"]:
+                if port["name"] == endpoint["port"]:
+                    found.append((service, port))
+    return found
+
+
+@pytest.mark.parametrize(
+    "monitor",
+    [
+        pytest.param("ours", id="deploy-monitoring"),
+        pytest.param("kube-prometheus", id="kube-prometheus"),
+    ],
+)
+def test_a_service_monitor_scrapes_kdns_as_job_kube_dns(monitor: str, tmp_path: Path) -> None:
+    spec = _ours("ServiceMonitor")["spec"] if monitor == "ours" else KUBE_PROMETHEUS_COREDNS
+    objects = render(BOTH)
+    scraped = _scraped_services(spec, objects)
+    assert [service["metadata"]["name"] for service, _ in scraped] == ["kube-dns"]
+    ((service, port),) = scraped
+    # The operator's job: the Service's jobLabel label when it has one, else its name.
+    labels = service["metadata"].get("labels", {})
+    assert labels.get(spec.get("jobLabel", ""), service["metadata"]["name"]) == "kube-dns"
+    for container in _serving(objects, service):
+        parsed = parse(container, objects, tmp_path)
+        assert container.port(port["targetPort"]) == metrics_port(parsed)
+
+
+def test_kube_prometheus_stack_finds_kdns_metrics_on_9153(tmp_path: Path) -> None:
+    # Its own headless Service selects k8s-app=kube-dns pods at coreDns.service.targetPort,
+    # 9153 by default: kdns's pods must serve /metrics there.
+    objects = render(DEPLOY / "kdns")
+    kdns = [c for c in containers(objects) if c.pod_labels.get("k8s-app") == "kube-dns"]
+    assert kdns
+    for container in kdns:
+        assert metrics_port(parse(container, objects, tmp_path)) == 9153
+
+
+def test_the_pod_monitor_scrapes_the_cache_and_the_guard(tmp_path: Path) -> None:
+    monitor = _ours("PodMonitor")["spec"]
+    objects = render(BOTH)
+    pods = [
+        c
+        for c in containers(objects)
+        if selects(monitor["selector"]["matchLabels"], c.pod_labels)
+        and c.workload["metadata"]["namespace"] in monitor["namespaceSelector"]["matchNames"]
+    ]
+    expected: dict[str, int] = {}
+    for container in pods:
+        parsed = parse(container, objects, tmp_path)
+        if parsed.args.command == "guard":
+            listen = node_settings(parsed.args).guard_listen
+            assert listen is not None
+            expected[container.spec["name"]] = listen[1]
+        else:
+            expected[container.spec["name"]] = metrics_port(parsed)
+    scraped: dict[str, int] = {}
+    for endpoint in monitor["podMetricsEndpoints"]:
+        assert endpoint["path"] == "/metrics"
+        relabels = endpoint["relabelings"]
+        keep = [r for r in relabels if r.get("action") == "keep"]
+        assert [r["sourceLabels"] for r in keep] == [["__meta_kubernetes_pod_container_name"]]
+        addresses = [r for r in relabels if r.get("targetLabel") == "__address__"]
+        ports = {int(r["replacement"].rsplit(":", 1)[1]) for r in addresses}
+        assert len(addresses) == 2, "an address for IPv4 and one for IPv6 pod IPs"
+        assert len(ports) == 1, "the same port in both"
+        scraped[keep[0]["regex"]] = ports.pop()
+    assert scraped == expected
+    # The job is the pods' jobLabel label, the job the alerts select.
+    assert {c.pod_labels[monitor["jobLabel"]] for c in pods} == {"nodecache"}

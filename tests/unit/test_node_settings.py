@@ -61,6 +61,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                          guard_probe=("169.254.20.10", 53)),
             id="every-flag",
         ),
+        pytest.param(["--guard-listen", "0.0.0.0:9254", "--guard-stall", "20"],
+                     NodeSettings(guard_listen=("0.0.0.0", 9254), guard_stall_s=20.0),
+                     id="guard-liveness"),
+        pytest.param(["--guard-listen", "none"], NodeSettings(), id="guard-liveness-off"),
     ],
 )  # fmt: skip
 def test_flags(argv: list[str], expected: NodeSettings) -> None:
@@ -75,6 +79,13 @@ def test_flags(argv: list[str], expected: NodeSettings) -> None:
         pytest.param(["--guard-failures", "0"], "guard_failures", id="failures-zero"),
         pytest.param(["--guard-timeout", "2"], "guard_timeout", id="timeout-over-interval"),
         pytest.param(["--guard-probe", "localhost:53"], "guard_probe", id="probe-not-ip"),
+        pytest.param(["--guard-listen", "localhost:9254"], "guard_listen", id="listen-not-ip"),
+        pytest.param(["--guard-stall", "1"], "guard_stall", id="stall-not-over-interval"),
+        pytest.param(
+            ["--guard-interval", "5", "--guard-stall", "4"],
+            "guard_stall",
+            id="stall-under-interval",
+        ),
     ],
 )
 def test_bad_flags_name_the_field(argv: list[str], field: str) -> None:
@@ -112,6 +123,14 @@ def test_check_prints_every_rule_and_the_guard() -> None:
     assert lines[0] == "interface: nodelocaldns (dummy) holding 169.254.20.10, 10.96.0.10"
     assert sum(line.startswith("  iptables -t ") for line in lines) == 24
     assert lines[-1] == "guard: probes 169.254.20.10:53 every 1 s; 3 failures remove the plumbing"
+
+
+def test_check_prints_the_guard_liveness_when_on() -> None:
+    node = NodeSettings(guard_listen=("0.0.0.0", 9254), guard_stall_s=30.0)
+    text = describe_node(config_for("169.254.20.10:53"), node)
+    assert text.splitlines()[-1] == (
+        "guard liveness: /health on 0.0.0.0:9254, failing after 30 s without a probe step"
+    )
 
 
 @pytest.mark.parametrize(
