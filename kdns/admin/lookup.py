@@ -32,6 +32,8 @@ RCODES = {
     wire.REFUSED: "REFUSED",
 }
 QTYPES = {wire.A: "A", wire.AAAA: "AAAA"}
+FORWARDED = ", forwarded upstream"
+"""The end of a ``left`` entry for a query kdns forwarded upstream (``kdns explain``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +96,15 @@ class Lookup:
         return sum(len(step.a.left) + len(step.aaaa.left) for step in self.steps)
 
     def left_to(self, where: str) -> int:
-        """Queries that left the node for ``where`` (``kdns`` or ``upstream``)."""
+        """Queries that left the node for ``where`` (``kdns`` or ``upstream``); ``upstream``
+        also counts the queries kdns forwarded (``kdns NAME TYPE, forwarded upstream``)."""
         prefix = where + " "
         return sum(
             1
             for step in self.steps
             for query in (step.a, step.aaaa)
             for left in query.left
-            if left.startswith(prefix)
+            if left.startswith(prefix) or (where == "upstream" and left.endswith(FORWARDED))
         )
 
     @property

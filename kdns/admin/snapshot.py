@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kdns import wire
-from kdns.admin.lookup import Answered, observe
+from kdns.admin.lookup import FORWARDED, Answered, observe
 from kdns.admin.outside import Outside
 from kdns.config import ZoneConfig
 from kdns.names import split_zone, text_to_name
@@ -80,13 +80,13 @@ class KdnsAlone:
         packet, assumed = self.dns.reply(qname, qtype)
         seen = observe(packet, qtype)
         query = f"{qname} {QTYPE_TEXT.get(qtype, str(qtype))}"
-        left: tuple[str, ...] = (f"kdns {query}",)
+        left = (f"kdns {query}",)
         latency = self.latency.kdns_ms
         how = "kdns"
         if not self.dns.served(qname):
-            left += (f"upstream {query}",)
+            left = (f"kdns {query}{FORWARDED}",)
             latency += self.latency.upstream_ms
-            how = "upstream"
+            how = "kdns, forwarded upstream"
         return Answered(
             qname, qtype, seen.rcode, seen.reply, seen.ttl, seen.addresses, how, left, latency,
             seen.cname, assumed,
