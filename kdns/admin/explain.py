@@ -78,7 +78,10 @@ def _suggest(
 ) -> tuple[Suggestion, ...]:
     if main.name.endswith(".") or not main.addresses:
         return ()
-    found = main.steps[-1].candidate
+    last = main.steps[-1]
+    # An autopath answer names what the node found: that is the name to ask for.
+    autopath = next((q.cname for q in (last.a, last.aaaa) if q.how == "autopath"), "")
+    found = autopath or last.candidate
     tried: list[Suggestion] = []
     fqdn = lookup.run(found, options, main.libc, answerer(), f"FQDN {found}")
     tried.append(Suggestion(f"ask for {found} (the FQDN, with the trailing dot)", fqdn))

@@ -148,6 +148,8 @@ class Observed:
     ttl: int | None
     addresses: tuple[str, ...]
     cname: str
+    chain: tuple[str, ...]
+    """Every CNAME target of the answer, in order."""
 
 
 def observe(packet: bytes, qtype: int) -> Observed:
@@ -155,12 +157,12 @@ def observe(packet: bytes, qtype: int) -> Observed:
     facts = message.inspect(packet)
     rcode = RCODES.get(facts.rcode, f"RCODE{facts.rcode}")
     addresses = []
-    cname = ""
+    chain = []
     for record in facts.answer:
         if record.rtype == qtype and record.rtype in (wire.A, wire.AAAA):
             addresses.append(str(ipaddress.ip_address(record.rdata)))
-        elif record.rtype == wire.CNAME and not cname:
-            cname = name_to_text(wire.parse_name(record.rdata, 0)[0])
+        elif record.rtype == wire.CNAME:
+            chain.append(name_to_text(wire.parse_name(record.rdata, 0)[0]))
     if facts.kind is Kind.POSITIVE and addresses:
         reply = libc.Reply.ADDRESSES
         ttl = facts.min_ttl
@@ -173,4 +175,4 @@ def observe(packet: bytes, qtype: int) -> Observed:
     else:
         reply = libc.Reply.SERVFAIL
         ttl = None
-    return Observed(rcode, reply, ttl, tuple(addresses), cname)
+    return Observed(rcode, reply, ttl, tuple(addresses), chain[0] if chain else "", tuple(chain))

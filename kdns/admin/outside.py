@@ -87,6 +87,12 @@ class Outside:
                 raise OutsideZoneError(f"{where}: needs exactly one SOA, found {len(origins)}")
             self._zones[origins[0]] = _Zone(origins[0], records)
         self._missing = tuple(_key(suffix) for suffix in missing if suffix.strip("."))
+        self.assumed: set[str] = set()
+        """Every name answered by an assumption so far (lower case, trailing dot)."""
+
+    def any_assumed(self, names: Iterable[str]) -> bool:
+        """Was any of ``names`` (a query name and its CNAME chain) answered by assumption?"""
+        return any(_key(name) in self.assumed for name in names)
 
     def reply(self, qname: str, qtype: int) -> OutsideReply:
         """The reply to (``qname``, ``qtype``, IN) as wire bytes (ID 0)."""
@@ -98,6 +104,7 @@ class Outside:
         if zone is not None:
             zone.answer(name, qtype, reply)
             return OutsideReply(bytes(reply.pack()), False)
+        self.assumed.add(name)
         missing = next((s for s in self._missing if name.endswith("." + s) or name == s), None)
         if missing is not None:
             reply.header.rcode = dnslib.RCODE.NXDOMAIN

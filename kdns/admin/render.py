@@ -74,10 +74,14 @@ def text(explanation: Explanation) -> str:
         lines.append("")
         for suggestion in explanation.suggestions:
             found = suggestion.lookup
+            sent = (
+                f"the same {found.queries_sent} queries sent"
+                if found.queries_sent == main.queries_sent
+                else f"{found.queries_sent} queries sent instead of {main.queries_sent}"
+            )
             lines.append(
-                f"suggestion: {suggestion.text}: {found.queries_sent} queries sent instead of "
-                f"{main.queries_sent}, {found.queries_left} leave the node instead of "
-                f"{main.queries_left}, about {found.latency_ms:.1f} ms"
+                f"suggestion: {suggestion.text}: {sent}, {found.queries_left} leave the node "
+                f"instead of {main.queries_left}, about {found.latency_ms:.1f} ms"
             )
     if any(item.assumed for item in explanation.lookups) or any(
         query.assumed for step in main.steps for query in (step.a, step.aaaa)

@@ -192,10 +192,7 @@ class OfflineNode:
             self.latency.kdns_ms if item.startswith("kdns ") else self.latency.upstream_ms
             for item in left
         )
-        answered_for = seen.cname or qname
-        assumed = (
-            not self._served(answered_for) and self._outside.reply(answered_for, qtype).assumed
-        )
+        assumed = self._outside.any_assumed((qname, *seen.chain))
         return Answered(
             qname, qtype, seen.rcode, seen.reply, seen.ttl, seen.addresses, how, left, latency,
             seen.cname, assumed,

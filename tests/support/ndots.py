@@ -115,6 +115,26 @@ CASES = (
 )
 CASE_BY_ID = {case.id: case for case in CASES}
 
+EXPECTED_ANSWER = {
+    "same-namespace": ("10.96.10.11",),
+    "other-namespace": ("10.96.0.1",),
+    "external": ("192.0.2.1", "2001:db8::1"),
+    "external-dot": ("192.0.2.1", "2001:db8::1"),
+    "nowhere": ("error NONAME",),
+    "headless": ("10.244.1.30", "10.244.2.30"),  # db-0 and db-1; db-2 is not ready
+}
+# What the lab observes (tests/integration/test_ndots.py), and nodecache explain must agree
+# with (tests/unit/test_explain.py). Without absorption, cold: (client, kdns, NSD). A and AAAA per candidate; glibc and musl both
+# stop at the first candidate that has an answer, and try the name as-is last.
+EXPECTED_OFF_COLD = {
+    "same-namespace": (2, 2, 0),  # cart.shop.svc.cluster.local
+    "other-namespace": (4, 4, 0),  # .shop.svc... NXDOMAIN, then kubernetes.default.svc...
+    "external": (12, 6, 6),  # 3 cluster + 2 host candidates, then as-is: 6 x 2
+    "external-dot": (2, 0, 2),  # no search
+    "nowhere": (12, 6, 6),
+    "headless": (4, 4, 0),
+}
+
 
 @dataclass(frozen=True)
 class Counts:
