@@ -9,9 +9,10 @@ substitutions at the edges: the cluster upstream is kdns's own ``Responder`` ove
 and the executors run each task inline on a clock that only moves when told. Each upstream
 records what it was asked, so every query that would leave the node is listed.
 
-How a query was answered is read from the counters the real code keeps (``SearchPathStats``,
-``ResolverStats``) around each query: an autopath answer, a local NXDOMAIN by ``shape``,
-``cut`` or ``name``, a ``cache`` hit, or the reply of ``kdns``/``upstream``.
+Each query goes through nodecache's own ``QueryHandler`` (the search path's memo, the
+cache-hit shortcut, the resolver). How it was answered is read from the counters the real code
+keeps (``SearchPathStats``, ``ResolverStats``) around it: an autopath answer, a local NXDOMAIN
+by ``shape``, ``cut`` or ``name``, a ``cache`` hit, or the reply of ``kdns``/``upstream``.
 
 The pod: with absorption on, the client is trusted as a ClusterFirst pod exactly when its
 resolv.conf has the kubelet's ClusterFirst shape (``<ns>.svc.<zone> svc.<zone> <zone>`` first),
@@ -34,7 +35,7 @@ from kdns.resolver.cache import Cache
 from kdns.resolver.config import ResolverConfig, Transport, UpstreamConfig, cluster_upstream
 from kdns.resolver.core import Resolver, Router, ttl_policy_for
 from kdns.resolver.upstream import Reply, Result, Upstream
-from kdns.serve.protocol import Query, screen
+from nodecache.handler import QueryHandler
 from nodecache.searchpath.clients import ClientFilter
 from nodecache.searchpath.policy import SearchPath
 
@@ -159,11 +160,23 @@ class OfflineNode:
             executor=_Inline(),
             clock=self.clock,
         )
+        self.handler = QueryHandler(self.resolver)
         if absorb:
             self.policy.bind(self.resolver)
             self.policy.start()  # learns the zone SOAs, as at startup: not part of a lookup
         self.asked.clear()
         self._ids = iter(range(1, 65536))
+
+    def _handle(self, packet: bytes) -> bytes:
+        """nodecache's own per-query path (``QueryHandler``: the search path's memo, the
+        cache-hit shortcut, then the resolver), over TCP so no reply is truncated."""
+        handled = self.handler.tcp(packet, (POD_IP, 40000))
+        if isinstance(handled, bytes):
+            return handled
+        box: list[bytes] = []
+        assert handled is not None, "nodecache dropped a well-formed query"
+        handled(box.append)  # the inline executors have already settled it
+        return box[0]
 
     def ask(self, qname: str, qtype: int) -> Answered:
         stats = self.policy.stats
@@ -174,9 +187,7 @@ class OfflineNode:
         packet = message.make_query(
             next(self._ids), zone.to_wire(qname), qtype, wire.CLASS_IN, udp_size=None
         )
-        query = screen(packet, wire.TCP_MAX_SIZE)
-        assert isinstance(query, Query)
-        reply = self.resolver.resolve(query, (POD_IP, 40000), tcp=True)
+        reply = self._handle(packet)
         self.clock.now += STEP_S
         left = tuple(self.asked[mark:])
         seen = observe(reply, qtype)
