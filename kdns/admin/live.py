@@ -121,7 +121,7 @@ class LiveServer:
             how, left = self._attribute(before, after, qname, qtype)
         return Answered(
             qname, qtype, seen.rcode, seen.reply, seen.ttl, seen.addresses, how, left,
-            latency_ms, seen.cname,
+            latency_ms, seen.cname, False, len(reply),
         )  # fmt: skip
 
     @staticmethod

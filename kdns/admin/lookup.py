@@ -56,6 +56,8 @@ class Answered:
     """The first CNAME target of the answer (an autopath answer or an alias)."""
     assumed: bool = False
     """Offline only: the answer is an assumption about a name outside the cluster."""
+    size: int = 0
+    """The reply's length in bytes."""
 
 
 class Answerer(Protocol):

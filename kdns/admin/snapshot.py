@@ -89,5 +89,5 @@ class KdnsAlone:
             how = "kdns, forwarded upstream"
         return Answered(
             qname, qtype, seen.rcode, seen.reply, seen.ttl, seen.addresses, how, left, latency,
-            seen.cname, assumed or self.dns.outside.any_assumed(seen.chain),
+            seen.cname, assumed or self.dns.outside.any_assumed(seen.chain), len(packet),
         )  # fmt: skip

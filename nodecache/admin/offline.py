@@ -206,5 +206,5 @@ class OfflineNode:
         assumed = self._outside.any_assumed((qname, *seen.chain))
         return Answered(
             qname, qtype, seen.rcode, seen.reply, seen.ttl, seen.addresses, how, left, latency,
-            seen.cname, assumed,
+            seen.cname, assumed, len(reply),
         )  # fmt: skip

@@ -104,6 +104,20 @@ def test_without_absorption_the_search_path_is_paid_in_full(
     assert result.warm.counts == ndots.Counts(client, 0, 0), shown(result.warm)
 
 
+@pytest.mark.parametrize("absorb", [False, True], ids=["absorption-off", "absorption-on"])
+@pytest.mark.parametrize(("case", "libc"), CASE_LIBC)
+def test_nodecache_explain_predicts_the_observed_counts(
+    results: Results, case: str, libc: str, absorb: bool
+) -> None:
+    """Issue 15: what ``nodecache explain`` says offline is what the libc really sends, and
+    what really leaves the node, cold and warm, with absorption off and on."""
+    result = results[(case, libc, absorb)]
+    cold, warm = ndots.explained(ndots.CASE_BY_ID[case], libc, absorb)
+    assert ndots.predicted_counts(cold) == result.cold.counts, shown(result.cold)
+    assert ndots.predicted_counts(warm) == result.warm.counts, shown(result.warm)
+    assert (cold.addresses or (f"error {cold.error.removeprefix('EAI_')}",)) == result.cold.answer
+
+
 @pytest.mark.parametrize(("case", "libc"), CASE_LIBC)
 def test_absorption_changes_no_answer(results: Results, case: str, libc: str) -> None:
     absorbed = results[(case, libc, True)]

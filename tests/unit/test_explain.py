@@ -26,12 +26,7 @@ from tests.support import ndots
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo-cluster.yaml"
-LAB_RESOLV_CONF = (
-    f"nameserver {ndots.NODECACHE}\n"
-    f"search {' '.join((*ndots.CLUSTER_SEARCH, *ndots.HOST_SEARCH))}\n"
-    "options ndots:5\n"
-)
-OPTIONS = libc.read_options(LAB_RESOLV_CONF)
+OPTIONS = libc.read_options(ndots.POD_RESOLV_CONF)
 SEARCH = ("ns.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.test")
 PLAIN = libc.ResolverOptions((), SEARCH, 5)
 
@@ -120,26 +115,21 @@ CASE_LIBC = [
 
 @pytest.mark.parametrize(("case", "libc_name"), CASE_LIBC)
 def test_without_absorption_explain_counts_what_the_lab_observes(
-    dns: ClusterDNS, case: ndots.Case, libc_name: str
+    case: ndots.Case, libc_name: str
 ) -> None:
-    node = OfflineNode(dns, OPTIONS.search, absorb=False)
-    cold = lookup.run(case.name, OPTIONS, libc_name, node, "cold")
-    warm = lookup.run(case.name, OPTIONS, libc_name, node, "warm")
-    counts = (cold.queries_sent, cold.left_to("kdns"), cold.left_to("upstream"))
-    assert counts == ndots.EXPECTED_OFF_COLD[case.id]
+    cold, warm = ndots.explained(case, libc_name, absorb=False)
+    assert ndots.predicted_counts(cold) == ndots.Counts(*ndots.EXPECTED_OFF_COLD[case.id])
     assert answer(cold) == ndots.EXPECTED_ANSWER[case.id]
     assert (warm.queries_sent, warm.queries_left) == (cold.queries_sent, 0)
 
 
 @pytest.mark.parametrize(("case", "libc_name"), CASE_LIBC)
 def test_with_absorption_explain_keeps_the_answer_and_the_lab_targets(
-    dns: ClusterDNS, case: ndots.Case, libc_name: str
+    case: ndots.Case, libc_name: str
 ) -> None:
     """test_ndots.py's targets: the same answer; never more queries; the external name costs
     the client 2 queries, at most H+3 leave cold and none warm; warm, nothing reaches kdns."""
-    node = OfflineNode(dns, OPTIONS.search, absorb=True)
-    cold = lookup.run(case.name, OPTIONS, libc_name, node, "cold")
-    warm = lookup.run(case.name, OPTIONS, libc_name, node, "warm")
+    cold, warm = ndots.explained(case, libc_name, absorb=True)
     plain_sent, plain_kdns, plain_nsd = ndots.EXPECTED_OFF_COLD[case.id]
     assert answer(cold) == answer(warm) == ndots.EXPECTED_ANSWER[case.id]
     assert cold.queries_sent <= plain_sent
