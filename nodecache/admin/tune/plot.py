@@ -9,6 +9,9 @@ from pathlib import Path
 
 from nodecache.admin.tune.replay import Result
 
+MARKERS = ("o", "s", "^", "D", "v", "P")
+DASHES = ("-", "--", "-.", ":")
+
 
 class PlotError(RuntimeError):
     """The plot cannot be made (matplotlib missing, or the file cannot be written)."""
@@ -28,16 +31,24 @@ def write_png(results: Sequence[Result], path: Path, title: str) -> None:
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(9, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
     )
-    for label in policies:
+    for index, label in enumerate(policies):
         rows = sorted((r for r in results if r.policy_label == label), key=lambda r: r.max_entries)
         sizes = [r.max_entries for r in rows]
-        top.plot(sizes, [100 * r.hit_ratio for r in rows], marker="o", label=label)
-        bottom.plot(sizes, [r.upstream_qps for r in rows], marker="o", label=label)
+        # Policies often coincide (a cap above every TTL in the log changes nothing): each
+        # line gets its own dash and a smaller marker than the one before, so none hides.
+        style = {
+            "marker": MARKERS[index % len(MARKERS)],
+            "linestyle": DASHES[index % len(DASHES)],
+            "markersize": max(3, 10 - 2 * index),
+            "label": label,
+        }
+        top.plot(sizes, [100 * r.hit_ratio for r in rows], **style)
+        bottom.plot(sizes, [r.upstream_qps for r in rows], **style)
     top.set_xscale("log")
     top.set_ylabel("hit ratio (%)")
     top.set_title(title)
     top.grid(True, which="both", alpha=0.3)
-    top.legend(title="TTL policy (floor:cap s)", loc="lower right")
+    top.legend(title="TTL policy (floor:cap s)", loc="best")
     bottom.set_xlabel("cache size (cache.max_entries)")
     bottom.set_ylabel("upstream queries/s")
     bottom.grid(True, which="both", alpha=0.3)
