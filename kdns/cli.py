@@ -216,7 +216,7 @@ def explain(args: argparse.Namespace, config: Config) -> str:
     zone = ".".join(config.zone.primary_zone)
     given = admin.inputs(args, zone, snapshot)
     if given.server is not None:
-        return admin.run_live(given, args.json)
+        return admin.run_live(given, args.json, every_query_to="kdns")
     if snapshot is None:
         raise UsageError("explain needs --manifests PATH (offline) or --server HOST:PORT")
     dns = ClusterDNS(snapshot, config.zone, admin.outside(args, given.options))

@@ -147,12 +147,14 @@ def run(
     return render.as_json(explanation) if as_json else render.text(explanation)
 
 
-def run_live(given: Inputs, as_json: bool) -> str:
-    """``--server``: the lookup as typed and with a trailing dot, asked of the server now."""
+def run_live(given: Inputs, as_json: bool, every_query_to: str = "") -> str:
+    """``--server``: the lookup as typed and with a trailing dot, asked of the server now.
+    ``every_query_to``: the server is not on the node (``kdns``), so every query leaves it."""
     assert given.server is not None
     host, port = given.server
-    server = LiveServer(given.server, given.metrics)
+    server = LiveServer(given.server, given.metrics, every_query_to)
     try:
-        return run(given, f"{host}:{port} (live)", lambda: server, {}, as_json, warm=False)
+        label = f"{host}:{port} {render.LIVE}"
+        return run(given, label, lambda: server, {}, as_json, warm=False)
     except LiveError as error:
         raise ExplainError(f"--server: {error}") from None

@@ -7,7 +7,8 @@ and after each query, so each answer is attributed as the offline answerer attri
 ``autopath``, ``shape``/``cut``/``name`` (a local NXDOMAIN), ``cache``, and how many queries
 it sent to kdns (the ``cluster`` upstream group) and to other upstreams. That reading is exact
 on a quiet node; other clients' queries in between add to the counts. Without metrics the
-server is a black box: ``how`` is ``server`` and the queries leaving the node are unknown.
+server is a black box: ``how`` is ``server`` and the queries leaving the node are unknown,
+unless the server is itself off the node (``kdns explain``: every query goes to kdns).
 """
 
 from __future__ import annotations
@@ -98,10 +99,13 @@ class LiveServer:
         self,
         server: Address,
         metrics_url: str | None = None,
+        every_query_to: str = "",
         exchange: Callable[[Address, bytes], bytes] = exchange,
     ) -> None:
         self.server = server
         self.metrics_url = metrics_url
+        self.every_query_to = every_query_to
+        """Set (``kdns``) when the server is off the node: each query leaves it, to there."""
         self._exchange = exchange
         self._ids = itertools.cycle(range(1, 65536))
 
@@ -116,7 +120,10 @@ class LiveServer:
         seen = observe(reply, qtype)
         how = "server"
         left: tuple[str, ...] = ()
-        if self.metrics_url:
+        if self.every_query_to:
+            how = self.every_query_to
+            left = (f"{how} {qname} {QTYPE_TEXT.get(qtype, str(qtype))}",)
+        elif self.metrics_url:
             after = read_metrics(self.metrics_url)
             how, left = self._attribute(before, after, qname, qtype)
         return Answered(

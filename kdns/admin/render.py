@@ -10,6 +10,8 @@ from kdns.admin.explain import AS_TYPED, Explanation
 from kdns.admin.lookup import QTYPES, Answered, Lookup
 
 ASSUMED_ADDRESSES = "(outside the cluster: addresses not known offline)"
+LIVE = "(live)"
+"""How the server label of a live explanation ends."""
 
 
 def _addresses(item: Lookup | Answered) -> str:
@@ -54,7 +56,7 @@ def text(explanation: Explanation) -> str:
             left_lines[len(rows) - 1] = query.left
     for index, line in enumerate(_table(rows)):
         lines.append(line)
-        lines.extend(f"     -> {left}" for left in left_lines.get(index, ()))
+        lines.extend(f"     -> {left}" for left in _collapsed(left_lines.get(index, ())))
     lines += [
         "",
         f"the application gets: {_result(main)}",
@@ -83,6 +85,12 @@ def text(explanation: Explanation) -> str:
                 f"suggestion: {suggestion.text}: {sent}, {found.queries_left} leave the node "
                 f"instead of {main.queries_left}, about {found.latency_ms:.1f} ms"
             )
+    if explanation.server.endswith(LIVE):
+        lines += [
+            "",
+            "note: live, each lookup after the first meets the server's cache as the ones "
+            "before left it (warm)",
+        ]
     if any(item.assumed for item in explanation.lookups) or any(
         query.assumed for step in main.steps for query in (step.a, step.aaaa)
     ):
@@ -92,6 +100,18 @@ def text(explanation: Explanation) -> str:
             "domain NXDOMAIN, any other name exists (give --outside-zone FILE for real data)",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _collapsed(items: Sequence[str]) -> list[str]:
+    """Runs of the same entry as one (``kdns (cluster group, from the metrics) x4``)."""
+    out: list[str] = []
+    count = 0
+    for index, item in enumerate(items):
+        count += 1
+        if index + 1 == len(items) or items[index + 1] != item:
+            out.append(item if count == 1 else f"{item} x{count}")
+            count = 0
+    return out
 
 
 def _order(explanation: Explanation) -> str:

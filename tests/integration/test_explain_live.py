@@ -120,4 +120,5 @@ def test_kdns_explain_live_prints_json(
     main = document["lookups"][0]
     assert main["addresses"] == ["10.96.0.1"]
     assert [q["rcode"] for q in main["queries"]] == ["NXDOMAIN", "NXDOMAIN", "NOERROR", "NOERROR"]
-    assert {q["answered_by"] for q in main["queries"]} == {"server"}
+    assert {q["answered_by"] for q in main["queries"]} == {"kdns"}
+    assert main["to_kdns"] == main["queries_sent"] == 4

@@ -17,6 +17,7 @@ import pytest
 from kdns.admin import libc, lookup
 from kdns.admin.libc import GLIBC, MUSL, Reply, Verdict
 from kdns.admin.outside import Outside
+from kdns.admin.podconf import resolv_conf
 from kdns.admin.snapshot import ClusterDNS, KdnsAlone
 from kdns.config import ZoneConfig
 from kdns.source.manifests import load_snapshot
@@ -225,3 +226,26 @@ def test_bad_flags_exit_2_naming_the_flag(
     code, _, err = run_cli(argv, capsys)
     assert code == 2
     assert message in err
+
+
+# --- the kubelet's resolv.conf ---------------------------------------------------------------
+
+KUBELET = [
+    pytest.param({}, "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local "
+                 "cluster.local corp.test\noptions ndots:5\n", id="cluster-first"),
+    pytest.param({"host_network": True}, "search corp.test\n", id="host-network-is-default"),
+    pytest.param({"dns_policy": "ClusterFirstWithHostNet", "host_network": True},
+                 "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local "
+                 "cluster.local corp.test\noptions ndots:5\n", id="cluster-first-with-host-net"),
+    pytest.param({"dns_policy": "Default"}, "search corp.test\n", id="default"),
+    pytest.param({"dns_policy": "None", "searches": ("a.example",)}, "search a.example\n",
+                 id="none-with-dns-config"),
+    pytest.param({"searches": ("corp.test", "b.example")},
+                 "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local "
+                 "cluster.local corp.test b.example\noptions ndots:5\n", id="searches-merged"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pod", "expected"), KUBELET)
+def test_the_kubelets_resolv_conf(pod: dict[str, object], expected: str) -> None:
+    assert resolv_conf("shop", "cluster.local", ("corp.test",), **pod) == expected  # type: ignore[arg-type]
