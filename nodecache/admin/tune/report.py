@@ -65,12 +65,13 @@ def recommend(results: Sequence[Result], log: LogRead) -> Recommendation:
     better = max(same_size, key=lambda r: r.hit_ratio, default=None)
     if better is not None and 100 * (better.hit_ratio - knee.hit_ratio) >= POLICY_POINTS:
         chosen = better.policy_label
-        cap = better.policy_label.split(":")[1]
+        floor, cap = better.policy_label.split(":")
         reasons.append(
             f"TTL policy {better.policy_label}: hit ratio {_points(better.hit_ratio)} instead of "
             f"{_points(knee.hit_ratio)} and {better.upstream_qps:.2f} upstream queries/s instead "
             f"of {knee.upstream_qps:.2f}; the price: a changed record may be answered from the "
-            f"cache for up to {cap} s"
+            f"cache for up to {cap} s, and every denial is kept at least {floor} s (a new "
+            "Service can stay NXDOMAIN that long; the config keeps cluster denials 5 s)"
         )
     elif better is not None:
         reasons.append(
