@@ -207,22 +207,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def explain(args: argparse.Namespace, config: Config) -> str:
     """``kdns explain``: offline from the snapshot, or asking ``--server``."""
-    snapshot = None
-    if config.manifests:
-        try:
-            snapshot = load_snapshot(config.manifests)
-        except ManifestError as error:
-            raise UsageError(f"manifests: {error}") from None
+
+    def offline(given: admin.Inputs, snapshot: Snapshot) -> str:
+        dns = ClusterDNS(snapshot, config.zone, admin.outside(args, given.options))
+        # kdns alone keeps no cache for the pod: a second lookup would be the same.
+        answerer = lambda: KdnsAlone(dns, given.latency)  # noqa: E731
+        return admin.run(given, "kdns", answerer, {}, args.json, warm=False)
+
     zone = ".".join(config.zone.primary_zone)
-    given = admin.inputs(args, zone, snapshot)
-    if given.server is not None:
-        return admin.run_live(given, args.json, every_query_to="kdns")
-    if snapshot is None:
-        raise UsageError("explain needs --manifests PATH (offline) or --server HOST:PORT")
-    dns = ClusterDNS(snapshot, config.zone, admin.outside(args, given.options))
-    # kdns alone keeps no cache for the pod: a second lookup would be the same.
-    answerer = lambda: KdnsAlone(dns, given.latency)  # noqa: E731
-    return admin.run(given, "kdns", answerer, {}, args.json, warm=False)
+    return admin.explain_main(args, zone, config.manifests, offline, every_query_to="kdns")
 
 
 def live_source(config: Config) -> Any:

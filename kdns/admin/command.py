@@ -7,7 +7,7 @@ into exit code 2.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from kdns.admin.outside import Outside, OutsideZoneError
 from kdns.admin.podconf import DEFAULT_CLUSTER_DNS, PodConfError, for_pod, resolv_conf
 from kdns.admin.snapshot import DEFAULT_LATENCY, Latency
 from kdns.resolver.config import Address, parse_address
-from kdns.source.manifests import Snapshot
+from kdns.source.manifests import ManifestError, Snapshot, load_snapshot
 
 
 class ExplainError(ValueError):
@@ -115,6 +115,28 @@ def _pod_resolv_conf(args: argparse.Namespace, zone: str, snapshot: Snapshot | N
         return for_pod(pod, zone, args.host_search, args.cluster_dns)
     except PodConfError as error:
         raise ExplainError(f"--pod: {error}") from None
+
+
+def explain_main(
+    args: argparse.Namespace,
+    zone: str,
+    manifests: Sequence[str] | None,
+    offline: Callable[[Inputs, Snapshot], str],
+    every_query_to: str = "",
+) -> str:
+    """The command: live with ``--server``, else ``offline(inputs, snapshot)``."""
+    snapshot = None
+    if manifests:
+        try:
+            snapshot = load_snapshot(manifests)
+        except ManifestError as error:
+            raise ExplainError(f"--manifests: {error}") from None
+    given = inputs(args, zone, snapshot)
+    if given.server is not None:
+        return run_live(given, args.json, every_query_to)
+    if snapshot is None:
+        raise ExplainError("explain needs --manifests PATH (offline) or --server HOST:PORT")
+    return offline(given, snapshot)
 
 
 def outside(args: argparse.Namespace, options: libc.ResolverOptions) -> Outside:

@@ -16,7 +16,7 @@ from kdns.admin.snapshot import ClusterDNS
 from kdns.config import ZoneConfig
 from kdns.names import text_to_name
 from kdns.resolver.config import ResolverConfig
-from kdns.source.manifests import ManifestError, load_snapshot
+from kdns.source.manifests import Snapshot
 from nodecache.admin.offline import OfflineNode
 from nodecache.admin.tune import logs, plot, report
 from nodecache.admin.tune.progress import Progress
@@ -98,31 +98,22 @@ def run_explain(args: argparse.Namespace) -> str:
     zones = tuple(text_to_name(zone) for zone in args.cluster_zone or ["cluster.local"])
     if any(not zone for zone in zones):
         raise AdminError("--cluster-zone: empty zone")
-    snapshot = None
-    if args.manifests:
-        try:
-            snapshot = load_snapshot(args.manifests)
-        except ManifestError as error:
-            raise AdminError(f"--manifests: {error}") from None
-    given = explain_command.inputs(args, ".".join(zones[0]), snapshot)
-    if given.server is not None:
-        return explain_command.run_live(given, args.json)
-    if snapshot is None:
-        raise AdminError("explain needs --manifests PATH (offline) or --server HOST:PORT")
-    dns = ClusterDNS(
-        snapshot, ZoneConfig(zones=zones), explain_command.outside(args, given.options)
-    )
-    search = given.options.search
     absorb = args.absorption == "on"
 
-    def node(absorbing: bool) -> OfflineNode:
-        return OfflineNode(dns, search, absorb=absorbing, latency=given.latency)
+    def offline(given: explain_command.Inputs, snapshot: Snapshot) -> str:
+        outside = explain_command.outside(args, given.options)
+        dns = ClusterDNS(snapshot, ZoneConfig(zones=zones), outside)
 
-    other = ABSORPTION_OFF if absorb else ABSORPTION_ON
-    label = f"nodecache ({ABSORPTION_ON if absorb else ABSORPTION_OFF})"
-    return explain_command.run(
-        given, label, lambda: node(absorb), {other: lambda: node(not absorb)}, args.json
-    )
+        def node(absorbing: bool) -> OfflineNode:
+            return OfflineNode(dns, given.options.search, absorb=absorbing, latency=given.latency)
+
+        other = ABSORPTION_OFF if absorb else ABSORPTION_ON
+        label = f"nodecache ({ABSORPTION_ON if absorb else ABSORPTION_OFF})"
+        return explain_command.run(
+            given, label, lambda: node(absorb), {other: lambda: node(not absorb)}, args.json
+        )
+
+    return explain_command.explain_main(args, ".".join(zones[0]), args.manifests, offline)
 
 
 def resolver_config(path: str | None) -> ResolverConfig:

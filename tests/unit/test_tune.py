@@ -131,7 +131,7 @@ BAD_LINES = [
     pytest.param("[1, 2]", "expected a JSON object", id="not-an-object"),
     pytest.param(json.dumps({"qname": "a.", "qtype": "A", "rcode": "NOERROR"}), "ts: missing",
                  id="no-ts"),
-    pytest.param(line(1, "a.", qtype="BOGUS"), "qtype: unknown type", id="bad-qtype"),
+    pytest.param(line(1, "a.", qtype="BOGUS"), "qtype: unknown qtype", id="bad-qtype"),
     pytest.param(line(1, "a.", rcode="MAYBE"), "rcode: unknown rcode", id="bad-rcode"),
     pytest.param(line(1, "a.", ttl=-1), "ttl:", id="negative-ttl"),
     pytest.param(line(1, "a.", size="big"), "size:", id="bad-size"),

@@ -78,25 +78,24 @@ class LineError(ValueError):
     """Why one line cannot be used."""
 
 
+def _mnemonic(text: str, generic: str, table: dict[str, int], what: str) -> int:
+    upper = text.strip().upper()
+    if upper.startswith(generic) and upper[len(generic) :].isdigit():
+        return int(upper[len(generic) :])
+    number = table.get(upper)
+    if number is None:
+        raise LineError(f"{what}: unknown {what} {text!r}")
+    return int(number)
+
+
 def qtype_number(text: str) -> int:
     """``"AAAA"`` -> 28, ``"TYPE65"`` -> 65 (RFC 3597 §5)."""
-    upper = text.strip().upper()
-    if upper.startswith("TYPE") and upper[4:].isdigit():
-        return int(upper[4:])
-    number = dnslib.QTYPE.reverse.get(upper)
-    if number is None:
-        raise LineError(f"qtype: unknown type {text!r}")
-    return int(number)
+    return _mnemonic(text, "TYPE", dnslib.QTYPE.reverse, "qtype")
 
 
 def rcode_number(text: str) -> int:
-    upper = text.strip().upper()
-    if upper.startswith("RCODE") and upper[5:].isdigit():
-        return int(upper[5:])
-    number = dnslib.RCODE.reverse.get(upper)
-    if number is None:
-        raise LineError(f"rcode: unknown rcode {text!r}")
-    return int(number)
+    """``"NXDOMAIN"`` -> 3, ``"RCODE11"`` -> 11."""
+    return _mnemonic(text, "RCODE", dnslib.RCODE.reverse, "rcode")
 
 
 def wire_name(text: str) -> bytes:
