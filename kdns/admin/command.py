@@ -35,8 +35,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--namespace", metavar="NS",
                        help="a ClusterFirst pod in NS, with the kubelet's defaults")  # fmt: skip
     where.add_argument("--pod", metavar="NS/NAME",
-                       help="that Pod of the snapshot: its dnsPolicy and "
-                       "dnsConfig.searches")  # fmt: skip
+                       help="that Pod (its dnsPolicy and dnsConfig.searches), from the "
+                       "snapshot, or from the API with --kubeconfig or without "
+                       "--manifests")  # fmt: skip
     add("--host-search", action="append", metavar="DOMAIN", default=[],
         help="with --namespace/--pod: the node's search domains, which the kubelet appends "
         "(repeatable)")  # fmt: skip
@@ -56,6 +57,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     add("--rtt-upstream-ms", type=float, default=DEFAULT_LATENCY.upstream_ms,
         help="latency estimate: a round trip upstream "
         f"(default {DEFAULT_LATENCY.upstream_ms})")  # fmt: skip
+    add("--kubeconfig", metavar="PATH",
+        help="--pod from the API: the cluster (else in-cluster, $KUBECONFIG, "
+        "~/.kube/config)")  # fmt: skip
+    add("--context", metavar="NAME", help="--pod from the API: the kubeconfig context")
     add("--json", action="store_true", help="print JSON instead of the table")
 
 
@@ -106,11 +111,19 @@ def _pod_resolv_conf(args: argparse.Namespace, zone: str, snapshot: Snapshot | N
     namespace, sep, name = args.pod.partition("/")
     if not sep or not namespace or not name:
         raise ExplainError(f"--pod: expected NS/NAME, got {args.pod!r}")
-    if snapshot is None:
-        raise ExplainError("--pod: needs --manifests (the snapshot holding the Pod)")
-    pod = snapshot.state.pods.get((namespace, name))
-    if pod is None:
-        raise ExplainError(f"--pod: no Pod {namespace}/{name} in the snapshot")
+    if snapshot is None or args.kubeconfig:
+        # Only here: the kubernetes client is loaded for this lookup alone.
+        from kdns.admin.podapi import PodFetchError, fetch_pod
+
+        try:
+            pod = fetch_pod(namespace, name, args.kubeconfig, args.context)
+        except PodFetchError as error:
+            raise ExplainError(f"--pod: {error}") from None
+    else:
+        found = snapshot.state.pods.get((namespace, name))
+        if found is None:
+            raise ExplainError(f"--pod: no Pod {namespace}/{name} in the snapshot")
+        pod = found
     try:
         return for_pod(pod, zone, args.host_search, args.cluster_dns)
     except PodConfError as error:

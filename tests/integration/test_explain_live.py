@@ -21,7 +21,9 @@ from kdns.admin.outside import Outside
 from kdns.admin.snapshot import ClusterDNS
 from kdns.config import ZoneConfig
 from kdns.source.manifests import load_snapshot
+from nodecache import cli as nodecache_cli
 from nodecache.admin.offline import OfflineNode
+from tests.fakeapi import FakeKube
 from tests.integration.test_nodecache import NodeCache, nodecache
 from tests.support.fault_upstream import FaultUpstream, fault_upstream
 from tests.support.servers import RunningServer, running_server
@@ -122,3 +124,44 @@ def test_kdns_explain_live_prints_json(
     assert [q["rcode"] for q in main["queries"]] == ["NXDOMAIN", "NXDOMAIN", "NOERROR", "NOERROR"]
     assert {q["answered_by"] for q in main["queries"]} == {"kdns"}
     assert main["to_kdns"] == main["queries_sent"] == 4
+
+
+# --- --pod through the API -------------------------------------------------------------------
+
+WEB_POD = {
+    "apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "web", "namespace": "shop"},
+    "spec": {"dnsPolicy": "ClusterFirst", "dnsConfig": {"searches": ["corp.test"]}},
+    "status": {"podIP": "10.244.1.99"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with FakeKube() as fake:
+        fake.apply(WEB_POD)
+        yield fake.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
+
+
+@pytest.mark.parametrize(
+    ("pod", "code", "expected"),
+    [
+        pytest.param("shop/web", 0, "search shop.svc.cluster.local svc.cluster.local "
+                     "cluster.local corp.test", id="read-from-the-api"),
+        pytest.param("shop/nope", 2, "--pod: Pod shop/nope: the API server answered 404",
+                     id="missing"),
+    ],
+)  # fmt: skip
+def test_explain_reads_the_pod_from_the_api(
+    kube: Path, pod: str, code: int, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = nodecache_cli.main(["explain", "--manifests", str(DEMO), "--kubeconfig", str(kube),
+                                 "--pod", pod, "--json", "cart"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert status == code
+    if code:
+        assert expected in err
+        return
+    conf = json.loads(out)["resolv_conf"]
+    assert f"search {' '.join(conf['search'])}" == expected
+    assert conf["ndots"] == 5
