@@ -14,7 +14,7 @@ lookup is the sum over its candidates.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from kdns import wire
@@ -87,7 +87,6 @@ class Lookup:
     addresses: tuple[str, ...]
     error: str = ""
     assumed: bool = False
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def queries_sent(self) -> int:
