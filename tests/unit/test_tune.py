@@ -237,3 +237,45 @@ def test_bad_flags_exit_2_naming_the_flag(
     _, err = capsys.readouterr()
     assert code == 2
     assert message in err
+
+
+# --- the query log's exact spelling (kdns/querylines.py of the query-log work) ---------------
+
+LOGGED_TYPES = ["A", "NS", "CNAME", "SOA", "PTR", "HINFO", "MX", "TXT", "AAAA", "SRV", "NAPTR",
+                "DNAME", "OPT", "DS", "RRSIG", "NSEC", "DNSKEY", "NSEC3", "TLSA", "SPF", "IXFR",
+                "AXFR", "ANY", "CAA", "TYPE65", "TYPE65535"]  # fmt: skip
+
+
+@pytest.mark.parametrize("qtype", LOGGED_TYPES)
+def test_every_logged_type_mnemonic_is_read(qtype: str) -> None:
+    log = logs.read([line(0, "a.example.", qtype=qtype)])
+    assert (len(log.queries), log.reasons) == (1, [])
+
+
+@pytest.mark.parametrize(
+    ("rcode", "number"),
+    [("NOERROR", 0), ("NXDOMAIN", 3), ("YXDOMAIN", 6), ("NOTZONE", 10), ("11", 11),
+     ("BADSIG", 16), ("BADCOOKIE", 23), ("24", 24)],
+)  # fmt: skip
+def test_every_logged_rcode_spelling_is_read(rcode: str, number: int) -> None:
+    """miekg/dns spellings, as CoreDNS logs them: unnamed rcodes are bare numbers."""
+    log = logs.read([line(0, "a.example.", rcode=rcode)])
+    assert log.reasons == []
+    assert log.queries[0].rcode == number
+
+
+@pytest.mark.parametrize(
+    ("qname", "wire_name"),
+    [
+        pytest.param("Cart.Shop.svc.cluster.local.", b"\x04cart\x04shop\x03svc\x07cluster\x05local\x00",
+                     id="case-folded"),
+        pytest.param("a\\.b.example.", b"\x03a.b\x07example\x00", id="escaped-dot"),
+        pytest.param("a\\\\b.example.", b"\x03a\\b\x07example\x00", id="escaped-backslash"),
+        pytest.param("\\000\\255.example.", b"\x02\x00\xff\x07example\x00", id="decimal-escapes"),
+        pytest.param(".", b"\x00", id="root"),
+    ],
+)  # fmt: skip
+def test_logged_names_are_read_in_presentation_format(qname: str, wire_name: bytes) -> None:
+    log = logs.read([line(0, qname)])
+    assert log.reasons == []
+    assert log.queries[0].name == wire_name

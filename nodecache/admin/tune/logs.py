@@ -3,7 +3,8 @@
 Two formats, told apart by the first non-blank line (``{`` starts a JSON line):
 
 * **The query log** (kdns and nodecache, one JSON object per answered query). Read keys:
-  ``ts`` (unix seconds), ``qname``, ``qtype`` (mnemonic or ``TYPEnnn``), ``rcode`` (mnemonic),
+  ``ts`` (unix seconds), ``qname`` (presentation format, escapes read), ``qtype`` (mnemonic or
+  ``TYPEnnn``), ``rcode`` (mnemonic, or a number for the unnamed ones),
   ``ttl`` (the answer's smallest TTL, or the denial's negative TTL; null when none), ``size``
   (reply bytes), ``do`` and ``cache_hit``. Other keys (``server``, ``client``, ``port``,
   ``proto``, ``id``, ``qclass``, ``duration_s``...) are ignored. A nodecache log's cache hits
@@ -27,12 +28,22 @@ from typing import Any, Final
 import dnslib
 
 from kdns import wire
-from kdns.resolver import zone
 
 DEFAULT_RATE: Final = 100.0
 ASSUMED_TTL_S: Final = 30
 ASSUMED_SIZE: Final = 100
 MAX_REASONS: Final = 5
+MAX_LABEL: Final = 63
+MAX_NAME: Final = 255
+RCODES: Final = {
+    name: number
+    for number, name in enumerate(
+        ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN",
+         "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE")
+    )
+} | {"BADSIG": 16, "BADVERS": 16, "BADKEY": 17, "BADTIME": 18, "BADMODE": 19, "BADNAME": 20,
+     "BADALG": 21, "BADTRUNC": 22, "BADCOOKIE": 23}  # fmt: skip
+"""The rcode mnemonics the query log writes (miekg/dns's, as CoreDNS logs them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +105,52 @@ def qtype_number(text: str) -> int:
 
 
 def rcode_number(text: str) -> int:
-    """``"NXDOMAIN"`` -> 3, ``"RCODE11"`` -> 11."""
-    return _mnemonic(text, "RCODE", dnslib.RCODE.reverse, "rcode")
+    """``"NXDOMAIN"`` -> 3, ``"BADCOOKIE"`` -> 23, ``"11"`` (unnamed, as logged) -> 11."""
+    if text.strip().isdigit():
+        return int(text)
+    return _mnemonic(text, "RCODE", RCODES, "rcode")
 
 
 def wire_name(text: str) -> bytes:
-    try:
-        return zone.to_wire(text)
-    except (ValueError, UnicodeEncodeError) as error:
-        raise LineError(f"qname: {error}") from None
+    """A name in presentation format (``\\.`` and ``\\DDD`` escapes, as the query log
+    writes bytes outside printable ASCII) -> its lower-case wire form."""
+    labels: list[bytes] = []
+    label = bytearray()
+    index = 0
+    body = text.strip()
+    if body in ("", "."):
+        return b"\0"
+    while index < len(body):
+        char = body[index]
+        if char == "\\":
+            digits = body[index + 1 : index + 4]
+            if len(digits) == 3 and digits.isdigit() and int(digits) < 256:
+                label.append(int(digits))
+                index += 4
+                continue
+            if index + 1 >= len(body):
+                raise LineError(f"qname: a lone backslash ends {text!r}")
+            label += body[index + 1].encode("latin-1", "replace")
+            index += 2
+            continue
+        if char == ".":
+            labels.append(bytes(label))
+            label = bytearray()
+        else:
+            label += char.encode("latin-1", "replace")
+        index += 1
+    if label:
+        labels.append(bytes(label))
+    out = bytearray()
+    for part in labels:
+        if not part or len(part) > MAX_LABEL:
+            raise LineError(f"qname: bad label in {text!r}")
+        out.append(len(part))
+        out += bytes(b + 32 if 65 <= b <= 90 else b for b in part)  # ASCII only (RFC 4343)
+    out.append(0)
+    if len(out) > MAX_NAME:
+        raise LineError(f"qname: longer than {MAX_NAME} octets")
+    return bytes(out)
 
 
 def _typed(record: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
