@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 from kdns import __version__
+from kdns.admin import command as admin
+from kdns.admin.snapshot import ClusterDNS, KdnsAlone
 from kdns.config import Config, ConfigError, build_config
 from kdns.health import HealthServer, probe_udp, render_metrics
 from kdns.model import ClusterState, Service
@@ -126,6 +128,11 @@ def make_parser() -> argparse.ArgumentParser:
     _add_zone_flags(check)
     zonefile = commands.add_parser("zonefile", help="print the zone as an RFC 1035 master file")
     _add_zone_flags(zonefile)
+    explain = commands.add_parser(
+        "explain", help="a pod's lookup of NAME query by query, asking kdns directly"
+    )
+    _add_zone_flags(explain)
+    admin.add_flags(explain)
     return parser
 
 
@@ -170,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "serve" and not config.manifests:
             return serve(config, live_source(config), None)
+        if args.command == "explain":
+            sys.stdout.write(explain(args, config))
+            return 0
         if not config.manifests:
             raise UsageError(f"{args.command} needs --manifests PATH (a snapshot to read)")
         # Watch from before the first load, so an edit made during it is not missed.
@@ -178,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             snapshot = load_snapshot(config.manifests)
         except ManifestError as error:
             raise UsageError(f"manifests: {error}") from None
-    except UsageError as error:
+    except (UsageError, admin.ExplainError) as error:
         print(f"kdns: error: {error}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
     if snapshot.skipped:
@@ -198,6 +208,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sys.stdout.write(summary(snapshot.state, count_by_type(table.index), snapshot.skipped))
     return 0
+
+
+def explain(args: argparse.Namespace, config: Config) -> str:
+    """``kdns explain``: offline from the snapshot, or asking ``--server``."""
+
+    def offline(given: admin.Inputs, snapshot: Snapshot) -> str:
+        dns = ClusterDNS(snapshot, config.zone, admin.outside(args, given.options))
+        # kdns alone keeps no cache for the pod: a second lookup would be the same.
+        answerer = lambda: KdnsAlone(dns, given.latency)  # noqa: E731
+        return admin.run(given, "kdns", answerer, {}, args.json, warm=False)
+
+    zone = ".".join(config.zone.primary_zone)
+    return admin.explain_main(args, zone, config.manifests, offline, every_query_to="kdns")
 
 
 def live_source(config: Config) -> Any:

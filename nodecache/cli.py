@@ -1,6 +1,8 @@
 """Command line: ``nodecache serve | check | guard``. Parses argv and the config file into a
 ``Config``, installs the signal handlers, runs the ``NodeCache`` and owns the exit codes.
 
+``explain`` and ``tune`` (nodecache.admin.commands) are admin tools with flags of their own.
+
 ``guard`` (nodecache.node.guard) takes the same flags as ``serve``, so it removes and installs
 exactly what the cache installs.
 
@@ -24,6 +26,7 @@ from typing import Any, Final
 
 from kdns.resolver.kubedns import KubeDns, overlay
 from nodecache import __version__
+from nodecache.admin import commands as admin
 from nodecache.config import (
     FLAG_SETTINGS,
     Config,
@@ -188,6 +191,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_flags(command)
         add_node_flags(command)
         add_guard_flags(command)
+    admin.add_parsers(commands)
     return parser
 
 
@@ -259,6 +263,8 @@ def describe(config: Config) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
+        if args.command in ("explain", "tune"):
+            return admin.main(args)
         # Watch from before the first load, so an edit made during it is not missed.
         watcher = ConfigWatcher(args.config) if args.config else None
         config = load_config(args)

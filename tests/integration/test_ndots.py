@@ -31,28 +31,18 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import ndots
-from tests.support.ndots import CASES, LIBCS, CaseResult, Late, Lookup
+from tests.support.ndots import (
+    CASES,
+    EXPECTED_ANSWER,
+    EXPECTED_OFF_COLD,
+    LIBCS,
+    CaseResult,
+    Late,
+    Lookup,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-EXPECTED_ANSWER = {
-    "same-namespace": ("10.96.10.11",),
-    "other-namespace": ("10.96.0.1",),
-    "external": ("192.0.2.1", "2001:db8::1"),
-    "external-dot": ("192.0.2.1", "2001:db8::1"),
-    "nowhere": ("error NONAME",),
-    "headless": ("10.244.1.30", "10.244.2.30"),  # db-0 and db-1; db-2 is not ready
-}
-# Without absorption, cold: (client, kdns, NSD). A and AAAA per candidate; glibc and musl both
-# stop at the first candidate that has an answer, and try the name as-is last.
-EXPECTED_OFF_COLD = {
-    "same-namespace": (2, 2, 0),  # cart.shop.svc.cluster.local
-    "other-namespace": (4, 4, 0),  # .shop.svc... NXDOMAIN, then kubernetes.default.svc...
-    "external": (12, 6, 6),  # 3 cluster + 2 host candidates, then as-is: 6 x 2
-    "external-dot": (2, 0, 2),  # no search
-    "nowhere": (12, 6, 6),
-    "headless": (4, 4, 0),
-}
 LATE_CASES = ("external", "nowhere")
 
 Results = dict[tuple[str, str, bool], CaseResult]
@@ -112,6 +102,20 @@ def test_without_absorption_the_search_path_is_paid_in_full(
     assert result.cold.counts == ndots.Counts(client, kdns, nsd), shown(result.cold)
     # Warm, a plain cache answers every candidate itself, but the client still asks them all.
     assert result.warm.counts == ndots.Counts(client, 0, 0), shown(result.warm)
+
+
+@pytest.mark.parametrize("absorb", [False, True], ids=["absorption-off", "absorption-on"])
+@pytest.mark.parametrize(("case", "libc"), CASE_LIBC)
+def test_nodecache_explain_predicts_the_observed_counts(
+    results: Results, case: str, libc: str, absorb: bool
+) -> None:
+    """Issue 15: what ``nodecache explain`` says offline is what the libc really sends, and
+    what really leaves the node, cold and warm, with absorption off and on."""
+    result = results[(case, libc, absorb)]
+    cold, warm = ndots.explained(ndots.CASE_BY_ID[case], libc, absorb)
+    assert ndots.predicted_counts(cold) == result.cold.counts, shown(result.cold)
+    assert ndots.predicted_counts(warm) == result.warm.counts, shown(result.warm)
+    assert (cold.addresses or (f"error {cold.error.removeprefix('EAI_')}",)) == result.cold.answer
 
 
 @pytest.mark.parametrize(("case", "libc"), CASE_LIBC)

@@ -31,6 +31,7 @@ latency, and for glibc once more with ``getent``; absorption on is
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import signal
@@ -44,6 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdns.admin import lookup as explain_lookup
+from kdns.admin.libc import read_options
+from kdns.admin.outside import Outside
+from kdns.admin.snapshot import ClusterDNS
+from kdns.config import ZoneConfig
+from kdns.source.manifests import load_snapshot
+from nodecache.admin.offline import OfflineNode
 from tests.support import nsd
 from tests.support.netns import Netns, netns_missing_reason, network_namespace
 from tests.support.waiting import stop_process, wait_until
@@ -115,6 +123,26 @@ CASES = (
 )
 CASE_BY_ID = {case.id: case for case in CASES}
 
+EXPECTED_ANSWER = {
+    "same-namespace": ("10.96.10.11",),
+    "other-namespace": ("10.96.0.1",),
+    "external": ("192.0.2.1", "2001:db8::1"),
+    "external-dot": ("192.0.2.1", "2001:db8::1"),
+    "nowhere": ("error NONAME",),
+    "headless": ("10.244.1.30", "10.244.2.30"),  # db-0 and db-1; db-2 is not ready
+}
+# What the lab observes (tests/integration/test_ndots.py), and nodecache explain must agree
+# with (tests/unit/test_explain.py). Without absorption, cold: (client, kdns, NSD). A and AAAA per candidate; glibc and musl both
+# stop at the first candidate that has an answer, and try the name as-is last.
+EXPECTED_OFF_COLD = {
+    "same-namespace": (2, 2, 0),  # cart.shop.svc.cluster.local
+    "other-namespace": (4, 4, 0),  # .shop.svc... NXDOMAIN, then kubernetes.default.svc...
+    "external": (12, 6, 6),  # 3 cluster + 2 host candidates, then as-is: 6 x 2
+    "external-dot": (2, 0, 2),  # no search
+    "nowhere": (12, 6, 6),
+    "headless": (4, 4, 0),
+}
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -160,6 +188,33 @@ class CaseResult:
     @property
     def warm_median_us(self) -> float:
         return statistics.median(self.timing or self.warm.micros)
+
+
+POD_RESOLV_CONF = (
+    f"nameserver {NODECACHE}\nsearch {' '.join((*CLUSTER_SEARCH, *HOST_SEARCH))}\noptions ndots:5\n"
+)
+"""What ``Lab.setup`` writes as the namespace's resolv.conf (the pod's)."""
+
+
+@functools.cache
+def _explain_dns() -> ClusterDNS:
+    snapshot = load_snapshot([REPO / "examples" / "demo-cluster.yaml"])
+    return ClusterDNS(snapshot, ZoneConfig(), Outside(ZONES.items()))
+
+
+def explained(case: Case, libc: str, absorb: bool) -> tuple[explain_lookup.Lookup, ...]:
+    """``nodecache explain``'s prediction for the case in this lab, offline (the same snapshot,
+    resolv.conf and NSD zones): the cold lookup, then the warm one."""
+    options = read_options(POD_RESOLV_CONF)
+    node = OfflineNode(_explain_dns(), options.search, absorb=absorb)
+    return tuple(
+        explain_lookup.run(case.name, options, libc, node, phase) for phase in ("cold", "warm")
+    )
+
+
+def predicted_counts(found: explain_lookup.Lookup) -> Counts:
+    """An explained lookup in the lab's terms: queries the client sent, to kdns, to NSD."""
+    return Counts(found.queries_sent, found.left_to("kdns"), found.left_to("upstream"))
 
 
 def missing_reason() -> str | None:
