@@ -24,6 +24,7 @@ from kdns import __version__
 from kdns.config import Config, ConfigError, build_config
 from kdns.health import HealthServer, probe_udp, render_metrics
 from kdns.model import ClusterState, Service
+from kdns.names import name_to_text
 from kdns.resolver import resolvconf
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
 from kdns.resolver.core import Resolver
@@ -88,6 +89,11 @@ def _add_zone_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NS/NAME",
         help="Service named as the zone's NS (default kube-system/kube-dns)",
     )
+    add(
+        "--hosts-file",
+        metavar="PATH",
+        help="hosts-file lines served as custom A/AAAA records with their PTRs",
+    )
     add("--config", metavar="FILE", help="YAML file with the same keys as the flags; flags win")
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
@@ -127,7 +133,7 @@ def make_parser() -> argparse.ArgumentParser:
 SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
     "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
-    "kubeconfig", "context", "health_listen", "startup_timeout",
+    "kubeconfig", "context", "health_listen", "startup_timeout", "hosts_file",
 )  # fmt: skip
 
 
@@ -192,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(render(table.index, zone))
         return 0
     sys.stdout.write(summary(snapshot.state, count_by_type(table.index), snapshot.skipped))
+    if runtime.collisions:
+        names = ", ".join(name_to_text(name) for name in runtime.collisions)
+        sys.stdout.write(f"custom records shadowing cluster names (custom wins): {names}\n")
     return 0
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from kdns import custom
 from kdns.names import Name, text_to_name
 from kdns.resolver.config import parse_address
 
@@ -44,6 +45,8 @@ class ZoneConfig:
     """The Service whose name and ClusterIPs are the zone's NS and glue (R10.1)."""
     fallback_glue: tuple[str, ...] = ()
     """Glue for ``ns.dns.<zone>`` when ``dns_service`` does not exist (specific listen IPs)."""
+    custom: custom.CustomRecords = field(default_factory=custom.CustomRecords)
+    """Static records (``records:``, ``hosts:``, ``hosts_file:``); they win over cluster names."""
 
     @property
     def primary_zone(self) -> Name:
@@ -126,17 +129,44 @@ def string_list(values: Mapping[str, Any], key: str) -> list[str]:
     return list(raw)
 
 
+def custom_records(
+    values: Mapping[str, Any], zones: tuple[Name, ...], ttl_s: int, hosts_ttl: int
+) -> custom.CustomRecords:
+    """``records``, ``hosts`` and ``hosts_file`` parsed together; errors name the line."""
+    reverse = values.get("hosts_reverse", True)
+    if not isinstance(reverse, bool):
+        raise ConfigError("hosts_reverse", f"expected true or false, got {reverse!r}")
+    records = [(f"records[{i}]", line) for i, line in enumerate(string_list(values, "records"))]
+    hosts = [(f"hosts[{i}]", line) for i, line in enumerate(string_list(values, "hosts"))]
+    path = values.get("hosts_file")
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise ConfigError("hosts_file", f"expected a path, got {path!r}")
+        try:
+            with open(path, encoding="utf-8") as hosts_file:
+                lines = hosts_file.read().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError("hosts_file", f"cannot read {path}: {error}") from None
+        hosts = [(f"hosts_file {path} line {n}", line) for n, line in enumerate(lines, 1)] + hosts
+    try:
+        return custom.build(records, hosts, ttl_s, hosts_ttl, reverse, zones + REVERSE_ZONES)
+    except custom.RecordError as error:
+        raise ConfigError(error.where, error.message) from None
+
+
 def build_config(values: Mapping[str, Any]) -> Config:
     """Validate merged settings (config file overlaid by flags) into a ``Config``.
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
     namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
-    upstream, resolv_conf.
+    upstream, resolv_conf, and the custom records: records, hosts, hosts_file, hosts_ttl,
+    hosts_reverse.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
-        "kubeconfig", "context", "health_listen", "startup_timeout",
+        "kubeconfig", "context", "health_listen", "startup_timeout", "records", "hosts",
+        "hosts_file", "hosts_ttl", "hosts_reverse",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -202,14 +232,17 @@ def build_config(values: Mapping[str, Any]) -> Config:
     startup = values.get("startup_timeout", 5.0)
     if isinstance(startup, bool) or not isinstance(startup, int | float) or startup < 0:
         raise ConfigError("startup_timeout", f"expected seconds >= 0, got {startup!r}")
+    ttl_s = integer("ttl", 5, 0, 3600)
+    hosts_ttl = integer("hosts_ttl", custom.HOSTS_TTL, 0, 2**31 - 1)
     zone_config = ZoneConfig(
         zones=zones,
-        ttl_s=integer("ttl", 5, 0, 3600),
+        ttl_s=ttl_s,
         pods=pods,
         endpoint_pod_names=epn,
         namespaces=namespaces,
         dns_service=(ns_part, name_part),
         fallback_glue=glue,
+        custom=custom_records(values, zones, ttl_s, hosts_ttl),
     )
     return Config(
         zone=zone_config,

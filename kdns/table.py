@@ -45,6 +45,9 @@ EXTERNAL_TYPES = (wire.A, wire.AAAA, wire.CNAME, wire.SRV, wire.TXT, wire.MX)
 ADDRESS_TYPES = (wire.A, wire.AAAA)
 APEX_TYPES = (wire.SOA, wire.NS)
 PTR_TYPES = (wire.PTR,)
+CUSTOM: Owner = ("custom",)
+"""The owner of every custom record (the config's ``records``/``hosts``); rebuilt with every
+table, since a custom CNAME's answer follows its in-cluster target."""
 LAZY_OWNERS = frozenset({"ptr", "pod"})
 """Owners all of whose names are answered through the memo (see ``NameSpec.compiled``)."""
 MEMO_SIZE = 65536
@@ -78,7 +81,9 @@ def owner_names(index: Index, owner: Owner, chase: bool = False) -> Iterator[Nam
     """
     config = index.config
     kind = owner[0]
-    if kind == "apex":
+    if kind == "custom":
+        yield from _custom_names(index, chase)
+    elif kind == "apex":
         for zone in config.zones:
             yield NameSpec(zone, APEX_TYPES)
             yield NameSpec(("dns-version", *zone), (wire.TXT,))
@@ -143,12 +148,33 @@ def _service_names(index: Index, key: tuple[str, str], chase: bool) -> Iterator[
             yield NameSpec((endpoint_name, *base), SERVICE_TYPES, compiled=False)
 
 
+def _custom_names(index: Index, chase: bool) -> Iterator[NameSpec]:
+    """Custom names compile their own types. Inside a served zone a custom name exists (other
+    types are NODATA by name); outside, it has no SOA, so A and AAAA NODATA are compiled too."""
+    custom = index.config.custom
+    for name, rrsets in custom.by_name.items():
+        alias = custom.alias(name)
+        if alias is not None:
+            target = _outside_target(index, name_to_text(alias)) if chase else None
+            if target is not None:
+                yield NameSpec(name, (), exists=False, chase=target)
+            else:
+                yield NameSpec(name, EXTERNAL_TYPES, exists=False)
+        elif split_zone(name, index.config.all_zones) is not None:
+            yield NameSpec(name, tuple(rrsets))
+        else:
+            yield NameSpec(name, tuple(dict.fromkeys((*rrsets, *ADDRESS_TYPES))), exists=False)
+
+
 def _outside_target(index: Index, external_name: str) -> Name | None:
-    """The ExternalName target as a Name when it is a name outside every served zone."""
+    """The ExternalName target as a Name when it is a name outside every served zone (and not
+    a custom name, which kdns answers itself)."""
     if not external_name or looks_like_ip(external_name):
         return None
     target = text_to_name(external_name)
     if not target or split_zone(target, index.config.all_zones) is not None:
+        return None
+    if target in index.config.custom.by_name:
         return None
     return target
 
@@ -250,6 +276,9 @@ class TableBuilder:
         names = dict(self.table.names) if self.table else {}
         chase = dict(self.table.chase) if self.table else {}
         every_time = (always or set()) | {APEX}
+        custom_keys = {wire.name_wire(name) for name in index.config.custom.by_name}
+        if custom_keys:
+            every_time.add(CUSTOM)
         for owner in dirty | every_time:
             if owner[0] in LAZY_OWNERS:
                 continue  # they compile nothing (NameSpec.compiled)
@@ -264,6 +293,8 @@ class TableBuilder:
                 if not spec.compiled:
                     continue
                 name_key = wire.name_wire(spec.name)
+                if name_key in custom_keys and owner != CUSTOM:
+                    continue  # a custom record wins over the cluster's name (resolve agrees)
                 if spec.exists:
                     names[name_key] = negative_key(index, spec.name)
                 if spec.chase is not None:
@@ -288,6 +319,8 @@ class TableBuilder:
 
     def all_owners(self, index: Index) -> set[Owner]:
         owners: set[Owner] = {APEX}
+        if index.config.custom:
+            owners.add(CUSTOM)
         owners.update(("ns", n) for n in index.namespaces)
         owners.update(("svc", k[0], k[1]) for k in index.services)
         owners.update(("ptr", ip) for ip in index.reverse)

@@ -10,7 +10,8 @@ This module is stdlib-only and has no state. It owns three jobs:
   query, with and without an OPT record) and one body. A reply is ``id + head + question + body``.
 * ``parse_question`` and ``truncate`` serve the slower, fully checked path.
 
-SRV targets are never compressed (RFC 2782); NS, CNAME, PTR and SOA names are (RFC 1035 4.1.4).
+SRV targets are never compressed (RFC 2782); NS, CNAME, PTR, MX and SOA names are (RFC 1035
+4.1.4).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class RR:
     """One resource record. ``data`` depends on ``rtype``:
 
     A/AAAA: the address text; NS/CNAME/PTR: a Name; SRV: (priority, weight, port, target);
+    MX: (preference, exchange);
     TXT: a tuple of strings; SOA: (mname, rname, serial, refresh, retry, expire, minimum).
     """
 
@@ -137,6 +139,11 @@ class _Writer:
         elif rr.rtype in (CNAME, PTR, NS):
             assert isinstance(data, tuple)
             self.name(data)
+        elif rr.rtype == MX:
+            assert isinstance(data, tuple)
+            preference, exchange = data
+            self.buf += struct.pack(">H", preference)
+            self.name(exchange)
         elif rr.rtype == SRV:
             assert isinstance(data, tuple)
             priority, weight, port, target = data

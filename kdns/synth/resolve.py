@@ -7,6 +7,7 @@ Choices where the spec and CoreDNS disagree are explained in ``docs/decisions.md
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -71,7 +72,19 @@ def negative(index: Index, zone_index: int, rcode: int) -> Answer:
 
 
 def resolve(index: Index, qname: Name, qtype: int, depth: int = 0) -> Answer | None:
-    """Decide the answer; None means the name is not ours (REFUSED, or forwarded later)."""
+    """Decide the answer; None means the name is not ours (REFUSED, or forwarded later).
+
+    A custom record's name is answered from the config alone: it wins over the cluster's
+    answer for that name (the collision is reported by ``custom_collisions``).
+    """
+    rrsets = index.config.custom.by_name.get(qname)
+    if rrsets is not None:
+        return _custom_answer(index, qname, qtype, rrsets, depth)
+    return resolve_cluster(index, qname, qtype, depth)
+
+
+def resolve_cluster(index: Index, qname: Name, qtype: int, depth: int = 0) -> Answer | None:
+    """The cluster's answer (R1-R13), custom records aside."""
     found = split_zone(qname, index.config.all_zones)
     if found is None:
         return None
@@ -190,12 +203,17 @@ def _external_answer(
     if not target_text or looks_like_ip(target_text):
         return negative(index, zone_index, wire.NXDOMAIN)
     target = text_to_name(target_text)
-    cname = RR(qname, wire.CNAME, index.config.ttl_s, target)
     if target == qname:
         return negative(index, zone_index, wire.NOERROR)  # x CNAME x is a loop; serve nothing
-    if qtype == wire.CNAME:
-        return Answer(wire.NOERROR, answer=((cname,),))
-    if depth >= MAX_CNAME_CHAIN:
+    return _alias_answer(index, qtype, RR(qname, wire.CNAME, index.config.ttl_s, target), depth)
+
+
+def _alias_answer(index: Index, qtype: int, cname: RR, depth: int) -> Answer:
+    """The CNAME, then the target's answer when the target is ours (chased, as a resolver
+    would); the rcode is the last name's (RFC 6604)."""
+    target = cname.data
+    assert isinstance(target, tuple)
+    if qtype == wire.CNAME or depth >= MAX_CNAME_CHAIN:
         return Answer(wire.NOERROR, answer=((cname,),))
     chased = resolve(index, target, qtype, depth + 1)
     if chased is None:
@@ -206,6 +224,52 @@ def _external_answer(
         authority=chased.authority,
         additional=chased.additional,
     )
+
+
+def _custom_answer(
+    index: Index, qname: Name, qtype: int, rrsets: Mapping[int, RRset], depth: int
+) -> Answer:
+    """A custom name: its RRset for the type, the CNAME for every type, or NODATA. NODATA
+    carries the zone's SOA inside a served zone; outside, kdns is the authority for the name
+    only, so there is no SOA to give (as CoreDNS's ``hosts`` plugin answers)."""
+    cname = rrsets.get(wire.CNAME)
+    if cname is not None:
+        return _alias_answer(index, qtype, cname[0], depth)
+    if qtype == wire.ANY:
+        rrset = next(iter(rrsets.values()))
+    else:
+        found = rrsets.get(qtype)
+        if found is None:
+            zone = split_zone(qname, index.config.all_zones)
+            if zone is None:
+                return Answer(wire.NOERROR)
+            return negative(index, zone[0], wire.NOERROR)
+        rrset = found
+    return Answer(wire.NOERROR, answer=(rrset,), additional=_custom_glue(index, rrset))
+
+
+def _custom_glue(index: Index, rrset: RRset) -> tuple[RRset, ...]:
+    """Addresses of SRV and MX targets that are custom names themselves."""
+    out: list[RRset] = []
+    for rr in rrset:
+        if rr.rtype not in (wire.SRV, wire.MX):
+            continue
+        target = rr.data[-1] if isinstance(rr.data, tuple) else ()
+        for family in (wire.A, wire.AAAA):
+            found = index.config.custom.by_name.get(target, {}).get(family)
+            if found is not None and found not in out:
+                out.append(found)
+    return tuple(out)
+
+
+def custom_collisions(index: Index) -> list[Name]:
+    """Custom names the cluster also defines (the custom records win; the log says so)."""
+    out: list[Name] = []
+    for name in index.config.custom.by_name:
+        answer = resolve_cluster(index, name, wire.A)
+        if answer is not None and answer.rcode == wire.NOERROR:
+            out.append(name)
+    return out
 
 
 def _find_services(index: Index, request: Request, zone: Name) -> list[Target] | None:

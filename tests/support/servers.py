@@ -51,7 +51,10 @@ def running_server(
     idle_timeout_s: float = 10.0,
     synced: bool = True,
     forwarder: Forwarding | None = None,
+    python_udp_loop: bool = False,
 ) -> Iterator[RunningServer]:
+    """``python_udp_loop`` serves UDP from the pure-Python loop even when the C accelerator is
+    built (it takes only the unwrapped ``Responder.answer``), so a test can cover both."""
     responder = Responder(max_udp_size)
     runtime = Runtime(zone_config or ZoneConfig(), responder, synced=synced)
     if forwarder is not None:
@@ -60,7 +63,9 @@ def running_server(
     runtime.replace(objects)
     udp_sock, tcp_sock = bind_pair("127.0.0.1", 0)
     port = udp_sock.getsockname()[1]
-    udp = UDPServer(udp_sock, responder.answer)
+    udp = UDPServer(
+        udp_sock, (lambda p: responder.answer(p)) if python_udp_loop else responder.answer
+    )
     tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
     udp.start()
     tcp.start()
