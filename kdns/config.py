@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kdns import custom
+from kdns import custom, rewrite
 from kdns.names import Name, text_to_name
 from kdns.resolver.config import parse_address
 
@@ -47,6 +47,8 @@ class ZoneConfig:
     """Glue for ``ns.dns.<zone>`` when ``dns_service`` does not exist (specific listen IPs)."""
     custom: custom.CustomRecords = field(default_factory=custom.CustomRecords)
     """Static records (``records:``, ``hosts:``, ``hosts_file:``); they win over cluster names."""
+    rewrite: rewrite.Rules = field(default_factory=rewrite.Rules)
+    """CoreDNS-syntax rewrite rules, applied to questions the compiled table does not hold."""
 
     @property
     def primary_zone(self) -> Name:
@@ -154,19 +156,29 @@ def custom_records(
         raise ConfigError(error.where, error.message) from None
 
 
+def rewrite_rules(values: Mapping[str, Any]) -> rewrite.Rules:
+    rules: list[rewrite.Rule] = []
+    for i, text in enumerate(string_list(values, "rewrite")):
+        try:
+            rules.append(rewrite.parse_rule(text))
+        except rewrite.RewriteError as error:
+            raise ConfigError(f"rewrite[{i}]", f"{text!r}: {error}") from None
+    return rewrite.Rules(tuple(rules))
+
+
 def build_config(values: Mapping[str, Any]) -> Config:
     """Validate merged settings (config file overlaid by flags) into a ``Config``.
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
     namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
     upstream, resolv_conf, and the custom records: records, hosts, hosts_file, hosts_ttl,
-    hosts_reverse.
+    hosts_reverse; rewrite.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
         "kubeconfig", "context", "health_listen", "startup_timeout", "records", "hosts",
-        "hosts_file", "hosts_ttl", "hosts_reverse",
+        "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -243,6 +255,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         dns_service=(ns_part, name_part),
         fallback_glue=glue,
         custom=custom_records(values, zones, ttl_s, hosts_ttl),
+        rewrite=rewrite_rules(values),
     )
     return Config(
         zone=zone_config,

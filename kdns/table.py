@@ -35,6 +35,7 @@ from kdns.names import (
     split_zone,
     text_to_name,
 )
+from kdns.rewrite import turn_back
 from kdns.state import APEX, Index, Owner
 from kdns.synth.resolve import negative, resolve
 
@@ -199,6 +200,8 @@ class AnswerTable:
     )
     negatives: dict[int, wire.Compiled] = field(default_factory=dict)
     memo_lock: threading.Lock = field(default_factory=threading.Lock)
+    rewritten_types: frozenset[int] = frozenset()
+    """Query types a ``rewrite type`` rule changes: never answered NODATA-by-name."""
 
     @property
     def generation(self) -> int:
@@ -219,7 +222,12 @@ class AnswerTable:
 
     def cached(self, key: bytes) -> wire.Compiled | None:
         """A NODATA-by-name or memoized answer for a question key, without resolving."""
-        if key[-4] == 0 and key[-3] <= 127 and key[-2:] == b"\x00\x01":
+        if (
+            key[-4] == 0
+            and key[-3] <= 127
+            and key[-2:] == b"\x00\x01"
+            and key[-3] not in self.rewritten_types
+        ):
             negative_key = self.names.get(key[:-4])
             if negative_key is not None:
                 return self.negative_entry(negative_key)
@@ -234,18 +242,28 @@ class AnswerTable:
             return self.memo[key]
         except KeyError:
             pass
-        answer = resolve(self.index, qname, qtype)
+        answer = self.decide(qname, qtype)
         compiled = wire.compile_answer(qname, answer) if answer is not None else None
         with self.memo_lock:
             self.memo[key] = compiled
         return compiled
+
+    def decide(self, qname: Name, qtype: int) -> wire.Answer | None:
+        """``resolve``, after the rewrite rules (whose names and types the table never holds)."""
+        rules = self.index.config.rewrite
+        rewritten = rules.apply(qname, qtype) if rules else None
+        if rewritten is None:
+            return resolve(self.index, qname, qtype)
+        answer = resolve(self.index, rewritten.name, rewritten.qtype)
+        return turn_back(answer, rewritten.reverses) if answer is not None else None
 
     def lookup(self, key: bytes, qname: Name, qtype: int) -> wire.Compiled | None:
         """The compiled answer for a parsed question; None when the name is not ours."""
         found = self.records.get(key)
         if found is not None:
             return found
-        if qtype < 128:  # meta types (ANY; AXFR and IXFR never reach here) go to the memo
+        # Meta types (ANY; AXFR and IXFR never reach here) go to the memo.
+        if qtype < 128 and qtype not in self.rewritten_types:
             negative_key = self.names.get(key[:-4])
             if negative_key is not None:
                 return self.negative_entry(negative_key)
@@ -279,6 +297,8 @@ class TableBuilder:
         custom_keys = {wire.name_wire(name) for name in index.config.custom.by_name}
         if custom_keys:
             every_time.add(CUSTOM)
+        rules = index.config.rewrite
+        rewritten_types = rules.rewritten_types
         for owner in dirty | every_time:
             if owner[0] in LAZY_OWNERS:
                 continue  # they compile nothing (NameSpec.compiled)
@@ -295,6 +315,8 @@ class TableBuilder:
                 name_key = wire.name_wire(spec.name)
                 if name_key in custom_keys and owner != CUSTOM:
                     continue  # a custom record wins over the cluster's name (resolve agrees)
+                if rules and rules.touches(spec.name):
+                    continue  # rewritten: answered through ``decide`` and the memo
                 if spec.exists:
                     names[name_key] = negative_key(index, spec.name)
                 if spec.chase is not None:
@@ -302,6 +324,8 @@ class TableBuilder:
                 if spec.exists or spec.chase is not None:
                     owner_name_keys.append(name_key)
                 for qtype in spec.types:
+                    if qtype in rewritten_types:
+                        continue
                     answer = resolve(index, spec.name, qtype)
                     if answer is None or (spec.exists and _is_plain_nodata(answer)):
                         continue
@@ -314,7 +338,7 @@ class TableBuilder:
                 self.owned_records[owner] = owner_records
             if owner_name_keys:
                 self.owned_names[owner] = owner_name_keys
-        self.table = AnswerTable(index, records, names, chase)
+        self.table = AnswerTable(index, records, names, chase, rewritten_types=rewritten_types)
         return self.table
 
     def all_owners(self, index: Index) -> set[Owner]:

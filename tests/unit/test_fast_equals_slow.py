@@ -88,6 +88,7 @@ def candidate_names() -> st.SearchStrategy[str]:
         + [f"{i}.0.0.10.in-addr.arpa" for i in range(1, 6)]
         + ["1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa"]
         + ["db.corp.example", "alias.corp.example", "legacy.cluster.local", "x.corp.example"]
+        + ["web.a.corp.example", "_http._tcp.web.b.corp.example", "h0.web.a.corp.example"]
     )
     return base.flatmap(
         lambda name: st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
