@@ -79,6 +79,20 @@ def _add_zone_flags(parser: argparse.ArgumentParser) -> None:
         help="name endpoints without a hostname after their pod",
     )
     add(
+        "--ignore-empty-service",
+        action="store_const",
+        const=True,
+        default=None,
+        help="NXDOMAIN for ClusterIP Services without ready endpoints (CoreDNS)",
+    )
+    add(
+        "--noendpoints",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve no endpoint records and do not watch EndpointSlices (CoreDNS)",
+    )
+    add(
         "--namespaces",
         action="append",
         metavar="NS",
@@ -134,6 +148,7 @@ SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
     "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
     "kubeconfig", "context", "health_listen", "startup_timeout", "hosts_file",
+    "ignore_empty_service", "noendpoints",
 )  # fmt: skip
 
 
@@ -271,6 +286,7 @@ def serve(
             runtime,
             namespaces=config.zone.namespaces,
             pods=config.zone.pods == "verified",
+            endpoints=not config.zone.noendpoints,
         )
         source.start()
         if source.wait_synced(config.startup_timeout_s):

@@ -47,6 +47,12 @@ class ZoneConfig:
     """Glue for ``ns.dns.<zone>`` when ``dns_service`` does not exist (specific listen IPs)."""
     custom: custom.CustomRecords = field(default_factory=custom.CustomRecords)
     """Static records (``records:``, ``hosts:``, ``hosts_file:``); they win over cluster names."""
+    ignore_empty_service: bool = False
+    """CoreDNS ``ignore empty_service``: a ClusterIP Service with no ready endpoint is NXDOMAIN
+    (so a search path moves on); the spec's answer, its ClusterIP, is the default."""
+    noendpoints: bool = False
+    """CoreDNS ``noendpoints``: no endpoint records (headless Services, endpoint names and their
+    PTRs); EndpointSlices are not watched at all."""
     rewrite: rewrite.Rules = field(default_factory=rewrite.Rules)
     """CoreDNS-syntax rewrite rules, applied to questions the compiled table does not hold."""
 
@@ -131,13 +137,21 @@ def string_list(values: Mapping[str, Any], key: str) -> list[str]:
     return list(raw)
 
 
+def boolean(values: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    """A true/false setting; ``default`` when unset."""
+    raw = values.get(key)
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        raise ConfigError(key, f"expected true or false, got {raw!r}")
+    return raw
+
+
 def custom_records(
     values: Mapping[str, Any], zones: tuple[Name, ...], ttl_s: int, hosts_ttl: int
 ) -> custom.CustomRecords:
     """``records``, ``hosts`` and ``hosts_file`` parsed together; errors name the line."""
-    reverse = values.get("hosts_reverse", True)
-    if not isinstance(reverse, bool):
-        raise ConfigError("hosts_reverse", f"expected true or false, got {reverse!r}")
+    reverse = boolean(values, "hosts_reverse", default=True)
     records = [(f"records[{i}]", line) for i, line in enumerate(string_list(values, "records"))]
     hosts = [(f"hosts[{i}]", line) for i, line in enumerate(string_list(values, "hosts"))]
     path = values.get("hosts_file")
@@ -172,13 +186,14 @@ def build_config(values: Mapping[str, Any]) -> Config:
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
     namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
     upstream, resolv_conf, and the custom records: records, hosts, hosts_file, hosts_ttl,
-    hosts_reverse; rewrite.
+    hosts_reverse; rewrite; ignore_empty_service, noendpoints.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
         "kubeconfig", "context", "health_listen", "startup_timeout", "records", "hosts",
-        "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite",
+        "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
+        "noendpoints",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -203,9 +218,14 @@ def build_config(values: Mapping[str, Any]) -> Config:
     pods = values.get("pods", "insecure") or "insecure"
     if pods not in POD_MODES:
         raise ConfigError("pods", f"must be one of {', '.join(POD_MODES)}, got {pods!r}")
-    epn = values.get("endpoint_pod_names", False)
-    if not isinstance(epn, bool):
-        raise ConfigError("endpoint_pod_names", f"expected true or false, got {epn!r}")
+    epn = boolean(values, "endpoint_pod_names")
+    ignore_empty = boolean(values, "ignore_empty_service")
+    noendpoints = boolean(values, "noendpoints")
+    if ignore_empty and noendpoints:
+        raise ConfigError(
+            "ignore_empty_service",
+            "cannot be combined with noendpoints (every ClusterIP Service would be NXDOMAIN)",
+        )
     namespaces_list = strings("namespaces", [])
     namespaces = frozenset(namespaces_list) if namespaces_list else None
     listen = tuple(parse_listen(v) for v in strings("listen", ["0.0.0.0:53"]))
@@ -251,6 +271,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         ttl_s=ttl_s,
         pods=pods,
         endpoint_pod_names=epn,
+        ignore_empty_service=ignore_empty,
+        noendpoints=noendpoints,
         namespaces=namespaces,
         dns_service=(ns_part, name_part),
         fallback_glue=glue,

@@ -37,7 +37,7 @@ from kdns.names import (
 )
 from kdns.rewrite import turn_back
 from kdns.state import APEX, Index, Owner
-from kdns.synth.resolve import negative, resolve
+from kdns.synth.resolve import negative, resolve, service_is_empty
 
 # Types compiled per kind of name. Other types are NODATA through ``names``; ANY (a meta type,
 # rare, and RFC 8482 makes it cheap) and names outside the table go through the memo.
@@ -131,8 +131,11 @@ def _service_names(index: Index, key: tuple[str, str], chase: bool) -> Iterator[
             else:
                 yield NameSpec(base, EXTERNAL_TYPES, exists=False)
             continue
-        # A headless Service with no ready endpoints, or a ClusterIP one still without an IP,
-        # is NXDOMAIN (R4.2): left to the slow path. Endpoint names below it still resolve.
+        # A headless Service with no ready endpoints, or a ClusterIP one still without an IP
+        # (or, with ignore_empty_service, without a ready endpoint), is NXDOMAIN (R4.2): left
+        # to the slow path. Endpoint names below it still resolve.
+        if service_is_empty(index, view):
+            continue
         if view.endpoints if service.headless else service.cluster_ips:
             yield NameSpec(base, SERVICE_TYPES)
             # Headless SRV comes from the slices' ports (R4.6), ClusterIP SRV from the Service's.

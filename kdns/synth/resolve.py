@@ -281,6 +281,8 @@ def _find_services(index: Index, request: Request, zone: Name) -> list[Target] |
     view = index.services.get((request.namespace, request.service))
     if view is None or view.is_external:
         return None  # names below an ExternalName do not exist (R6.3)
+    if service_is_empty(index, view):
+        return None
     service = view.service
     base: Name = (service.name, service.namespace, "svc", *zone)
     targets: list[Target] = []
@@ -304,6 +306,17 @@ def _find_services(index: Index, request: Request, zone: Name) -> list[Target] |
         if _port_matches(request, port.name, port.protocol):
             targets.extend(Target(base, address=ip, port=port.port) for ip in service.cluster_ips)
     return targets or None
+
+
+def service_is_empty(index: Index, view: ServiceView) -> bool:
+    """CoreDNS ``ignore empty_service``: a ClusterIP Service without a ready endpoint, and every
+    name below it, is NXDOMAIN (its ClusterIP still has its PTR, as in CoreDNS)."""
+    return (
+        index.config.ignore_empty_service
+        and not view.service.headless
+        and not view.is_external
+        and not view.endpoints
+    )
 
 
 def _port_matches(request: Request, name: str, protocol: str) -> bool:

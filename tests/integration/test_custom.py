@@ -159,6 +159,10 @@ CONFIG_ERRORS: list[tuple[str, dict[str, Any], str]] = [
     ("hosts-bad-ip", {"hosts": ["192.0.2.300 x.example"]}, "hosts[0]: '192.0.2.300' is not an IP address"),
     ("hosts-no-name", {"hosts": ["192.0.2.3"]}, "hosts[0]: expected IP NAME"),
     ("hosts-file-missing", {"hosts_file": "/nonexistent/hosts"}, "hosts_file: cannot read /nonexistent/hosts"),
+    ("hosts-reverse-not-bool", {"hosts_reverse": "no"}, "hosts_reverse: expected true or false"),
+    ("noendpoints-not-bool", {"noendpoints": "yes"}, "noendpoints: expected true or false"),
+    ("ignore-empty-with-noendpoints", {"noendpoints": True, "ignore_empty_service": True},
+     "ignore_empty_service: cannot be combined with noendpoints"),
 ]  # fmt: skip
 
 

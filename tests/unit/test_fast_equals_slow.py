@@ -102,6 +102,8 @@ CONFIGS = [
     ZoneConfig(),
     ZoneConfig(pods="verified", endpoint_pod_names=True),
     ZoneConfig(pods="disabled", namespaces=frozenset({"a", "b"}), ttl_s=30),
+    ZoneConfig(ignore_empty_service=True, endpoint_pod_names=True),
+    ZoneConfig(noendpoints=True, pods="verified"),
     build_config(
         {
             "records": [
