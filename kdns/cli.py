@@ -32,6 +32,7 @@ from kdns.runtime import Runtime
 from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Responder
 from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.transfer import ZoneTransfer
 from kdns.serve.udp import UDPServer
 from kdns.source.manifests import ManifestError, Snapshot, SnapshotWatcher, load_snapshot
 from kdns.zonefile import count_by_type, render
@@ -303,11 +304,19 @@ def serve(
         logger.error("cannot bind %s: %s", config.listen, error.strerror)
         return 1
     udp_servers = [UDPServer(udp, responder.answer) for udp, _ in pairs]
-    tcp_server = TCPServer(
-        [tcp for _, tcp in pairs],
-        lambda packet: responder.answer(packet, tcp=True),
-        config.tcp_idle_timeout_s,
-    )
+    tcp_sockets = [tcp for _, tcp in pairs]
+    if config.transfer_to:
+        transfer = ZoneTransfer(responder, config.transfer_to)
+        tcp_server = TCPServer(
+            tcp_sockets, None, config.tcp_idle_timeout_s, peer_answer=transfer.answer
+        )
+        logger.info("zone transfers allowed to %s", ", ".join(map(str, config.transfer_to)))
+    else:
+        tcp_server = TCPServer(
+            tcp_sockets,
+            lambda packet: responder.answer(packet, tcp=True),
+            config.tcp_idle_timeout_s,
+        )
     for server in udp_servers:
         server.start()
     tcp_server.start()

@@ -87,6 +87,9 @@ class Config:
     """/health, /ready, /metrics; None disables the endpoint."""
     startup_timeout_s: float = 5.0
     """Serve anyway after this long if the initial lists have not completed (R8.2)."""
+    transfer_to: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Client networks allowed to transfer the cluster zones (AXFR/IXFR over TCP); none when
+    empty."""
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -170,6 +173,22 @@ def custom_records(
         raise ConfigError(error.where, error.message) from None
 
 
+def transfer_networks(raw: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``transfer: {to: [CIDR, ...]}`` (CoreDNS ``transfer { to ... }``); a bare IP is a /32
+    or /128. ``*`` is not accepted: the zone lists every Service, so name who may copy it."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping) or set(raw) - {"to"}:
+        raise ConfigError("transfer", f"expected a mapping with the key 'to', got {raw!r}")
+    networks = []
+    for i, text in enumerate(string_list(raw, "to")):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"transfer.to[{i}]", f"{text!r} is not an IP network") from None
+    return tuple(networks)
+
+
 def rewrite_rules(values: Mapping[str, Any]) -> rewrite.Rules:
     rules: list[rewrite.Rule] = []
     for i, text in enumerate(string_list(values, "rewrite")):
@@ -186,14 +205,14 @@ def build_config(values: Mapping[str, Any]) -> Config:
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
     namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
     upstream, resolv_conf, and the custom records: records, hosts, hosts_file, hosts_ttl,
-    hosts_reverse; rewrite; ignore_empty_service, noendpoints.
+    hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
         "kubeconfig", "context", "health_listen", "startup_timeout", "records", "hosts",
         "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
-        "noendpoints",
+        "noendpoints", "transfer",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -292,4 +311,5 @@ def build_config(values: Mapping[str, Any]) -> Config:
         context=optional_paths["context"],
         health_listen=health_listen,
         startup_timeout_s=float(startup),
+        transfer_to=transfer_networks(values.get("transfer")),
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -48,6 +48,7 @@ SERVFAIL: Final = 2
 NXDOMAIN: Final = 3
 NOTIMP: Final = 4
 REFUSED: Final = 5
+NOTAUTH: Final = 9
 BADVERS: Final = 16
 
 HEADER_SIZE: Final = 12
@@ -200,6 +201,34 @@ def encode(qname: Name, answer: Answer) -> Encoded:
         (counts[0], counts[1], counts[2]),
         tuple(boundaries),
     )
+
+
+def encode_batches(qname: Name, rrs: Iterable[RR], room: int) -> Iterator[tuple[bytes, int]]:
+    """Records packed into message bodies of at most ``room`` bytes each (one RR always fits
+    a message alone), each compressed on its own against the question: (body, record count).
+    A zone transfer sends one message per batch."""
+    qwire_len = len(name_wire(qname))
+
+    def fresh() -> _Writer:
+        writer = _Writer(base=QUESTION_OFFSET + qwire_len + 4)
+        position = QUESTION_OFFSET
+        for i in range(len(qname)):
+            writer.offsets.setdefault(qname[i:], position)
+            position += len(qname[i]) + 1
+        return writer
+
+    writer, count = fresh(), 0
+    for rr in rrs:
+        mark = len(writer.buf)
+        writer.rr(rr)
+        if len(writer.buf) > room and count:
+            # Pointers only refer backwards, so the bytes before ``mark`` stand alone.
+            yield bytes(writer.buf[:mark]), count
+            writer, count = fresh(), 0
+            writer.rr(rr)
+        count += 1
+    if count:
+        yield bytes(writer.buf), count
 
 
 def opt_record(udp_size: int, do_bit: bool = False, extended_rcode: int = 0) -> bytes:

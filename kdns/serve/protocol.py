@@ -182,11 +182,12 @@ class Query:
         )
 
 
-def screen(packet: bytes, max_udp_size: int) -> Query | bytes | None:
+def screen(packet: bytes, max_udp_size: int, allow_transfer: bool = False) -> Query | bytes | None:
     """The bad-input rules every server here shares (kdns and nodecache).
 
     Returns None to drop (short packets, responses), an error reply (NOTIMP, FORMERR, BADVERS,
-    REFUSED for AXFR/IXFR and non-IN classes), or the parsed ``Query`` to answer.
+    REFUSED for AXFR/IXFR unless ``allow_transfer``, and for non-IN classes), or the parsed
+    ``Query`` to answer.
     """
     if len(packet) < wire.HEADER_SIZE:
         return None
@@ -209,7 +210,8 @@ def screen(packet: bytes, max_udp_size: int) -> Query | bytes | None:
         return error_reply(packet, flags, wire.FORMERR, question, None, max_udp_size)
     if edns is not None and edns.version != 0:
         return error_reply(packet, flags, wire.BADVERS, question, edns, max_udp_size)
-    if question.qclass != wire.CLASS_IN or question.qtype in (wire.AXFR, wire.IXFR):
+    transfer = question.qtype in (wire.AXFR, wire.IXFR)
+    if question.qclass != wire.CLASS_IN or (transfer and not allow_transfer):
         return error_reply(packet, flags, wire.REFUSED, question, edns, max_udp_size)
     return Query(packet, question, edns, flags, max_udp_size)
 

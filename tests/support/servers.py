@@ -15,6 +15,7 @@ from kdns.model import KubeObject
 from kdns.runtime import Runtime
 from kdns.serve.protocol import Forwarding, Responder
 from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.transfer import Network, ZoneTransfer
 from kdns.serve.udp import UDPServer
 
 TIMEOUT_S = 3.0
@@ -26,6 +27,7 @@ class RunningServer:
     port: int
     runtime: Runtime
     responder: Responder
+    transfer: ZoneTransfer | None = None
 
     def query(self, message: dns.message.Message, transport: str = "udp") -> dns.message.Message:
         if transport == "udp":
@@ -52,9 +54,12 @@ def running_server(
     synced: bool = True,
     forwarder: Forwarding | None = None,
     python_udp_loop: bool = False,
+    transfer_to: tuple[Network, ...] = (),
+    transfer_limit: int = 2,
 ) -> Iterator[RunningServer]:
     """``python_udp_loop`` serves UDP from the pure-Python loop even when the C accelerator is
-    built (it takes only the unwrapped ``Responder.answer``), so a test can cover both."""
+    built (it takes only the unwrapped ``Responder.answer``), so a test can cover both.
+    ``transfer_to`` puts a ``ZoneTransfer`` (at most ``transfer_limit`` at once) on TCP."""
     responder = Responder(max_udp_size)
     runtime = Runtime(zone_config or ZoneConfig(), responder, synced=synced)
     if forwarder is not None:
@@ -66,11 +71,15 @@ def running_server(
     udp = UDPServer(
         udp_sock, (lambda p: responder.answer(p)) if python_udp_loop else responder.answer
     )
-    tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
+    transfer = ZoneTransfer(responder, transfer_to, transfer_limit) if transfer_to else None
+    if transfer is not None:
+        tcp = TCPServer([tcp_sock], None, idle_timeout_s, peer_answer=transfer.answer)
+    else:
+        tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
     udp.start()
     tcp.start()
     try:
-        yield RunningServer("127.0.0.1", port, runtime, responder)
+        yield RunningServer("127.0.0.1", port, runtime, responder, transfer)
     finally:
         tcp.stop()
         udp.stop()
