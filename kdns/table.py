@@ -47,8 +47,8 @@ ADDRESS_TYPES = (wire.A, wire.AAAA)
 APEX_TYPES = (wire.SOA, wire.NS)
 PTR_TYPES = (wire.PTR,)
 CUSTOM: Owner = ("custom",)
-"""The owner of every custom record (the config's ``records``/``hosts``); rebuilt with every
-table, since a custom CNAME's answer follows its in-cluster target."""
+"""The owner of every custom record (the config's ``records``/``hosts``): compiled with the
+first table, and again with every table when a custom CNAME's answer follows the cluster."""
 LAZY_OWNERS = frozenset({"ptr", "pod"})
 """Owners all of whose names are answered through the memo (see ``NameSpec.compiled``)."""
 MEMO_SIZE = 65536
@@ -297,8 +297,9 @@ class TableBuilder:
         names = dict(self.table.names) if self.table else {}
         chase = dict(self.table.chase) if self.table else {}
         every_time = (always or set()) | {APEX}
-        custom_keys = {wire.name_wire(name) for name in index.config.custom.by_name}
-        if custom_keys:
+        custom = index.config.custom
+        custom_keys = custom.name_keys
+        if custom.has_aliases:
             every_time.add(CUSTOM)
         rules = index.config.rewrite
         rewritten_types = rules.rewritten_types

@@ -265,7 +265,10 @@ def _custom_glue(index: Index, rrset: RRset) -> tuple[RRset, ...]:
 def custom_collisions(index: Index) -> list[Name]:
     """Custom names the cluster also defines (the custom records win; the log says so)."""
     out: list[Name] = []
+    zones = index.config.all_zones
     for name in index.config.custom.by_name:
+        if split_zone(name, zones) is None:
+            continue  # outside every served zone: the cluster cannot define it
         answer = resolve_cluster(index, name, wire.A)
         if answer is not None and answer.rcode == wire.NOERROR:
             out.append(name)
