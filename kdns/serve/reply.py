@@ -1,11 +1,10 @@
 """The contract between a protocol handler and the transports that carry its replies.
 
-A handler takes query bytes and returns reply bytes, None (drop), a ``Stream`` (TCP only), or a
-``Deferred``: a callable
-the transport calls with a ``send`` function, for answers that need an upstream round trip
-(forwarding, cache misses). The handler must call ``send`` exactly once, from any thread, or
-never (the transport then times the query out). This keeps the blocking UDP loop from ever
-waiting on the network.
+A handler takes query bytes and returns reply bytes, None (drop), a ``Stream`` (TCP only: several
+messages, a zone transfer), or a ``Deferred``: a callable the transport calls with a ``send``
+function, for answers that need an upstream round trip (forwarding, cache misses). The handler
+must call ``send`` exactly once, from any thread, or never (the transport then times the query
+out). This keeps the blocking UDP loop from ever waiting on the network.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 TCP is the rare path (truncated answers, zone-sized replies), so it runs on an asyncio loop in
 its own thread. Each connection reads one framed query at a time and writes its reply before
-reading the next, which keeps replies in query order.
+reading the next, which keeps replies in query order. A handler may answer with a ``Stream`` of
+messages (a zone transfer): they are built on a worker thread, one at a time, and written in
+order before the next query is read.
 """
 
 from __future__ import annotations
