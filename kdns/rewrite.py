@@ -166,6 +166,20 @@ def _valid(text: str) -> bool:
     return len(text) <= 254 and all(0 < len(label) <= 63 for label in labels)
 
 
+def turn_back_wire(name: bytes, reverses: tuple[Reverse, ...]) -> bytes:
+    """``turn_back`` for one uncompressed wire name (a forwarded answer's owners and targets)."""
+    labels: list[str] = []
+    offset = 0
+    while name[offset]:
+        length = name[offset]
+        labels.append(name[offset + 1 : offset + 1 + length].decode("latin-1").lower())
+        offset += 1 + length
+    text = name_to_text(tuple(labels))
+    for reverse in reverses:
+        text = reverse(text)
+    return wire.name_wire(text_to_name(text))
+
+
 def turn_back(answer: wire.Answer, reverses: tuple[Reverse, ...]) -> wire.Answer:
     """Apply the reversals to owner names and name data in the answer and additional sections."""
     if not reverses:

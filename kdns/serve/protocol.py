@@ -25,6 +25,7 @@ from typing import Final, Protocol
 
 from kdns import wire
 from kdns.names import Name
+from kdns.rewrite import Rewritten
 from kdns.serve.reply import Reply
 from kdns.table import AnswerTable
 
@@ -34,6 +35,7 @@ class Forwarding(Protocol):
 
     def forward(self, query: Query, tcp: bool) -> Reply: ...
     def chase(self, query: Query, target: Name, cname_ttl: int, tcp: bool) -> Reply: ...
+    def forward_rewritten(self, query: Query, rewritten: Rewritten, tcp: bool) -> Reply: ...
 
 
 logger = logging.getLogger(__name__)
@@ -114,9 +116,13 @@ class Responder:
         compiled = table.lookup(key, question.name, question.qtype)
         forwarder = self.forwarder
         if compiled is None:
-            if forwarder is not None:
-                return forwarder.forward(query, tcp)
-            return query.error(wire.REFUSED)
+            if forwarder is None:
+                return query.error(wire.REFUSED)
+            rules = table.index.config.rewrite
+            rewritten = rules.apply(question.name, question.qtype) if rules else None
+            if rewritten is not None:
+                return forwarder.forward_rewritten(query, rewritten, tcp)
+            return forwarder.forward(query, tcp)
         if forwarder is not None and table.chase and question.qtype != wire.CNAME:
             target = table.chase.get(question.wire_lower)
             if target is not None:

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import dns.flags
 import dns.message
+import dns.rcode
 import pytest
 
 from kdns.config import ConfigError, build_config
 from tests.support.cluster import fixture_objects
 from tests.support.dnscase import Case, check, soa
-from tests.support.servers import RunningServer, running_server
+from tests.support.fault_upstream import FaultUpstream, fault_upstream
+from tests.support.servers import RunningServer, forwarder_to, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +120,62 @@ def test_bad_rules_name_the_field(rules: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as raised:
         build_config({"rewrite": rules})
     assert message in str(raised.value)
+
+
+# --- rules whose result kdns does not hold: the rewritten question is forwarded ---------------
+
+UPSTREAM = [
+    "www.example.test. 300 IN A 192.0.2.1",
+    "alias.example.test. 300 IN CNAME www.example.test.",
+    "example.test. 300 IN SOA ns.example.test. admin.example.test. 1 7200 1800 86400 60",
+]
+FORWARD_RULES = [
+    "name suffix .old.test. .example.test. answer auto",
+    "name exact plain.test. www.example.test.",
+]
+UPSTREAM_SOA = "example.test. 30 IN SOA ns.example.test. admin.example.test. 1 7200 1800 86400 60"
+FORWARDED = [
+    Case("forwarded-suffix-answer-auto", "www.old.test.", "A", answer=("www.old.test. 30 IN A 192.0.2.1",),
+         aa=False),
+    Case("forwarded-CNAME-chain-turned-back", "alias.old.test.", "A",
+         answer=("alias.old.test. 30 IN CNAME www.old.test.", "www.old.test. 30 IN A 192.0.2.1"), aa=False),
+    Case("forwarded-NXDOMAIN-keeps-upstream-SOA", "nope.old.test.", "A", "NXDOMAIN",
+         authority=(UPSTREAM_SOA,), aa=False),
+    Case("forwarded-without-answer-keeps-rewritten-owner", "plain.test.", "A",
+         answer=("www.example.test. 30 IN A 192.0.2.1",), aa=False),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def forwarding() -> Iterator[tuple[RunningServer, FaultUpstream]]:
+    config = build_config({"rewrite": FORWARD_RULES}).zone
+    with (
+        fault_upstream(UPSTREAM) as upstream,
+        forwarder_to(upstream.address) as forwarder,
+        running_server(fixture_objects(), config, forwarder=forwarder) as server,
+    ):
+        yield server, upstream
+
+
+@pytest.mark.parametrize("transport", ["udp", "udp-edns", "tcp"])
+@pytest.mark.parametrize("case", FORWARDED, ids=lambda c: c.id)
+def test_a_rewritten_name_kdns_does_not_hold_is_asked_upstream(
+    case: Case, transport: str, forwarding: tuple[RunningServer, FaultUpstream]
+) -> None:
+    server, _ = forwarding
+    query = dns.message.make_query(
+        case.qname, case.qtype, use_edns=0 if transport == "udp-edns" else None
+    )
+    reply = server.query(query, "tcp" if transport == "tcp" else "udp")
+    check(reply, case)
+    assert reply.question[0].name == query.question[0].name
+    assert reply.flags & dns.flags.RA
+
+
+def test_a_rewritten_question_whose_upstream_fails_is_servfail(
+    forwarding: tuple[RunningServer, FaultUpstream],
+) -> None:
+    server, upstream = forwarding
+    upstream.plan("down.example.test.", *["servfail"] * 20)  # the name the rule asks for
+    reply = server.query(dns.message.make_query("down.old.test.", "A"), "udp")
+    assert dns.rcode.to_text(reply.rcode()) == "SERVFAIL"

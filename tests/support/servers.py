@@ -12,7 +12,10 @@ import dns.query
 
 from kdns.config import ZoneConfig
 from kdns.model import KubeObject
+from kdns.resolver.config import ResolverConfig, StaleConfig, StaleMode, UpstreamConfig
+from kdns.resolver.core import Resolver
 from kdns.runtime import Runtime
+from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Forwarding, Responder
 from kdns.serve.tcp import TCPServer, bind_pair
 from kdns.serve.transfer import Network, ZoneTransfer
@@ -83,3 +86,22 @@ def running_server(
     finally:
         tcp.stop()
         udp.stop()
+
+
+@contextlib.contextmanager
+def forwarder_to(address: tuple[str, int]) -> Iterator[Forwarder]:
+    """kdns's forwarder on a started resolver core asking one test upstream, with short
+    timeouts and no stale answers (a failure shows at once)."""
+    resolver = Resolver.from_config(
+        ResolverConfig(
+            cluster_upstream=None,
+            reverse_zones=(),
+            upstream=UpstreamConfig((address,), try_timeout_s=0.3, overall_timeout_s=0.6),
+            stale=StaleConfig(mode=StaleMode.OFF),
+        )
+    )
+    resolver.start()
+    try:
+        yield Forwarder(resolver)
+    finally:
+        resolver.close()
