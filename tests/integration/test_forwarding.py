@@ -16,10 +16,13 @@ import dns.rcode
 import pytest
 
 from kdns.config import ZoneConfig
+from kdns.resolver.config import ResolverConfig, StaleConfig, StaleMode, UpstreamConfig
+from kdns.resolver.core import Resolver
+from kdns.serve.forward import Forwarder
 from tests.support.cluster import fixture_objects
 from tests.support.dnscase import Case, check, soa
 from tests.support.fault_upstream import FaultUpstream, fault_upstream
-from tests.support.servers import RunningServer, forwarder_to, running_server
+from tests.support.servers import RunningServer, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +45,25 @@ class Setup:
 
 @pytest.fixture(name="setup")
 def _setup() -> Iterator[Setup]:
-    with (
-        fault_upstream(UPSTREAM_RECORDS) as upstream,
-        forwarder_to(upstream.address) as forwarder,
-        running_server(fixture_objects(), ZoneConfig(), forwarder=forwarder) as server,
-    ):
-        yield Setup(server, upstream)
+    with fault_upstream(UPSTREAM_RECORDS) as upstream:
+        resolver = Resolver.from_config(
+            ResolverConfig(
+                cluster_upstream=None,
+                reverse_zones=(),
+                upstream=UpstreamConfig(
+                    (upstream.address,), try_timeout_s=0.3, overall_timeout_s=0.6
+                ),
+                stale=StaleConfig(mode=StaleMode.OFF),
+            )
+        )
+        resolver.start()
+        try:
+            with running_server(
+                fixture_objects(), ZoneConfig(), forwarder=Forwarder(resolver)
+            ) as server:
+                yield Setup(server, upstream)
+        finally:
+            resolver.close()
 
 
 def ask(setup: Setup, name: str, qtype: str = "A", transport: str = "udp") -> dns.message.Message:
