@@ -19,10 +19,14 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdns import wire
-from kdns.config import ConfigError, build_config
+from kdns.config import ConfigError, ZoneConfig, build_config
 from kdns.model import KubeObject, Namespace, Service, ServicePort
+from kdns.runtime import Runtime
+from kdns.serve.protocol import Responder
 from kdns.serve.transfer import MESSAGE_SIZE, ZoneTransfer
 from kdns.zonefile import render
 from tests.support.cluster import fixture_objects
@@ -237,3 +241,24 @@ def test_kdns_serve_wires_transfer_custom_records_and_rewrite_from_its_config(
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=60),
+    tail=st.sampled_from([b"\x00\x00\xfc\x00\x01", b"\x00\x00\xfb\x00\x01", b"\x00\x00\xfc"]),
+)
+def test_malformed_transfer_questions_never_raise(body: bytes, tail: bytes) -> None:
+    """Whatever follows a header, a question ending in AXFR/IXFR is answered or dropped."""
+    transfer = ZoneTransfer(_FUZZ_SERVER, ALLOW)
+    reply = transfer.answer(b"\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + body + tail,
+                            ("127.0.0.1", 1))  # fmt: skip
+    if isinstance(reply, Iterator):
+        for message in reply:
+            dns.message.from_wire(message)
+    assert transfer.active == 0
+    assert _FUZZ_SERVER.errors == 0
+
+
+_FUZZ_SERVER = Responder()
+Runtime(ZoneConfig(), _FUZZ_SERVER).replace(fixture_objects())

@@ -179,6 +179,7 @@ def test_random_bytes_never_raise(packet: bytes, prefix: bytes) -> None:
 
 
 _FUZZ_RESPONDER = Responder()
-Runtime(ZoneConfig(), _FUZZ_RESPONDER).replace(
+# Rewrite rules and custom records on: random questions also go through their paths.
+Runtime(CONFIGS[-1], _FUZZ_RESPONDER).replace(
     [Namespace("a"), Service("a", "web", cluster_ips=("10.0.0.1",))]
 )
