@@ -51,6 +51,8 @@ class CustomRecords:
     )
     name_keys: frozenset[bytes] = field(init=False, compare=False, hash=False, repr=False)
     """Wire form of every custom name (the answer table's name keys)."""
+    has_aliases: bool = field(init=False, compare=False, hash=False, repr=False)
+    """Whether some custom name is a CNAME (its answer follows the cluster's data)."""
 
     def __post_init__(self) -> None:
         grouped: dict[Name, dict[int, list[wire.RR]]] = {}
@@ -68,14 +70,10 @@ class CustomRecords:
             frozen[name] = MappingProxyType(by_type)
         object.__setattr__(self, "by_name", MappingProxyType(frozen))
         object.__setattr__(self, "name_keys", frozenset(wire.name_wire(n) for n in frozen))
+        object.__setattr__(self, "has_aliases", any(wire.CNAME in t for t in frozen.values()))
 
     def __bool__(self) -> bool:
         return bool(self.records)
-
-    @property
-    def has_aliases(self) -> bool:
-        """Whether some custom name is a CNAME (its answer follows the cluster's data)."""
-        return any(rr.rtype == wire.CNAME for rr in self.records)
 
     def alias(self, name: Name) -> Name | None:
         """The CNAME target of a custom name, if it is an alias."""
