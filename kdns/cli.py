@@ -26,6 +26,7 @@ from kdns.admin.snapshot import ClusterDNS, KdnsAlone
 from kdns.config import Config, ConfigError, build_config
 from kdns.health import HealthServer, probe_udp, render_metrics
 from kdns.model import ClusterState, Service
+from kdns.names import name_to_text
 from kdns.resolver import resolvconf
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
 from kdns.resolver.core import Resolver
@@ -33,6 +34,7 @@ from kdns.runtime import Runtime
 from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Responder
 from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.transfer import ZoneTransfer
 from kdns.serve.udp import UDPServer
 from kdns.source.manifests import ManifestError, Snapshot, SnapshotWatcher, load_snapshot
 from kdns.zonefile import count_by_type, render
@@ -80,6 +82,20 @@ def _add_zone_flags(parser: argparse.ArgumentParser) -> None:
         help="name endpoints without a hostname after their pod",
     )
     add(
+        "--ignore-empty-service",
+        action="store_const",
+        const=True,
+        default=None,
+        help="NXDOMAIN for ClusterIP Services without ready endpoints (CoreDNS)",
+    )
+    add(
+        "--noendpoints",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve no endpoint records and do not watch EndpointSlices (CoreDNS)",
+    )
+    add(
         "--namespaces",
         action="append",
         metavar="NS",
@@ -94,6 +110,11 @@ def _add_zone_flags(parser: argparse.ArgumentParser) -> None:
         "--loadbalance",
         choices=("round_robin", "off"),
         help="rotate the order of several A/AAAA/SRV records per query (default round_robin)",
+    )
+    add(
+        "--hosts-file",
+        metavar="PATH",
+        help="hosts-file lines served as custom A/AAAA records with their PTRs",
     )
     add("--config", metavar="FILE", help="YAML file with the same keys as the flags; flags win")
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -139,7 +160,8 @@ def make_parser() -> argparse.ArgumentParser:
 SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
     "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
-    "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance",
+    "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance", "hosts_file",
+    "ignore_empty_service", "noendpoints",
 )  # fmt: skip
 
 
@@ -207,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(render(table.index, zone))
         return 0
     sys.stdout.write(summary(snapshot.state, count_by_type(table.index), snapshot.skipped))
+    if runtime.collisions:
+        names = ", ".join(name_to_text(name) for name in runtime.collisions)
+        sys.stdout.write(f"custom records shadowing cluster names (custom wins): {names}\n")
     return 0
 
 
@@ -290,6 +315,7 @@ def serve(
             runtime,
             namespaces=config.zone.namespaces,
             pods=config.zone.pods == "verified",
+            endpoints=not config.zone.noendpoints,
         )
         source.start()
         if source.wait_synced(config.startup_timeout_s):
@@ -306,11 +332,19 @@ def serve(
         logger.error("cannot bind %s: %s", config.listen, error.strerror)
         return 1
     udp_servers = [UDPServer(udp, responder.answer) for udp, _ in pairs]
-    tcp_server = TCPServer(
-        [tcp for _, tcp in pairs],
-        lambda packet: responder.answer(packet, tcp=True),
-        config.tcp_idle_timeout_s,
-    )
+    tcp_sockets = [tcp for _, tcp in pairs]
+    if config.transfer_to:
+        transfer = ZoneTransfer(responder, config.transfer_to)
+        tcp_server = TCPServer(
+            tcp_sockets, None, config.tcp_idle_timeout_s, peer_answer=transfer.answer
+        )
+        logger.info("zone transfers allowed to %s", ", ".join(map(str, config.transfer_to)))
+    else:
+        tcp_server = TCPServer(
+            tcp_sockets,
+            lambda packet: responder.answer(packet, tcp=True),
+            config.tcp_idle_timeout_s,
+        )
     for server in udp_servers:
         server.start()
     tcp_server.start()

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from kdns import custom, rewrite
 from kdns.names import Name, text_to_name
 from kdns.resolver.config import parse_address
 
@@ -45,6 +46,16 @@ class ZoneConfig:
     """The Service whose name and ClusterIPs are the zone's NS and glue (R10.1)."""
     fallback_glue: tuple[str, ...] = ()
     """Glue for ``ns.dns.<zone>`` when ``dns_service`` does not exist (specific listen IPs)."""
+    custom: custom.CustomRecords = field(default_factory=custom.CustomRecords)
+    """Static records (``records:``, ``hosts:``, ``hosts_file:``); they win over cluster names."""
+    ignore_empty_service: bool = False
+    """CoreDNS ``ignore empty_service``: a ClusterIP Service with no ready endpoint is NXDOMAIN
+    (so a search path moves on); the spec's answer, its ClusterIP, is the default."""
+    noendpoints: bool = False
+    """CoreDNS ``noendpoints``: no endpoint records (headless Services, endpoint names and their
+    PTRs); EndpointSlices are not watched at all."""
+    rewrite: rewrite.Rules = field(default_factory=rewrite.Rules)
+    """CoreDNS-syntax rewrite rules, applied to questions the compiled table does not hold."""
     loadbalance: str = "round_robin"
     """round_robin: answers with several A/AAAA/SRV records come in rotating orders (CoreDNS's
     ``loadbalance``, in kubeadm's Corefile); off: always the same order."""
@@ -84,6 +95,9 @@ class Config:
     """/health, /ready, /metrics; None disables the endpoint."""
     startup_timeout_s: float = 5.0
     """Serve anyway after this long if the initial lists have not completed (R8.2)."""
+    transfer_to: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Client networks allowed to transfer the cluster zones (AXFR/IXFR over TCP); none when
+    empty."""
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -134,17 +148,79 @@ def string_list(values: Mapping[str, Any], key: str) -> list[str]:
     return list(raw)
 
 
+def boolean(values: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    """A true/false setting; ``default`` when unset."""
+    raw = values.get(key)
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        raise ConfigError(key, f"expected true or false, got {raw!r}")
+    return raw
+
+
+def custom_records(
+    values: Mapping[str, Any], zones: tuple[Name, ...], ttl_s: int, hosts_ttl: int
+) -> custom.CustomRecords:
+    """``records``, ``hosts`` and ``hosts_file`` parsed together; errors name the line."""
+    reverse = boolean(values, "hosts_reverse", default=True)
+    records = [(f"records[{i}]", line) for i, line in enumerate(string_list(values, "records"))]
+    hosts = [(f"hosts[{i}]", line) for i, line in enumerate(string_list(values, "hosts"))]
+    path = values.get("hosts_file")
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise ConfigError("hosts_file", f"expected a path, got {path!r}")
+        try:
+            with open(path, encoding="utf-8") as hosts_file:
+                lines = hosts_file.read().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError("hosts_file", f"cannot read {path}: {error}") from None
+        hosts = [(f"hosts_file {path} line {n}", line) for n, line in enumerate(lines, 1)] + hosts
+    try:
+        return custom.build(records, hosts, ttl_s, hosts_ttl, reverse, zones + REVERSE_ZONES)
+    except custom.RecordError as error:
+        raise ConfigError(error.where, error.message) from None
+
+
+def transfer_networks(raw: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``transfer: {to: [CIDR, ...]}`` (CoreDNS ``transfer { to ... }``); a bare IP is a /32
+    or /128. ``*`` is not accepted: the zone lists every Service, so name who may copy it."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping) or set(raw) - {"to"}:
+        raise ConfigError("transfer", f"expected a mapping with the key 'to', got {raw!r}")
+    networks = []
+    for i, text in enumerate(string_list(raw, "to")):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"transfer.to[{i}]", f"{text!r} is not an IP network") from None
+    return tuple(networks)
+
+
+def rewrite_rules(values: Mapping[str, Any]) -> rewrite.Rules:
+    rules: list[rewrite.Rule] = []
+    for i, text in enumerate(string_list(values, "rewrite")):
+        try:
+            rules.append(rewrite.parse_rule(text))
+        except rewrite.RewriteError as error:
+            raise ConfigError(f"rewrite[{i}]", f"{text!r}: {error}") from None
+    return rewrite.Rules(tuple(rules))
+
+
 def build_config(values: Mapping[str, Any]) -> Config:
     """Validate merged settings (config file overlaid by flags) into a ``Config``.
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
     namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
-    upstream, resolv_conf, loadbalance.
+    upstream, resolv_conf, loadbalance, and the custom records: records, hosts, hosts_file,
+    hosts_ttl, hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
-        "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance",
+        "kubeconfig", "context", "health_listen", "startup_timeout", "records", "hosts",
+        "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
+        "noendpoints", "transfer", "loadbalance",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -169,9 +245,14 @@ def build_config(values: Mapping[str, Any]) -> Config:
     pods = values.get("pods", "insecure") or "insecure"
     if pods not in POD_MODES:
         raise ConfigError("pods", f"must be one of {', '.join(POD_MODES)}, got {pods!r}")
-    epn = values.get("endpoint_pod_names", False)
-    if not isinstance(epn, bool):
-        raise ConfigError("endpoint_pod_names", f"expected true or false, got {epn!r}")
+    epn = boolean(values, "endpoint_pod_names")
+    ignore_empty = boolean(values, "ignore_empty_service")
+    noendpoints = boolean(values, "noendpoints")
+    if ignore_empty and noendpoints:
+        raise ConfigError(
+            "ignore_empty_service",
+            "cannot be combined with noendpoints (every ClusterIP Service would be NXDOMAIN)",
+        )
     loadbalance = values.get("loadbalance", "round_robin")
     if loadbalance not in LOADBALANCE_MODES:
         raise ConfigError(
@@ -215,15 +296,21 @@ def build_config(values: Mapping[str, Any]) -> Config:
     startup = values.get("startup_timeout", 5.0)
     if isinstance(startup, bool) or not isinstance(startup, int | float) or startup < 0:
         raise ConfigError("startup_timeout", f"expected seconds >= 0, got {startup!r}")
+    ttl_s = integer("ttl", 5, 0, 3600)
+    hosts_ttl = integer("hosts_ttl", custom.HOSTS_TTL, 0, 2**31 - 1)
     zone_config = ZoneConfig(
         zones=zones,
-        ttl_s=integer("ttl", 5, 0, 3600),
+        ttl_s=ttl_s,
         pods=pods,
         endpoint_pod_names=epn,
+        ignore_empty_service=ignore_empty,
+        noendpoints=noendpoints,
         namespaces=namespaces,
         dns_service=(ns_part, name_part),
         fallback_glue=glue,
         loadbalance=loadbalance,
+        custom=custom_records(values, zones, ttl_s, hosts_ttl),
+        rewrite=rewrite_rules(values),
     )
     return Config(
         zone=zone_config,
@@ -238,4 +325,5 @@ def build_config(values: Mapping[str, Any]) -> Config:
         context=optional_paths["context"],
         health_listen=health_listen,
         startup_timeout_s=float(startup),
+        transfer_to=transfer_networks(values.get("transfer")),
     )

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable
 
 from kdns.config import ZoneConfig
 from kdns.model import KubeObject
+from kdns.names import Name, name_to_text
 from kdns.serve.protocol import Responder
-from kdns.state import Store
+from kdns.state import Index, Store
+from kdns.synth.resolve import custom_collisions
 from kdns.table import AnswerTable, TableBuilder
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class Runtime:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.last_publish_s = 0.0
+        self.collisions: list[Name] = []
+        """Custom names the cluster also defines, as of the last publish (they win)."""
 
     @property
     def table(self) -> AnswerTable | None:
@@ -124,6 +128,18 @@ class Runtime:
 
     # -- publishing ----------------------------------------------------------------------------
 
+    def _report_collisions(self, index: Index) -> None:
+        """Log each custom name when it starts (or stops) shadowing a cluster name."""
+        collisions = custom_collisions(index)
+        for name in sorted(set(collisions) - set(self.collisions)):
+            logger.warning(
+                "custom record %s shadows the cluster's name (custom records win)",
+                name_to_text(name),
+            )
+        for name in sorted(set(self.collisions) - set(collisions)):
+            logger.info("custom record %s no longer shadows a cluster name", name_to_text(name))
+        self.collisions = collisions
+
     def _publish(self) -> None:
         started = time.perf_counter()
         result = self.store.publish()
@@ -136,6 +152,8 @@ class Runtime:
             dirty = dirty | self.builder.all_owners(index)
         table = self.builder.publish(index, dirty, always=self.store.external_name_owners())
         self.responder.table = table
+        if index.config.custom:
+            self._report_collisions(index)
         self.last_publish_s = time.perf_counter() - started
         logger.debug(
             "published generation %d: %d owners rebuilt, %d records, in %.1f ms",

@@ -102,6 +102,8 @@ def endpoint_name(config: ZoneConfig, hostname: str, target_pod: str, ip: str) -
 def build_view(
     config: ZoneConfig, service: Service, slices: Iterable[EndpointSlice]
 ) -> ServiceView:
+    if config.noendpoints:
+        return ServiceView(service)  # CoreDNS noendpoints: no endpoint is ever served
     records: list[EndpointRecord] = []
     seen: set[tuple[str, str, tuple[EndpointPort, ...]]] = set()
     for piece in sorted(slices, key=lambda s: s.name):

@@ -35,8 +35,9 @@ from kdns.names import (
     split_zone,
     text_to_name,
 )
+from kdns.rewrite import turn_back
 from kdns.state import APEX, Index, Owner
-from kdns.synth.resolve import negative, resolve
+from kdns.synth.resolve import negative, resolve, service_is_empty
 
 # Types compiled per kind of name. Other types are NODATA through ``names``; ANY (a meta type,
 # rare, and RFC 8482 makes it cheap) and names outside the table go through the memo.
@@ -45,6 +46,9 @@ EXTERNAL_TYPES = (wire.A, wire.AAAA, wire.CNAME, wire.SRV, wire.TXT, wire.MX)
 ADDRESS_TYPES = (wire.A, wire.AAAA)
 APEX_TYPES = (wire.SOA, wire.NS)
 PTR_TYPES = (wire.PTR,)
+CUSTOM: Owner = ("custom",)
+"""The owner of every custom record (the config's ``records``/``hosts``): compiled with the
+first table, and again with every table when a custom CNAME's answer follows the cluster."""
 LAZY_OWNERS = frozenset({"ptr", "pod"})
 """Owners all of whose names are answered through the memo (see ``NameSpec.compiled``)."""
 MEMO_SIZE = 65536
@@ -78,7 +82,9 @@ def owner_names(index: Index, owner: Owner, chase: bool = False) -> Iterator[Nam
     """
     config = index.config
     kind = owner[0]
-    if kind == "apex":
+    if kind == "custom":
+        yield from _custom_names(index, chase)
+    elif kind == "apex":
         for zone in config.zones:
             yield NameSpec(zone, APEX_TYPES)
             yield NameSpec(("dns-version", *zone), (wire.TXT,))
@@ -125,8 +131,11 @@ def _service_names(index: Index, key: tuple[str, str], chase: bool) -> Iterator[
             else:
                 yield NameSpec(base, EXTERNAL_TYPES, exists=False)
             continue
-        # A headless Service with no ready endpoints, or a ClusterIP one still without an IP,
-        # is NXDOMAIN (R4.2): left to the slow path. Endpoint names below it still resolve.
+        # A headless Service with no ready endpoints, or a ClusterIP one still without an IP
+        # (or, with ignore_empty_service, without a ready endpoint), is NXDOMAIN (R4.2): left
+        # to the slow path. Endpoint names below it still resolve.
+        if service_is_empty(index, view):
+            continue
         if view.endpoints if service.headless else service.cluster_ips:
             yield NameSpec(base, SERVICE_TYPES)
             # Headless SRV comes from the slices' ports (R4.6), ClusterIP SRV from the Service's.
@@ -143,12 +152,33 @@ def _service_names(index: Index, key: tuple[str, str], chase: bool) -> Iterator[
             yield NameSpec((endpoint_name, *base), SERVICE_TYPES, compiled=False)
 
 
+def _custom_names(index: Index, chase: bool) -> Iterator[NameSpec]:
+    """Custom names compile their own types. Inside a served zone a custom name exists (other
+    types are NODATA by name); outside, it has no SOA, so A and AAAA NODATA are compiled too."""
+    custom = index.config.custom
+    for name, rrsets in custom.by_name.items():
+        alias = custom.alias(name)
+        if alias is not None:
+            target = _outside_target(index, name_to_text(alias)) if chase else None
+            if target is not None:
+                yield NameSpec(name, (), exists=False, chase=target)
+            else:
+                yield NameSpec(name, EXTERNAL_TYPES, exists=False)
+        elif split_zone(name, index.config.all_zones) is not None:
+            yield NameSpec(name, tuple(rrsets))
+        else:
+            yield NameSpec(name, tuple(dict.fromkeys((*rrsets, *ADDRESS_TYPES))), exists=False)
+
+
 def _outside_target(index: Index, external_name: str) -> Name | None:
-    """The ExternalName target as a Name when it is a name outside every served zone."""
+    """The ExternalName target as a Name when it is a name outside every served zone (and not
+    a custom name, which kdns answers itself)."""
     if not external_name or looks_like_ip(external_name):
         return None
     target = text_to_name(external_name)
     if not target or split_zone(target, index.config.all_zones) is not None:
+        return None
+    if target in index.config.custom.by_name:
         return None
     return target
 
@@ -173,6 +203,8 @@ class AnswerTable:
     )
     negatives: dict[int, wire.Compiled] = field(default_factory=dict)
     memo_lock: threading.Lock = field(default_factory=threading.Lock)
+    rewritten_types: frozenset[int] = frozenset()
+    """Query types a ``rewrite type`` rule changes: never answered NODATA-by-name."""
 
     @property
     def generation(self) -> int:
@@ -193,7 +225,12 @@ class AnswerTable:
 
     def cached(self, key: bytes) -> wire.Compiled | None:
         """A NODATA-by-name or memoized answer for a question key, without resolving."""
-        if key[-4] == 0 and key[-3] <= 127 and key[-2:] == b"\x00\x01":
+        if (
+            key[-4] == 0
+            and key[-3] <= 127
+            and key[-2:] == b"\x00\x01"
+            and key[-3] not in self.rewritten_types
+        ):
             negative_key = self.names.get(key[:-4])
             if negative_key is not None:
                 return self.negative_entry(negative_key)
@@ -208,7 +245,7 @@ class AnswerTable:
             return self.memo[key]
         except KeyError:
             pass
-        answer = resolve(self.index, qname, qtype)
+        answer = self.decide(qname, qtype)
         compiled = (
             wire.compile_answer(qname, answer, self.index.config.rotate)
             if answer is not None
@@ -222,12 +259,22 @@ class AnswerTable:
             self.memo[key] = compiled
         return compiled
 
+    def decide(self, qname: Name, qtype: int) -> wire.Answer | None:
+        """``resolve``, after the rewrite rules (whose names and types the table never holds)."""
+        rules = self.index.config.rewrite
+        rewritten = rules.apply(qname, qtype) if rules else None
+        if rewritten is None:
+            return resolve(self.index, qname, qtype)
+        answer = resolve(self.index, rewritten.name, rewritten.qtype)
+        return turn_back(answer, rewritten.reverses) if answer is not None else None
+
     def lookup(self, key: bytes, qname: Name, qtype: int) -> wire.Compiled | None:
         """The compiled answer for a parsed question; None when the name is not ours."""
         found = self.records.get(key)
         if found is not None:
             return found
-        if qtype < 128:  # meta types (ANY; AXFR and IXFR never reach here) go to the memo
+        # Meta types (ANY; AXFR and IXFR never reach here) go to the memo.
+        if qtype < 128 and qtype not in self.rewritten_types:
             negative_key = self.names.get(key[:-4])
             if negative_key is not None:
                 return self.negative_entry(negative_key)
@@ -258,6 +305,12 @@ class TableBuilder:
         names = dict(self.table.names) if self.table else {}
         chase = dict(self.table.chase) if self.table else {}
         every_time = (always or set()) | {APEX}
+        custom = index.config.custom
+        custom_keys = custom.name_keys
+        if custom.has_aliases:
+            every_time.add(CUSTOM)
+        rules = index.config.rewrite
+        rewritten_types = rules.rewritten_types
         for owner in dirty | every_time:
             if owner[0] in LAZY_OWNERS:
                 continue  # they compile nothing (NameSpec.compiled)
@@ -272,6 +325,10 @@ class TableBuilder:
                 if not spec.compiled:
                     continue
                 name_key = wire.name_wire(spec.name)
+                if name_key in custom_keys and owner != CUSTOM:
+                    continue  # a custom record wins over the cluster's name (resolve agrees)
+                if rules and rules.touches(spec.name):
+                    continue  # rewritten: answered through ``decide`` and the memo
                 if spec.exists:
                     names[name_key] = negative_key(index, spec.name)
                 if spec.chase is not None:
@@ -279,6 +336,8 @@ class TableBuilder:
                 if spec.exists or spec.chase is not None:
                     owner_name_keys.append(name_key)
                 for qtype in spec.types:
+                    if qtype in rewritten_types:
+                        continue
                     answer = resolve(index, spec.name, qtype)
                     if answer is None or (spec.exists and _is_plain_nodata(answer)):
                         continue
@@ -291,11 +350,13 @@ class TableBuilder:
                 self.owned_records[owner] = owner_records
             if owner_name_keys:
                 self.owned_names[owner] = owner_name_keys
-        self.table = AnswerTable(index, records, names, chase)
+        self.table = AnswerTable(index, records, names, chase, rewritten_types=rewritten_types)
         return self.table
 
     def all_owners(self, index: Index) -> set[Owner]:
         owners: set[Owner] = {APEX}
+        if index.config.custom:
+            owners.add(CUSTOM)
         owners.update(("ns", n) for n in index.namespaces)
         owners.update(("svc", k[0], k[1]) for k in index.services)
         owners.update(("ptr", ip) for ip in index.reverse)

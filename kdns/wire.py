@@ -11,14 +11,15 @@ This module is stdlib-only and has no state. It owns three jobs:
   rotation of the answer's A/AAAA/SRV records). A reply is ``id + head + question + body``.
 * ``parse_question`` and ``truncate`` serve the slower, fully checked path.
 
-SRV targets are never compressed (RFC 2782); NS, CNAME, PTR and SOA names are (RFC 1035 4.1.4).
+SRV targets are never compressed (RFC 2782); NS, CNAME, PTR, MX and SOA names are (RFC 1035
+4.1.4).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -48,6 +49,7 @@ SERVFAIL: Final = 2
 NXDOMAIN: Final = 3
 NOTIMP: Final = 4
 REFUSED: Final = 5
+NOTAUTH: Final = 9
 BADVERS: Final = 16
 
 HEADER_SIZE: Final = 12
@@ -62,6 +64,7 @@ class RR:
     """One resource record. ``data`` depends on ``rtype``:
 
     A/AAAA: the address text; NS/CNAME/PTR: a Name; SRV: (priority, weight, port, target);
+    MX: (preference, exchange);
     TXT: a tuple of strings; SOA: (mname, rname, serial, refresh, retry, expire, minimum).
     """
 
@@ -138,6 +141,11 @@ class _Writer:
         elif rr.rtype in (CNAME, PTR, NS):
             assert isinstance(data, tuple)
             self.name(data)
+        elif rr.rtype == MX:
+            assert isinstance(data, tuple)
+            preference, exchange = data
+            self.buf += struct.pack(">H", preference)
+            self.name(exchange)
         elif rr.rtype == SRV:
             assert isinstance(data, tuple)
             priority, weight, port, target = data
@@ -194,6 +202,34 @@ def encode(qname: Name, answer: Answer) -> Encoded:
         (counts[0], counts[1], counts[2]),
         tuple(boundaries),
     )
+
+
+def encode_batches(qname: Name, rrs: Iterable[RR], room: int) -> Iterator[tuple[bytes, int]]:
+    """Records packed into message bodies of at most ``room`` bytes each (one RR always fits
+    a message alone), each compressed on its own against the question: (body, record count).
+    A zone transfer sends one message per batch."""
+    qwire_len = len(name_wire(qname))
+
+    def fresh() -> _Writer:
+        writer = _Writer(base=QUESTION_OFFSET + qwire_len + 4)
+        position = QUESTION_OFFSET
+        for i in range(len(qname)):
+            writer.offsets.setdefault(qname[i:], position)
+            position += len(qname[i]) + 1
+        return writer
+
+    writer, count = fresh(), 0
+    for rr in rrs:
+        mark = len(writer.buf)
+        writer.rr(rr)
+        if len(writer.buf) > room and count:
+            # Pointers only refer backwards, so the bytes before ``mark`` stand alone.
+            yield bytes(writer.buf[:mark]), count
+            writer, count = fresh(), 0
+            writer.rr(rr)
+        count += 1
+    if count:
+        yield bytes(writer.buf), count
 
 
 def opt_record(udp_size: int, do_bit: bool = False, extended_rcode: int = 0) -> bytes:

@@ -17,7 +17,7 @@ from kdns.table import TableBuilder, owner_names
 
 TYPE_NAMES = {
     wire.A: "A", wire.NS: "NS", wire.CNAME: "CNAME", wire.SOA: "SOA", wire.PTR: "PTR",
-    wire.TXT: "TXT", wire.AAAA: "AAAA", wire.SRV: "SRV",
+    wire.TXT: "TXT", wire.AAAA: "AAAA", wire.SRV: "SRV", wire.MX: "MX",
 }  # fmt: skip
 
 
@@ -32,6 +32,9 @@ def rdata_text(rr: wire.RR) -> str:
         assert isinstance(data, tuple)
         priority, weight, port, target = data
         return f"{priority} {weight} {port} {name_to_text(target)}"
+    if rr.rtype == wire.MX:
+        assert isinstance(data, tuple)
+        return f"{data[0]} {name_to_text(data[1])}"
     if rr.rtype == wire.TXT:
         assert isinstance(data, tuple)
         return " ".join('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in data)

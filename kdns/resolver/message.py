@@ -52,8 +52,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
 from kdns import wire
@@ -152,6 +152,15 @@ class Record:
         if layout is None:
             return []
         return [part.lower() for kind, part in _split_rdata(self.rdata, layout[0]) if kind == "N"]
+
+    def with_names(self, rename: Callable[[bytes], bytes]) -> Record:
+        """This record with ``rename`` applied to its owner and the names in its RDATA."""
+        layout = _LAYOUTS.get(self.rtype)
+        rdata = self.rdata
+        if layout is not None:
+            parts = _split_rdata(rdata, layout[0])
+            rdata = b"".join(rename(part) if kind == "N" else part for kind, part in parts)
+        return replace(self, owner=rename(self.owner), rdata=rdata)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 
 from kdns import wire
 from kdns.names import Name
 from kdns.resolver import message
 from kdns.resolver.core import Resolver
+from kdns.rewrite import Rewritten, turn_back_wire
 from kdns.serve.protocol import Query, screen
 from kdns.serve.reply import Later, Reply
 
@@ -36,12 +38,40 @@ class Forwarder:
 
     def chase(self, query: Query, target: Name, cname_ttl: int, tcp: bool) -> Reply:
         """Our CNAME to ``target`` plus the upstream's answer for (target, qtype)."""
-        question = query.question
+        return self._ask_instead(
+            query,
+            target,
+            query.question.qtype,
+            lambda reply: self.combine(query, target, cname_ttl, reply, tcp),
+            "an ExternalName chase",
+        )
+
+    def forward_rewritten(self, query: Query, rewritten: Rewritten, tcp: bool) -> Reply:
+        """A ``rewrite`` rule's question that kdns does not hold, asked upstream; the client
+        gets its own question back, and the rule's ``answer`` clause turns the names back."""
+        return self._ask_instead(
+            query,
+            rewritten.name,
+            rewritten.qtype,
+            lambda reply: self.rewritten_reply(query, rewritten, reply, tcp),
+            "a rewritten question",
+        )
+
+    def _ask_instead(
+        self,
+        query: Query,
+        name: Name,
+        qtype: int,
+        reply_from: Callable[[bytes], bytes],
+        what: str,
+    ) -> Reply:
+        """Ask the upstreams (name, qtype) for ``query`` and reply with ``reply_from`` of the
+        upstream's reply (SERVFAIL if that fails)."""
         sub_packet = message.make_query(
             0,
-            wire.name_wire(target),
-            question.qtype,
-            question.qclass,
+            wire.name_wire(name),
+            qtype,
+            query.question.qclass,
             cd=bool(query.flags & 0x0010),
             do_bit=query.edns is not None and query.edns.do_bit,
         )
@@ -52,15 +82,32 @@ class Forwarder:
 
         def finish(reply: bytes) -> None:
             try:
-                later.done(self.combine(query, target, cname_ttl, reply, tcp))
+                later.done(reply_from(reply))
             except Exception:
-                logger.exception("combining an ExternalName chase failed")
+                logger.exception("answering %s failed", what)
                 later.done(query.error(wire.SERVFAIL))
 
         immediate = self.resolver.answer(sub, finish, None, tcp=True)
         if immediate is not None:
             finish(immediate)
         return later
+
+    @staticmethod
+    def rewritten_reply(query: Query, rewritten: Rewritten, upstream: bytes, tcp: bool) -> bytes:
+        facts = message.inspect(upstream)
+        if facts.kind is message.Kind.ERROR:
+            return query.error(wire.SERVFAIL)
+        reverses = rewritten.reverses
+
+        def back(records: tuple[message.Record, ...]) -> list[message.Record]:
+            if not reverses:
+                return list(records)
+            return [r.with_names(lambda name: turn_back_wire(name, reverses)) for r in records]
+
+        built = message.build(
+            query.question_bytes, facts.rcode, back(facts.answer), list(facts.authority)
+        )
+        return _client_reply(query, built, message.QR | message.RA, tcp)
 
     @staticmethod
     def combine(query: Query, target: Name, cname_ttl: int, upstream: bytes, tcp: bool) -> bytes:
@@ -78,13 +125,18 @@ class Forwarder:
             ttl_offset=0,
         )
         built = message.build(question, facts.rcode, [cname, *facts.answer], facts.authority)
-        body = built.message
-        copied = query.flags & (message.RD | message.CD)
-        flags = message.QR | message.AA | message.RA | copied | (facts.rcode & 0xF)
-        opt = query.opt
-        an, ns, ar = struct.unpack_from(">HHH", body, 6)
-        header = query.packet[:2] + struct.pack(">HHHHH", flags, 1, an, ns, ar + (1 if opt else 0))
-        reply = header + body[wire.HEADER_SIZE :] + opt
-        if len(reply) > query.size_limit(tcp):
-            return message.truncated_reply(reply, query.question.end, opt)
-        return reply
+        return _client_reply(query, built, message.QR | message.AA | message.RA, tcp)
+
+
+def _client_reply(query: Query, built: message.Built, flags: int, tcp: bool) -> bytes:
+    """``built`` as the reply to the client's ``query``: its ID, RD and CD, its OPT, and
+    truncated to what its transport carries."""
+    body = built.message
+    flags |= (query.flags & (message.RD | message.CD)) | (built.rcode & 0xF)
+    opt = query.opt
+    an, ns, ar = struct.unpack_from(">HHH", body, 6)
+    header = query.packet[:2] + struct.pack(">HHHHH", flags, 1, an, ns, ar + (1 if opt else 0))
+    reply = header + body[wire.HEADER_SIZE :] + opt
+    if len(reply) > query.size_limit(tcp):
+        return message.truncated_reply(reply, query.question.end, opt)
+    return reply

@@ -25,6 +25,7 @@ from typing import Final, Protocol
 
 from kdns import wire
 from kdns.names import Name
+from kdns.rewrite import Rewritten
 from kdns.serve.reply import Reply
 from kdns.table import AnswerTable
 
@@ -34,6 +35,7 @@ class Forwarding(Protocol):
 
     def forward(self, query: Query, tcp: bool) -> Reply: ...
     def chase(self, query: Query, target: Name, cname_ttl: int, tcp: bool) -> Reply: ...
+    def forward_rewritten(self, query: Query, rewritten: Rewritten, tcp: bool) -> Reply: ...
 
 
 logger = logging.getLogger(__name__)
@@ -123,9 +125,13 @@ class Responder:
         key = question.wire_lower + packet[question.end - 4 : question.end]
         compiled = table.lookup(key, question.name, question.qtype)
         if compiled is None:
-            if forwarder is not None:
-                return forwarder.forward(query, tcp)
-            return query.error(wire.REFUSED)
+            if forwarder is None:
+                return query.error(wire.REFUSED)
+            rules = table.index.config.rewrite
+            rewritten = rules.apply(question.name, question.qtype) if rules else None
+            if rewritten is not None:
+                return forwarder.forward_rewritten(query, rewritten, tcp)
+            return forwarder.forward(query, tcp)
         limit = query.size_limit(tcp)
         heads, body = compiled
         reply: bytes = (
@@ -140,10 +146,8 @@ class Responder:
         return self._truncated(table, query, limit)
 
     def _truncated(self, table: AnswerTable, query: Query, limit: int) -> bytes:
-        from kdns.synth.resolve import resolve  # only big answers come this way
-
         question = query.question
-        answer = resolve(table.index, question.name, question.qtype)
+        answer = table.decide(question.name, question.qtype)  # only big answers come this way
         assert answer is not None
         encoded = wire.encode(question.name, answer)
         room = limit - question.end - len(query.opt)
@@ -193,11 +197,12 @@ class Query:
         )
 
 
-def screen(packet: bytes, max_udp_size: int) -> Query | bytes | None:
+def screen(packet: bytes, max_udp_size: int, allow_transfer: bool = False) -> Query | bytes | None:
     """The bad-input rules every server here shares (kdns and nodecache).
 
     Returns None to drop (short packets, responses), an error reply (NOTIMP, FORMERR, BADVERS,
-    REFUSED for AXFR/IXFR and non-IN classes), or the parsed ``Query`` to answer.
+    REFUSED for AXFR/IXFR unless ``allow_transfer``, and for non-IN classes), or the parsed
+    ``Query`` to answer.
     """
     if len(packet) < wire.HEADER_SIZE:
         return None
@@ -220,7 +225,8 @@ def screen(packet: bytes, max_udp_size: int) -> Query | bytes | None:
         return error_reply(packet, flags, wire.FORMERR, question, None, max_udp_size)
     if edns is not None and edns.version != 0:
         return error_reply(packet, flags, wire.BADVERS, question, edns, max_udp_size)
-    if question.qclass != wire.CLASS_IN or question.qtype in (wire.AXFR, wire.IXFR):
+    transfer = question.qtype in (wire.AXFR, wire.IXFR)
+    if question.qclass != wire.CLASS_IN or (transfer and not allow_transfer):
         return error_reply(packet, flags, wire.REFUSED, question, edns, max_udp_size)
     return Query(packet, question, edns, flags, max_udp_size)
 

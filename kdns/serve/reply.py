@@ -1,16 +1,16 @@
 """The contract between a protocol handler and the transports that carry its replies.
 
-A handler takes query bytes and returns reply bytes, None (drop), or a ``Deferred``: a callable
-the transport calls with a ``send`` function, for answers that need an upstream round trip
-(forwarding, cache misses). The handler must call ``send`` exactly once, from any thread, or
-never (the transport then times the query out). This keeps the blocking UDP loop from ever
-waiting on the network.
+A handler takes query bytes and returns reply bytes, None (drop), a ``Stream`` (TCP only: several
+messages, a zone transfer), or a ``Deferred``: a callable the transport calls with a ``send``
+function, for answers that need an upstream round trip (forwarding, cache misses). The handler
+must call ``send`` exactly once, from any thread, or never (the transport then times the query
+out). This keeps the blocking UDP loop from ever waiting on the network.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 Send = Callable[[bytes], None]
@@ -25,6 +25,13 @@ Handler = Callable[[bytes], Reply]
 Peer = tuple[str, int]
 PeerHandler = Callable[[bytes, Peer], Reply]
 """A handler that also wants the client's address (nodecache's search-path policy does)."""
+Stream = Iterator[bytes]
+"""Several messages answering one query, in order (a zone transfer): TCP only. The transport
+takes them one at a time, yields to other clients between them, and calls ``close()`` on the
+stream (when it has one) however the sending ends."""
+TCPReply = Reply | Stream
+TCPHandler = Callable[[bytes], TCPReply]
+TCPPeerHandler = Callable[[bytes, Peer], TCPReply]
 
 
 class Later:

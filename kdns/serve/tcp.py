@@ -2,7 +2,9 @@
 
 TCP is the rare path (truncated answers, zone-sized replies), so it runs on an asyncio loop in
 its own thread. Each connection reads one framed query at a time and writes its reply before
-reading the next, which keeps replies in query order.
+reading the next, which keeps replies in query order. A handler may answer with a ``Stream`` of
+messages (a zone transfer): they are built on a worker thread, one at a time, and written in
+order before the next query is read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from kdns.serve.reply import Handler, PeerHandler
+from kdns.serve.reply import Stream, TCPHandler, TCPPeerHandler
 from kdns.serve.sockets import bound_socket
 
 logger = logging.getLogger(__name__)
@@ -35,10 +37,10 @@ class TCPServer:
     def __init__(
         self,
         socks: list[socket.socket],
-        answer: Handler | None,
+        answer: TCPHandler | None,
         idle_timeout_s: float,
         deferred_timeout_s: float = 10.0,
-        peer_answer: PeerHandler | None = None,
+        peer_answer: TCPPeerHandler | None = None,
     ) -> None:
         """Give ``answer(packet)``, or ``peer_answer(packet, peer)`` when the client matters."""
         assert (answer is None) != (peer_answer is None), "exactly one handler"
@@ -95,6 +97,9 @@ class TCPServer:
                     continue
                 if isinstance(result, bytes):
                     reply = result
+                elif isinstance(result, Iterator):
+                    await _send_stream(writer, result)
+                    continue
                 else:
                     # Answered from another thread; awaiting it here keeps replies in order.
                     future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -149,6 +154,24 @@ class TCPServer:
                 future.result(timeout=3)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=3)
+
+
+async def _send_stream(writer: asyncio.StreamWriter, messages: Stream) -> None:
+    """Several messages for one query (a zone transfer), in order: each is built on a worker
+    thread (building one is CPU work that would hold the loop) and drained before the next is
+    built, so one stream cannot stall the other connections."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            message = await loop.run_in_executor(None, next, messages, None)
+            if message is None:
+                return
+            writer.write(len(message).to_bytes(2, "big") + message)
+            await writer.drain()
+    finally:
+        close = getattr(messages, "close", None)
+        if close is not None:
+            close()
 
 
 def _threadsafe_sender(future: asyncio.Future[bytes]) -> Callable[[bytes], None]:

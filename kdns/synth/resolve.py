@@ -7,6 +7,7 @@ Choices where the spec and CoreDNS disagree are explained in ``docs/decisions.md
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -71,7 +72,19 @@ def negative(index: Index, zone_index: int, rcode: int) -> Answer:
 
 
 def resolve(index: Index, qname: Name, qtype: int, depth: int = 0) -> Answer | None:
-    """Decide the answer; None means the name is not ours (REFUSED, or forwarded later)."""
+    """Decide the answer; None means the name is not ours (REFUSED, or forwarded later).
+
+    A custom record's name is answered from the config alone: it wins over the cluster's
+    answer for that name (the collision is reported by ``custom_collisions``).
+    """
+    rrsets = index.config.custom.by_name.get(qname)
+    if rrsets is not None:
+        return _custom_answer(index, qname, qtype, rrsets, depth)
+    return resolve_cluster(index, qname, qtype, depth)
+
+
+def resolve_cluster(index: Index, qname: Name, qtype: int, depth: int = 0) -> Answer | None:
+    """The cluster's answer (R1-R13), custom records aside."""
     found = split_zone(qname, index.config.all_zones)
     if found is None:
         return None
@@ -190,12 +203,17 @@ def _external_answer(
     if not target_text or looks_like_ip(target_text):
         return negative(index, zone_index, wire.NXDOMAIN)
     target = text_to_name(target_text)
-    cname = RR(qname, wire.CNAME, index.config.ttl_s, target)
     if target == qname:
         return negative(index, zone_index, wire.NOERROR)  # x CNAME x is a loop; serve nothing
-    if qtype == wire.CNAME:
-        return Answer(wire.NOERROR, answer=((cname,),))
-    if depth >= MAX_CNAME_CHAIN:
+    return _alias_answer(index, qtype, RR(qname, wire.CNAME, index.config.ttl_s, target), depth)
+
+
+def _alias_answer(index: Index, qtype: int, cname: RR, depth: int) -> Answer:
+    """The CNAME, then the target's answer when the target is ours (chased, as a resolver
+    would); the rcode is the last name's (RFC 6604)."""
+    target = cname.data
+    assert isinstance(target, tuple)
+    if qtype == wire.CNAME or depth >= MAX_CNAME_CHAIN:
         return Answer(wire.NOERROR, answer=((cname,),))
     chased = resolve(index, target, qtype, depth + 1)
     if chased is None:
@@ -208,6 +226,55 @@ def _external_answer(
     )
 
 
+def _custom_answer(
+    index: Index, qname: Name, qtype: int, rrsets: Mapping[int, RRset], depth: int
+) -> Answer:
+    """A custom name: its RRset for the type, the CNAME for every type, or NODATA. NODATA
+    carries the zone's SOA inside a served zone; outside, kdns is the authority for the name
+    only, so there is no SOA to give (as CoreDNS's ``hosts`` plugin answers)."""
+    cname = rrsets.get(wire.CNAME)
+    if cname is not None:
+        return _alias_answer(index, qtype, cname[0], depth)
+    if qtype == wire.ANY:
+        rrset = next(iter(rrsets.values()))
+    else:
+        found = rrsets.get(qtype)
+        if found is None:
+            zone = split_zone(qname, index.config.all_zones)
+            if zone is None:
+                return Answer(wire.NOERROR)
+            return negative(index, zone[0], wire.NOERROR)
+        rrset = found
+    return Answer(wire.NOERROR, answer=(rrset,), additional=_custom_glue(index, rrset))
+
+
+def _custom_glue(index: Index, rrset: RRset) -> tuple[RRset, ...]:
+    """Addresses of SRV and MX targets that are custom names themselves."""
+    out: list[RRset] = []
+    for rr in rrset:
+        if rr.rtype not in (wire.SRV, wire.MX):
+            continue
+        target = rr.data[-1] if isinstance(rr.data, tuple) else ()
+        for family in (wire.A, wire.AAAA):
+            found = index.config.custom.by_name.get(target, {}).get(family)
+            if found is not None and found not in out:
+                out.append(found)
+    return tuple(out)
+
+
+def custom_collisions(index: Index) -> list[Name]:
+    """Custom names the cluster also defines (the custom records win; the log says so)."""
+    out: list[Name] = []
+    zones = index.config.all_zones
+    for name in index.config.custom.by_name:
+        if split_zone(name, zones) is None:
+            continue  # outside every served zone: the cluster cannot define it
+        answer = resolve_cluster(index, name, wire.A)
+        if answer is not None and answer.rcode == wire.NOERROR:
+            out.append(name)
+    return out
+
+
 def _find_services(index: Index, request: Request, zone: Name) -> list[Target] | None:
     """Candidates for a svc-kind request (CoreDNS ``findServices``); None means NXDOMAIN."""
     if not index.exposed(request.namespace):
@@ -217,6 +284,8 @@ def _find_services(index: Index, request: Request, zone: Name) -> list[Target] |
     view = index.services.get((request.namespace, request.service))
     if view is None or view.is_external:
         return None  # names below an ExternalName do not exist (R6.3)
+    if service_is_empty(index, view):
+        return None
     service = view.service
     base: Name = (service.name, service.namespace, "svc", *zone)
     targets: list[Target] = []
@@ -240,6 +309,17 @@ def _find_services(index: Index, request: Request, zone: Name) -> list[Target] |
         if _port_matches(request, port.name, port.protocol):
             targets.extend(Target(base, address=ip, port=port.port) for ip in service.cluster_ips)
     return targets or None
+
+
+def service_is_empty(index: Index, view: ServiceView) -> bool:
+    """CoreDNS ``ignore empty_service``: a ClusterIP Service without a ready endpoint, and every
+    name below it, is NXDOMAIN (its ClusterIP still has its PTR, as in CoreDNS)."""
+    return (
+        index.config.ignore_empty_service
+        and not view.service.headless
+        and not view.is_external
+        and not view.endpoints
+    )
 
 
 def _port_matches(request: Request, name: str, protocol: str) -> bool:

@@ -53,6 +53,7 @@ class WatchSource:
         *,
         namespaces: frozenset[str] | None,
         pods: bool,
+        endpoints: bool = True,
         pod_field_selector: str | None = None,
         settings: WatchSettings | None = None,
         rand: Callable[[], float] = random.random,
@@ -73,7 +74,8 @@ class WatchSource:
         scopes: list[str | None] = [None]
         if namespaces is not None:
             scopes = [*sorted(namespaces)]
-        for resource in (SERVICES, ENDPOINT_SLICES):
+        # noendpoints serves no endpoint records, so the slices need not be listed at all.
+        for resource in (SERVICES, ENDPOINT_SLICES) if endpoints else (SERVICES,):
             plan.extend((resource, ns, None) for ns in scopes)
         if pods:
             plan.extend((PODS, ns, pod_field_selector) for ns in scopes)

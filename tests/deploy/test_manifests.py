@@ -298,6 +298,7 @@ def watched(parsed: Parsed, tmp_path: Path) -> set[tuple[str, str]]:
             NoRuntime(),
             namespaces=parsed.config.zone.namespaces,
             pods=parsed.config.zone.pods == "verified",
+            endpoints=not parsed.config.zone.noendpoints,
         )
         return {(i.resource.group, i.resource.plural) for i in source.informers}
     if parsed.program == "nodecache" and parsed.args.command == "serve":

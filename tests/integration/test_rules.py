@@ -236,25 +236,50 @@ CASES = [
     Case("R13-second-zone", "svc1.testns.svc.example.org.", "A",
          answer=("svc1.testns.svc.example.org. 5 IN A 10.0.0.1",),
          options={"zones": (text_to_name("cluster.local"), text_to_name("example.org"))}),
+    # CoreDNS options beyond the spec (off by default: R3.3-A-without-endpoints is the default)
+    nx("R3.3-ignore-empty-service-A", f"multi.{T}", options={"ignore_empty_service": True}),
+    nx("R3.3-ignore-empty-service-AAAA", f"multi.{T}", "AAAA", options={"ignore_empty_service": True}),
+    nx("R3.3-ignore-empty-service-SRV", f"_http._tcp.multi.{T}", "SRV",
+       options={"ignore_empty_service": True}),
+    Case("R3.3-ignore-empty-service-keeps-ready", f"svc1.{T}", "A", answer=(f"svc1.{T} 5 IN A 10.0.0.1",),
+         options={"ignore_empty_service": True}),
+    Case("R3.3-ignore-empty-service-keeps-PTR", rev("10.0.0.3"), "PTR",
+         answer=(f"{rev('10.0.0.3')} 5 IN PTR multi.{T}",), options={"ignore_empty_service": True}),
+    Case("R4.1-ignore-empty-service-headless-unchanged", f"hdls-noport.{T}", "A",
+         answer=(f"hdls-noport.{T} 5 IN A 172.0.3.1",), options={"ignore_empty_service": True}),
+    nx("R4.1-noendpoints-headless", f"hdls1.{T}", options={"noendpoints": True}),
+    nx("R4.4-noendpoints-endpoint-name", f"172-0-0-1.svc1.{T}", options={"noendpoints": True}),
+    nx("R4.5-noendpoints-headless-SRV", f"_http._tcp.hdls1.{T}", "SRV", options={"noendpoints": True}),
+    Case("R3.1-noendpoints-clusterip-kept", f"svc1.{T}", "A", answer=(f"svc1.{T} 5 IN A 10.0.0.1",),
+         options={"noendpoints": True}),
+    Case("R3.4-noendpoints-clusterip-SRV-kept", f"_http._tcp.svc1.{T}", "SRV",
+         answer=(f"_http._tcp.svc1.{T} 5 IN SRV 0 100 80 svc1.{T}",),
+         additional=(f"svc1.{T} 5 IN A 10.0.0.1",), options={"noendpoints": True}),
+    Case("R4.8-noendpoints-no-endpoint-PTR", rev("172.0.0.2"), "PTR", "REFUSED", aa=False,
+         options={"noendpoints": True}),
     Case("R13-second-zone-PTR-uses-primary", rev("10.0.0.1"), "PTR",
          answer=(f"{rev('10.0.0.1')} 5 IN PTR svc1.{T}",),
          options={"zones": (text_to_name("cluster.local"), text_to_name("example.org"))}),
 ]  # fmt: skip
 
-TRANSPORTS = ["udp", "udp-edns", "tcp"]
+TRANSPORTS = ["udp", "udp-python-loop", "udp-edns", "tcp"]
+"""``udp`` is served by the C accelerator when it is built; ``udp-python-loop`` never is."""
 
 
 OptionKey = tuple[tuple[str, Any], ...]
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[OptionKey, RunningServer]]:
-    """One server per distinct option set, started lazily and stopped with the module."""
+def servers() -> Iterator[dict[tuple[OptionKey, bool], RunningServer]]:
+    """One server per distinct option set and UDP loop, started lazily, stopped with the module."""
     contexts: list[Any] = []
 
-    class Lazy(dict[OptionKey, RunningServer]):
-        def __missing__(self, key: OptionKey) -> RunningServer:
-            context = running_server(fixture_objects(), ZoneConfig(**dict(key)))
+    class Lazy(dict[tuple[OptionKey, bool], RunningServer]):
+        def __missing__(self, key: tuple[OptionKey, bool]) -> RunningServer:
+            options, python_loop = key
+            context = running_server(
+                fixture_objects(), ZoneConfig(**dict(options)), python_udp_loop=python_loop
+            )
             contexts.append(context)
             server = context.__enter__()
             self[key] = server
@@ -273,7 +298,9 @@ def query_for(case: Case, transport: str) -> dns.message.Message:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_rule(case: Case, transport: str, servers: dict[OptionKey, RunningServer]) -> None:
-    server = servers[tuple(sorted(case.options.items()))]
+def test_rule(
+    case: Case, transport: str, servers: dict[tuple[OptionKey, bool], RunningServer]
+) -> None:
+    server = servers[tuple(sorted(case.options.items())), transport == "udp-python-loop"]
     reply = server.query(query_for(case, transport), "tcp" if transport == "tcp" else "udp")
     check(reply, case)

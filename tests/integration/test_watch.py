@@ -736,6 +736,17 @@ def test_servfail_before_sync_then_nxdomain(cluster: Cluster) -> None:
 # More: scoping, bad objects, shutdown, backoff arithmetic
 
 
+def test_noendpoints_lists_and_watches_no_endpointslices(cluster: Cluster) -> None:
+    kube = cluster.kube
+    kube.apply(namespace("prod"))
+    kube.apply(service("web"))
+    kube.apply(endpoint_slice("web-1", "web", [("10.244.0.9", True, "")]))
+    source = cluster.start(endpoints=False)
+    assert [i.name for i in source.informers] == ["namespaces", "services"]
+    assert lookup(cluster.dns, fqdn("web")) == ("NOERROR", ["10.0.0.1"])
+    assert not [r for r in kube.requests if "endpointslices" in r.path]
+
+
 def test_namespaces_option_watches_per_namespace_and_pods_only_when_asked(
     cluster: Cluster,
 ) -> None:

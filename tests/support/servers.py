@@ -12,9 +12,13 @@ import dns.query
 
 from kdns.config import ZoneConfig
 from kdns.model import KubeObject
+from kdns.resolver.config import ResolverConfig, StaleConfig, StaleMode, UpstreamConfig
+from kdns.resolver.core import Resolver
 from kdns.runtime import Runtime
+from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Forwarding, Responder
 from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.transfer import Network, ZoneTransfer
 from kdns.serve.udp import UDPServer
 
 TIMEOUT_S = 3.0
@@ -26,6 +30,7 @@ class RunningServer:
     port: int
     runtime: Runtime
     responder: Responder
+    transfer: ZoneTransfer | None = None
 
     def query(self, message: dns.message.Message, transport: str = "udp") -> dns.message.Message:
         if transport == "udp":
@@ -51,7 +56,13 @@ def running_server(
     idle_timeout_s: float = 10.0,
     synced: bool = True,
     forwarder: Forwarding | None = None,
+    python_udp_loop: bool = False,
+    transfer_to: tuple[Network, ...] = (),
+    transfer_limit: int = 2,
 ) -> Iterator[RunningServer]:
+    """``python_udp_loop`` serves UDP from the pure-Python loop even when the C accelerator is
+    built (it takes only the unwrapped ``Responder.answer``), so a test can cover both.
+    ``transfer_to`` puts a ``ZoneTransfer`` (at most ``transfer_limit`` at once) on TCP."""
     responder = Responder(max_udp_size)
     runtime = Runtime(zone_config or ZoneConfig(), responder, synced=synced)
     if forwarder is not None:
@@ -60,12 +71,37 @@ def running_server(
     runtime.replace(objects)
     udp_sock, tcp_sock = bind_pair("127.0.0.1", 0)
     port = udp_sock.getsockname()[1]
-    udp = UDPServer(udp_sock, responder.answer)
-    tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
+    udp = UDPServer(
+        udp_sock, (lambda p: responder.answer(p)) if python_udp_loop else responder.answer
+    )
+    transfer = ZoneTransfer(responder, transfer_to, transfer_limit) if transfer_to else None
+    if transfer is not None:
+        tcp = TCPServer([tcp_sock], None, idle_timeout_s, peer_answer=transfer.answer)
+    else:
+        tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
     udp.start()
     tcp.start()
     try:
-        yield RunningServer("127.0.0.1", port, runtime, responder)
+        yield RunningServer("127.0.0.1", port, runtime, responder, transfer)
     finally:
         tcp.stop()
         udp.stop()
+
+
+@contextlib.contextmanager
+def forwarder_to(address: tuple[str, int]) -> Iterator[Forwarder]:
+    """kdns's forwarder on a started resolver core asking one test upstream, with short
+    timeouts and no stale answers (a failure shows at once)."""
+    resolver = Resolver.from_config(
+        ResolverConfig(
+            cluster_upstream=None,
+            reverse_zones=(),
+            upstream=UpstreamConfig((address,), try_timeout_s=0.3, overall_timeout_s=0.6),
+            stale=StaleConfig(mode=StaleMode.OFF),
+        )
+    )
+    resolver.start()
+    try:
+        yield Forwarder(resolver)
+    finally:
+        resolver.close()

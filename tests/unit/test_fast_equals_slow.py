@@ -14,7 +14,7 @@ import dns.message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdns.config import ZoneConfig
+from kdns.config import ZoneConfig, build_config
 from kdns.model import (
     Endpoint,
     EndpointPort,
@@ -87,6 +87,8 @@ def candidate_names() -> st.SearchStrategy[str]:
         + ["ns.dns.cluster.local", "example.com", "web.a.svc.cluster.local.a.svc.cluster.local"]
         + [f"{i}.0.0.10.in-addr.arpa" for i in range(1, 6)]
         + ["1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa"]
+        + ["db.corp.example", "alias.corp.example", "legacy.cluster.local", "x.corp.example"]
+        + ["web.a.corp.example", "_http._tcp.web.b.corp.example", "h0.web.a.corp.example"]
     )
     return base.flatmap(
         lambda name: st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
@@ -100,6 +102,20 @@ CONFIGS = [
     ZoneConfig(),
     ZoneConfig(pods="verified", endpoint_pod_names=True),
     ZoneConfig(pods="disabled", namespaces=frozenset({"a", "b"}), ttl_s=30),
+    ZoneConfig(ignore_empty_service=True, endpoint_pod_names=True),
+    ZoneConfig(noendpoints=True, pods="verified"),
+    build_config(
+        {
+            "records": [
+                "db.corp.example. 30 IN A 192.0.2.10",
+                "alias.corp.example. CNAME db.b.svc.cluster.local.",
+                "legacy.cluster.local. TXT legacy",
+                "web.a.svc.cluster.local. 7 IN A 10.9.9.9",
+                "ext.example.com. 9 IN AAAA 2001:db8::9",
+            ],
+            "hosts": ["10.0.0.1 db.corp.example files.a.svc.cluster.local"],
+        }
+    ).zone,
 ]
 
 
@@ -163,6 +179,7 @@ def test_random_bytes_never_raise(packet: bytes, prefix: bytes) -> None:
 
 
 _FUZZ_RESPONDER = Responder()
-Runtime(ZoneConfig(), _FUZZ_RESPONDER).replace(
+# Rewrite rules and custom records on: random questions also go through their paths.
+Runtime(CONFIGS[-1], _FUZZ_RESPONDER).replace(
     [Namespace("a"), Service("a", "web", cluster_ips=("10.0.0.1",))]
 )
