@@ -2,7 +2,8 @@
 
 TCP is the rare path (truncated answers, zone-sized replies), so it runs on an asyncio loop in
 its own thread. Each connection reads one framed query at a time and writes its reply before
-reading the next, which keeps replies in query order.
+reading the next, which keeps replies in query order. Every reply is counted in the tally of the
+listening socket it came through (kdns.serve.tally), on the loop's thread.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 from kdns.serve.reply import Handler, PeerHandler
 from kdns.serve.sockets import bound_socket
+from kdns.serve.tally import count, family_of, new_cells
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,10 @@ class TCPServer:
         self._loop = asyncio.new_event_loop()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self.cells: dict[tuple[str, int], list[int]] = {
+            _local_address(sock): new_cells() for sock in socks
+        }
+        """Per listening address: the tally cells, written only by the loop's thread."""
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tcp", daemon=True)
 
@@ -77,6 +85,13 @@ class TCPServer:
             writer.close()
             return
         self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        client = (str(peer[0]), int(peer[1]))
+        family = family_of(client[0])
+        cells = self.cells.get(_local_address(writer.get_extra_info("socket")))
+        if cells is None:  # not one of our listeners (cannot happen): count it somewhere
+            cells = next(iter(self.cells.values()))
+        clock = time.perf_counter_ns
         try:
             while True:
                 try:
@@ -85,14 +100,15 @@ class TCPServer:
                     packet = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout_s)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
+                started = clock()
                 if self.answer is not None:
                     result = self.answer(packet)
                 else:
                     assert self.peer_answer is not None
-                    peer = writer.get_extra_info("peername")
-                    result = self.peer_answer(packet, (str(peer[0]), int(peer[1])))
+                    result = self.peer_answer(packet, client)
                 if result is None:
                     continue
+                deferred = not isinstance(result, bytes)
                 if isinstance(result, bytes):
                     reply = result
                 else:
@@ -103,6 +119,7 @@ class TCPServer:
                         reply = await asyncio.wait_for(future, self.deferred_timeout_s)
                     except TimeoutError:
                         continue
+                count(cells, packet, reply, family, deferred, clock() - started)
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -149,6 +166,12 @@ class TCPServer:
                 future.result(timeout=3)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=3)
+
+
+def _local_address(sock: Any) -> tuple[str, int]:
+    """A listening socket's (or an accepted connection's) own host and port."""
+    name = sock.getsockname()
+    return str(name[0]), int(name[1])
 
 
 def _threadsafe_sender(future: asyncio.Future[bytes]) -> Callable[[bytes], None]:
