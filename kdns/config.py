@@ -15,6 +15,7 @@ from kdns.names import Name, text_to_name
 from kdns.resolver.config import parse_address
 
 POD_MODES: Final = ("disabled", "insecure", "verified")
+LOG_FORMATS: Final = ("text", "json")
 REVERSE_ZONES: Final[tuple[Name, ...]] = (("in-addr", "arpa"), ("ip6", "arpa"))
 
 
@@ -74,6 +75,10 @@ class Config:
     context: str | None = None
     health_listen: tuple[str, int] | None = ("0.0.0.0", 8080)
     """/health, /ready, /metrics; None disables the endpoint."""
+    metrics_listen: tuple[str, int] | None = ("0.0.0.0", 9153)
+    """/metrics alone, on CoreDNS's port; None disables it (/metrics stays on health_listen)."""
+    log_format: str = "text"
+    """text | json (kdns.logs)."""
     startup_timeout_s: float = 5.0
     """Serve anyway after this long if the initial lists have not completed (R8.2)."""
 
@@ -91,6 +96,24 @@ def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(field_name, f"port must be 0-65535, got {port_text!r}")
     return host, int(port_text)
+
+
+def optional_listen(values: Mapping[str, Any], key: str, default: str) -> tuple[str, int] | None:
+    """A ``HOST:PORT`` setting that ``none`` turns off (health_listen, metrics_listen)."""
+    text = values.get(key)
+    if text is None:
+        text = default
+    if not isinstance(text, str):
+        raise ConfigError(key, f"expected HOST:PORT or none, got {text!r}")
+    return None if text.lower() == "none" else parse_listen(text, key)
+
+
+def log_format_of(values: Mapping[str, Any]) -> str:
+    """The ``log_format`` setting: text (the default) or json."""
+    raw = values.get("log_format") or "text"
+    if not isinstance(raw, str) or raw.lower() not in LOG_FORMATS:
+        raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
+    return raw.lower()
 
 
 def parse_server(value: str, field_name: str) -> tuple[str, int]:
@@ -130,13 +153,14 @@ def build_config(values: Mapping[str, Any]) -> Config:
     """Validate merged settings (config file overlaid by flags) into a ``Config``.
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
-    namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
-    upstream, resolv_conf.
+    namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, log_format,
+    dns_service, upstream, resolv_conf, health_listen, metrics_listen.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
-        "kubeconfig", "context", "health_listen", "startup_timeout",
+        "kubeconfig", "context", "health_listen", "startup_timeout", "metrics_listen",
+        "log_format",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -195,10 +219,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         if raw is not None and (not isinstance(raw, str) or not raw):
             raise ConfigError(key, f"expected a non-empty string, got {raw!r}")
         optional_paths[key] = raw
-    health_text = values.get("health_listen", "0.0.0.0:8080")
-    if not isinstance(health_text, str):
-        raise ConfigError("health_listen", f"expected HOST:PORT or none, got {health_text!r}")
-    health_listen = None if health_text == "none" else parse_listen(health_text, "health_listen")
+    health_listen = optional_listen(values, "health_listen", "0.0.0.0:8080")
+    metrics_listen = optional_listen(values, "metrics_listen", "0.0.0.0:9153")
     startup = values.get("startup_timeout", 5.0)
     if isinstance(startup, bool) or not isinstance(startup, int | float) or startup < 0:
         raise ConfigError("startup_timeout", f"expected seconds >= 0, got {startup!r}")
@@ -223,5 +245,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         kubeconfig=optional_paths["kubeconfig"],
         context=optional_paths["context"],
         health_listen=health_listen,
+        metrics_listen=metrics_listen,
+        log_format=log_format_of(values),
         startup_timeout_s=float(startup),
     )

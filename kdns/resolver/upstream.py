@@ -130,6 +130,8 @@ class UpstreamStats:
     marked_down: int = 0
     recovered: int = 0
     probes: int = 0
+    all_down: int = 0
+    """Queries that found every server marked down (CoreDNS's healthcheck_broken)."""
 
 
 class Health:
@@ -144,6 +146,8 @@ class Health:
         self._fails = [0] * count
         self._down_since: list[float | None] = [None] * count
         self._probed_at = [0.0] * count
+        self.failures = [0] * count
+        """Per server: failed tries and failed probes (CoreDNS's healthcheck failures)."""
         self._lock = threading.Lock()
 
     def is_down(self, index: int) -> bool:
@@ -169,12 +173,17 @@ class Health:
         """Record a failed try; True if this marked the server down."""
         with self._lock:
             self._fails[index] += 1
+            self.failures[index] += 1
             if self._down_since[index] is None and self._fails[index] >= self.max_fails:
                 now = self.clock()
                 self._down_since[index] = now
                 self._probed_at[index] = now
                 return True
             return False
+
+    def probe_failed(self, index: int) -> None:
+        with self._lock:
+            self.failures[index] += 1
 
     def probes_due(self) -> list[int]:
         """Down servers whose next probe is due; each is stamped as probed now."""
@@ -186,6 +195,39 @@ class Health:
                     self._probed_at[index] = now
                     due.append(index)
         return due
+
+
+TRY_BUCKETS: Final = tuple(0.00025 * 2**i for i in range(16))
+"""CoreDNS's ``plugin.TimeBuckets`` (ExponentialBuckets(0.00025, 2, 16)), upper bounds in s."""
+_FAILURE_RCODES: Final = {reason: rcode for rcode, reason in _ANSWERED_ERRORS.items()}
+
+
+class TryLatency:
+    """How long each try that got a reply took, per server and rcode: CoreDNS's
+    ``coredns_proxy_request_duration_seconds`` (it observes replies only, not timeouts)."""
+
+    def __init__(self, servers: int) -> None:
+        self._lock = threading.Lock()
+        self._series: dict[tuple[int, int], tuple[list[int], list[float]]] = {}
+        self.servers = servers
+
+    def observe(self, index: int, result: Result, seconds: float) -> None:
+        if isinstance(result, Reply):
+            rcode = result.facts.rcode
+        elif result.reason in _FAILURE_RCODES:
+            rcode = _FAILURE_RCODES[result.reason]
+        else:
+            return
+        bucket = next((i for i, bound in enumerate(TRY_BUCKETS) if seconds <= bound), 16)
+        with self._lock:
+            counts, total = self._series.setdefault((index, rcode), ([0] * 17, [0.0]))
+            counts[bucket] += 1
+            total[0] += seconds
+
+    def read(self) -> dict[tuple[int, int], tuple[list[int], float]]:
+        """(server index, rcode) -> (count per bucket, not cumulative; sum of seconds)."""
+        with self._lock:
+            return {key: (list(c), t[0]) for key, (c, t) in self._series.items()}
 
 
 class _Waiter:
@@ -304,6 +346,7 @@ class UpstreamClient:
     ) -> None:
         self.config = config
         self.stats = UpstreamStats()
+        self.latency = TryLatency(len(config.servers))
         self.health = Health(len(config.servers), config.max_fails, config.probe_interval_s, clock)
         self._slots = threading.BoundedSemaphore(config.max_concurrent)
         self._connections: dict[int, _TCPConnection] = {}
@@ -342,6 +385,8 @@ class UpstreamClient:
                     self.stats.recovered += 1
                     logger.info("upstream %s:%d is back", *self.config.servers[index])
                 back.append(index)
+            else:
+                self.health.probe_failed(index)
         return back
 
     # --- queries -----------------------------------------------------------------------------
@@ -367,6 +412,8 @@ class UpstreamClient:
     def _query(self, qname: bytes, qtype: int, qclass: int, do: bool, cd: bool) -> Result:
         deadline = time.monotonic() + self.config.overall_timeout_s
         order = self.health.order()
+        if self.health.is_down(order[0]):  # healthy servers come first: none is healthy
+            self.stats.all_down += 1
         # Only a server that timed out may be tried again within one query (the deadline
         # bounds that); one that refused, answered an error or broke the connection is done.
         done: set[int] = set()
@@ -385,7 +432,9 @@ class UpstreamClient:
                 self.stats.failovers += 1
             previous = index
             timeout = min(self.config.try_timeout_s, remaining)
+            started = time.monotonic()
             result = self._try(index, qname, qtype, qclass, do, cd, timeout=timeout)
+            self.latency.observe(index, result, time.monotonic() - started)
             if isinstance(result, Reply):
                 if self.health.success(index):
                     self.stats.recovered += 1
