@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from kdns import logs
 from nodecache import __version__
 from nodecache.config import (
     FLAG_SETTINGS,
@@ -105,12 +106,18 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         help="/health, /ready and /metrics (default 0.0.0.0:8080; 'none' turns it off)",
     )
     add(
+        "--metrics-listen",
+        metavar="IP:PORT",
+        help="/metrics alone, on NodeLocal's port (default 0.0.0.0:9253; 'none' turns it off)",
+    )
+    add(
         "--max-udp-size",
         type=int,
         metavar="BYTES",
         help="ceiling on the EDNS payload honoured for clients (default 1232)",
     )
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add("--log-format", choices=("text", "json"), help="log lines as text (default) or JSON")
     _add_searchpath_flags(parser)
 
 
@@ -196,6 +203,8 @@ def describe(config: Config) -> str:
         "listen: " + ", ".join(show_address(host, port) for host, port in config.listen),
         "health: "
         + ("off" if config.health_listen is None else show_address(*config.health_listen)),
+        "metrics: "
+        + ("off" if config.metrics_listen is None else show_address(*config.metrics_listen)),
         f"cluster zones: {', '.join(resolver.cluster_zones)}; reverse zones: "
         f"{', '.join(resolver.reverse_zones)}",
     ]
@@ -246,9 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as error:
         sys.stderr.write(f"nodecache: error: {error}\n")
         return EXIT_USAGE
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format, "nodecache")
     for note in config.notes:
         logger.warning("%s", note)
     if args.command == "check":

@@ -39,12 +39,13 @@ from collections.abc import Callable
 
 from kdns.config import ConfigError
 from kdns.health import HealthServer, probe_udp
+from kdns.metrics import upstream_groups
 from kdns.resolver.core import Resolver
 from kdns.serve.tcp import TCPServer, bind_tcp
 from kdns.serve.udp import UDPServer, bind_udp
 from nodecache.config import Config, show_address
 from nodecache.handler import PROBE_ZONE, QueryHandler
-from nodecache.metrics import Metrics, upstream_groups
+from nodecache.metrics import Metrics
 from nodecache.node.commands import Run, run_command
 from nodecache.node.handover import ensure_tcp_migrate, hand_over, successor_bound
 from nodecache.node.probe import nodecache_answers
@@ -79,6 +80,8 @@ class NodeCache:
         self.udp_servers: list[UDPServer] = []
         self.tcp_server: TCPServer | None = None
         self.health: HealthServer | None = None
+        self.metrics_server: HealthServer | None = None
+        """``/metrics`` alone on ``metrics_listen`` (NodeLocal's 9253)."""
         self.serving = False
         self._reload_lock = threading.Lock()
         self.node = node
@@ -113,6 +116,8 @@ class NodeCache:
         self.tcp_server = TCPServer(
             tcp_socks, None, self.config.tcp_idle_timeout_s, peer_answer=self.handler.tcp
         )
+        self.metrics.udp_servers = self.udp_servers
+        self.metrics.tcp_server = self.tcp_server
         for server in self.udp_servers:
             server.start()
         self.tcp_server.start()
@@ -120,6 +125,7 @@ class NodeCache:
         for server in self.udp_servers:
             logger.info("serving on %s (udp+tcp)", show_address(*server.address))
         self._start_health()
+        self._start_metrics()
         if self.plumbing is not None and self.plumbing.active and self.node is not None:
             # The rules go in from this thread once our listener answers (nodecache.node.sync).
             note = probe_note(self.config, self.node)
@@ -158,6 +164,25 @@ class NodeCache:
             return
         self.health.start()
         logger.info("health on %s (/health, /ready, /metrics)", show_address(*self.health.address))
+
+    def _start_metrics(self) -> None:
+        if self.config.metrics_listen is None:
+            return
+        host, port = self.config.metrics_listen
+        try:
+            # SO_REUSEPORT for the same reason as the health endpoint (surge updates).
+            self.metrics_server = HealthServer(
+                host, port, None, None, self.metrics.render, reuse_port=True
+            )
+        except OSError as error:
+            logger.error(
+                "cannot bind the metrics endpoint %s: %s; /metrics stays on the health port",
+                show_address(host, port),
+                error.strerror,
+            )
+            return
+        self.metrics_server.start()
+        logger.info("metrics on %s (/metrics)", show_address(*self.metrics_server.address))
 
     def shutdown(self) -> bool:
         """Stop taking queries, let queries in flight finish (bounded), close everything.
@@ -209,6 +234,8 @@ class NodeCache:
             self.tcp_server.stop()
         if self.health is not None:
             self.health.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if self.searchpath is not None:
             self.searchpath.stop()
         self.resolver.close()

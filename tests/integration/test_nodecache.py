@@ -37,6 +37,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
 from kdns.resolver.core import Resolver
@@ -110,13 +111,22 @@ class NodeCache:
             return error.code, error.read().decode()
 
     def metric(self, name: str, labels: str = "") -> float:
+        """One sample's value; ``labels`` as written in the text (``{a="x",b="y"}``), in any
+        order (prometheus-client writes them sorted)."""
         _status, text = self.http("/metrics")
-        found = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
-        assert found, f"{name}{labels} not in /metrics"
-        return float(found.group(1))
+        return sample_value(text, name, labels)
 
     def logged(self, text: str) -> bool:
         return any(text in line for line in list(self.log))
+
+
+def sample_value(text: str, name: str, labels: str = "") -> float:
+    wanted = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == wanted:
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} not in /metrics")
 
 
 def _raw_udp(address: tuple[str, int], packet: bytes, timeout: float) -> bytes | None:
