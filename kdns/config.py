@@ -108,6 +108,20 @@ def optional_listen(values: Mapping[str, Any], key: str, default: str) -> tuple[
     return None if text.lower() == "none" else parse_listen(text, key)
 
 
+def metrics_apart(
+    metrics: tuple[str, int] | None, health: tuple[str, int] | None
+) -> tuple[str, int] | None:
+    """``metrics_listen`` unless the health endpoint already holds that port (the same address,
+    or the same port with either address a wildcard): then None, because the health endpoint
+    serves ``/metrics`` too, and a second listener there would clash with it."""
+    if metrics is None or health is None or metrics[1] == 0 or metrics[1] != health[1]:
+        return metrics
+    wildcard = ("0.0.0.0", "::")
+    if metrics[0] == health[0] or metrics[0] in wildcard or health[0] in wildcard:
+        return None
+    return metrics
+
+
 def log_format_of(values: Mapping[str, Any]) -> str:
     """The ``log_format`` setting: text (the default) or json."""
     raw = values.get("log_format") or "text"
@@ -220,7 +234,9 @@ def build_config(values: Mapping[str, Any]) -> Config:
             raise ConfigError(key, f"expected a non-empty string, got {raw!r}")
         optional_paths[key] = raw
     health_listen = optional_listen(values, "health_listen", "0.0.0.0:8080")
-    metrics_listen = optional_listen(values, "metrics_listen", "0.0.0.0:9153")
+    metrics_listen = metrics_apart(
+        optional_listen(values, "metrics_listen", "0.0.0.0:9153"), health_listen
+    )
     startup = values.get("startup_timeout", 5.0)
     if isinstance(startup, bool) or not isinstance(startup, int | float) or startup < 0:
         raise ConfigError("startup_timeout", f"expected seconds >= 0, got {startup!r}")

@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 from kdns.config import (
     ConfigError,
     log_format_of,
+    metrics_apart,
     optional_listen,
     parse_listen,
     parse_zone,
@@ -250,11 +251,10 @@ def build_config(
         raise ConfigError("listen", "an address is listed twice")
 
     health = optional_listen(values, "health_listen", DEFAULT_HEALTH_LISTEN)
-    metrics_listen = optional_listen(values, "metrics_listen", DEFAULT_METRICS_LISTEN)
-    if metrics_listen is not None and metrics_listen == health and metrics_listen[1] != 0:
-        raise ConfigError(
-            "metrics_listen", "is the health_listen address (/metrics is served there already)"
-        )
+    # deploy/nodecache puts health on 9253, NodeLocal's metrics port: one listener serves both.
+    metrics_listen = metrics_apart(
+        optional_listen(values, "metrics_listen", DEFAULT_METRICS_LISTEN), health
+    )
 
     cluster_zones = tuple(string_list(values, "cluster_zone") or ["cluster.local"])
     for text in cluster_zones:

@@ -260,3 +260,26 @@ def test_prometheus_sees_what_was_sent(pair: Pair, tmp_path: Path) -> None:
             == GOOD_QUERIES - 1
         )
         assert promql(url, 'count(coredns_build_info{job="kdns"})') == 1
+
+
+# --- --log-format json -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("kdns", ("--manifests", str(DEMO), "--upstream", "none", "--log-format", "json")),
+        ("nodecache", ("--cluster-upstream", "127.0.0.1:1", "--upstream", "none",
+                       "--log-format", "json")),
+    ],
+    ids=["kdns", "nodecache"],
+)  # fmt: skip
+def test_json_logs_have_the_same_fields_in_both_programs(name: str, args: tuple[str, ...]) -> None:
+    with program(name, *args) as running:
+        lines = [line for line in list(running.log) if line.strip()]
+    assert lines
+    for line in lines:
+        fields = json.loads(line)
+        assert {"ts", "time", "level", "logger", "program", "msg"} <= set(fields), line
+        assert fields["program"] == name
+    assert any(json.loads(line)["msg"].startswith("serving on 127.0.0.1:") for line in lines)
