@@ -335,6 +335,7 @@ def kdns_families(
     yield metrics.build_info(__version__)
     yield metrics.panics(responder.errors)
     yield from metrics.dns_families(metrics.transport_sources(udp_servers, tcp_server))
+    yield metrics.programming_duration(runtime.programming)
     forwarder = responder.forwarder
     if isinstance(forwarder, Forwarder):
         server = tally.server_label(*udp_servers[0].address)

@@ -38,6 +38,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from kdns.histogram import Histogram
 from kdns.resolver.core import Resolver, Router
 from kdns.resolver.upstream import TRY_BUCKETS, UpstreamClient
 from kdns.serve import tally
@@ -200,6 +201,19 @@ def dns_families(sources: Iterable[Source]) -> Iterator[Metric]:
             duration, [server, ZONE, VIEW, qtype], tally.DURATION_BOUNDS, buckets, total_ns / 1e9
         )
     yield from (requests, do_requests, responses, duration, request_size, response_size)
+
+
+def programming_duration(histograms: dict[str, Histogram]) -> Metric:
+    """CoreDNS's kubernetes plugin DNS programming latency, per service kind."""
+    family = HistogramMetricFamily(
+        "coredns_kubernetes_dns_programming_duration_seconds",
+        "Histogram of the time (in seconds) it took to program a dns instance.",
+        labels=["service_kind"],
+    )
+    for kind, histogram in histograms.items():
+        counts, total = histogram.read()
+        _histogram(family, [kind], histogram.bounds, counts, total)
+    return family
 
 
 def upstream_groups(router: Router) -> dict[str, UpstreamClient]:

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from kdns import wire
+from kdns.histogram import Histogram, exponential
 from kdns.resolver import message
 from kdns.resolver.config import Address, Transport, UpstreamConfig
 from kdns.resolver.message import MessageError, ReplyFacts
@@ -197,7 +198,7 @@ class Health:
         return due
 
 
-TRY_BUCKETS: Final = tuple(0.00025 * 2**i for i in range(16))
+TRY_BUCKETS: Final = exponential(0.00025, 2, 16)
 """CoreDNS's ``plugin.TimeBuckets`` (ExponentialBuckets(0.00025, 2, 16)), upper bounds in s."""
 _FAILURE_RCODES: Final = {reason: rcode for rcode, reason in _ANSWERED_ERRORS.items()}
 
@@ -206,10 +207,9 @@ class TryLatency:
     """How long each try that got a reply took, per server and rcode: CoreDNS's
     ``coredns_proxy_request_duration_seconds`` (it observes replies only, not timeouts)."""
 
-    def __init__(self, servers: int) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._series: dict[tuple[int, int], tuple[list[int], list[float]]] = {}
-        self.servers = servers
+        self._series: dict[tuple[int, int], Histogram] = {}
 
     def observe(self, index: int, result: Result, seconds: float) -> None:
         if isinstance(result, Reply):
@@ -218,16 +218,17 @@ class TryLatency:
             rcode = _FAILURE_RCODES[result.reason]
         else:
             return
-        bucket = next((i for i, bound in enumerate(TRY_BUCKETS) if seconds <= bound), 16)
         with self._lock:
-            counts, total = self._series.setdefault((index, rcode), ([0] * 17, [0.0]))
-            counts[bucket] += 1
-            total[0] += seconds
+            histogram = self._series.get((index, rcode))
+            if histogram is None:
+                histogram = self._series[(index, rcode)] = Histogram(TRY_BUCKETS)
+        histogram.observe(seconds)
 
     def read(self) -> dict[tuple[int, int], tuple[list[int], float]]:
         """(server index, rcode) -> (count per bucket, not cumulative; sum of seconds)."""
         with self._lock:
-            return {key: (list(c), t[0]) for key, (c, t) in self._series.items()}
+            series = dict(self._series)
+        return {key: histogram.read() for key, histogram in series.items()}
 
 
 class _Waiter:
@@ -346,7 +347,7 @@ class UpstreamClient:
     ) -> None:
         self.config = config
         self.stats = UpstreamStats()
-        self.latency = TryLatency(len(config.servers))
+        self.latency = TryLatency()
         self.health = Health(len(config.servers), config.max_fails, config.probe_interval_s, clock)
         self._slots = threading.BoundedSemaphore(config.max_concurrent)
         self._connections: dict[int, _TCPConnection] = {}
