@@ -24,8 +24,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from kdns import __version__, logs, metrics
 from kdns.config import Config, ConfigError, build_config
-from kdns.health import HealthServer, probe_udp
+from kdns.health import HealthServer, Route, probe_udp
 from kdns.model import ClusterState, Service
+from kdns.querylog import QueryLog, http_route
 from kdns.resolver import resolvconf
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
 from kdns.resolver.core import Resolver
@@ -281,11 +282,17 @@ def serve(
     except OSError as error:
         logger.error("cannot bind %s: %s", config.listen, error.strerror)
         return 1
-    udp_servers = [UDPServer(udp, responder.answer) for udp, _ in pairs]
+    try:
+        query_log = QueryLog("kdns", config.query_log)
+    except ConfigError as error:  # an output file that cannot be opened
+        logger.error("%s", error)
+        return EXIT_USAGE
+    udp_servers = [UDPServer(udp, responder.answer, query_log=query_log) for udp, _ in pairs]
     tcp_server = TCPServer(
         [tcp for _, tcp in pairs],
         lambda packet: responder.answer(packet, tcp=True),
         config.tcp_idle_timeout_s,
+        query_log=query_log,
     )
     for server in udp_servers:
         server.start()
@@ -293,10 +300,12 @@ def serve(
     for server in udp_servers:
         logger.info("serving on %s:%d (udp+tcp)", *server.address)
     registry = metrics.new_registry(
-        metrics.Families(lambda: kdns_families(runtime, source, udp_servers, tcp_server))
+        metrics.Families(lambda: kdns_families(runtime, source, udp_servers, tcp_server)),
+        metrics.Families(lambda: [metrics.query_log_family(query_log)]),
     )
-    health = start_health(config, runtime, udp_servers[0].address, source, registry)
-    metrics_server = start_metrics(config, registry)
+    routes = {"/querylog": http_route(query_log)}
+    health = start_health(config, runtime, udp_servers[0].address, source, registry, routes)
+    metrics_server = start_metrics(config, registry, routes)
     watcher = None
     if snapshot is not None:
         watcher = snapshot[1]
@@ -321,6 +330,7 @@ def serve(
     tcp_server.stop()
     for server in udp_servers:
         server.stop()
+    query_log.close()
     runtime.stop()
     if forwarder is not None:
         forwarder.resolver.close()
@@ -376,14 +386,18 @@ def kdns_families(
         yield staleness
 
 
-def start_metrics(config: Config, registry: CollectorRegistry) -> HealthServer | None:
+def start_metrics(
+    config: Config, registry: CollectorRegistry, routes: dict[str, Route]
+) -> HealthServer | None:
     """``/metrics`` alone on ``--metrics-listen`` (CoreDNS's 9153); a busy port is logged, as
     for the health endpoint."""
     if config.metrics_listen is None:
         return None
     host, port = config.metrics_listen
     try:
-        server = HealthServer(host, port, None, None, lambda: metrics.exposition(registry))
+        server = HealthServer(
+            host, port, None, None, lambda: metrics.exposition(registry), routes=routes
+        )
     except OSError as error:
         logger.error("metrics endpoint disabled: cannot bind %s:%d: %s", host, port, error.strerror)
         return None
@@ -398,6 +412,7 @@ def start_health(
     udp_address: tuple[str, int],
     source: Any,
     registry: CollectorRegistry,
+    routes: dict[str, Route],
 ) -> HealthServer | None:
     """``/health``, ``/ready`` and ``/metrics``; a port already in use is logged, not fatal,
     because DNS matters more than the probe endpoint (the kubelet's probes will say so)."""
@@ -417,7 +432,9 @@ def start_health(
 
     host, port = config.health_listen
     try:
-        server = HealthServer(host, port, alive, ready, lambda: metrics.exposition(registry))
+        server = HealthServer(
+            host, port, alive, ready, lambda: metrics.exposition(registry), routes=routes
+        )
     except OSError as error:
         logger.error("health endpoint disabled: cannot bind %s:%d: %s", host, port, error.strerror)
         return None

@@ -6,6 +6,7 @@ what only the edges use (listeners, sources, logging). ``ConfigError`` always na
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,132 @@ class ZoneConfig:
         return self.zones + REVERSE_ZONES
 
 
+QUERY_LOG_FORMATS: Final = ("text", "json")
+RCODE_CLASSES: Final = ("success", "denial", "error")
+
+QueryLogNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLogConfig:
+    """The query log's settings (kdns.querylog has what each means)."""
+
+    enabled: bool = False
+    format: str = "text"
+    rcode: frozenset[str] = frozenset()
+    """Rcode classes to log; empty logs all."""
+    suffix: tuple[str, ...] = ()
+    """Name suffixes (lower case, trailing dot); empty logs all names."""
+    client: tuple[QueryLogNetwork, ...] = ()
+    """Client networks; empty logs every client."""
+    sample: int = 1
+    rate: float = 100.0
+    output: str = "stderr"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "format": self.format,
+            "rcode": sorted(self.rcode),
+            "suffix": list(self.suffix),
+            "client": [str(n) for n in self.client],
+            "sample": self.sample,
+            "rate": self.rate,
+            "output": self.output,
+        }
+
+
+_KEYS: Final = ("enabled", "format", "rcode", "suffix", "client", "sample", "rate", "output")
+
+
+def parse_query_log(
+    raw: Mapping[str, Any], base: QueryLogConfig | None = None, prefix: str = "query_log"
+) -> QueryLogConfig:
+    """``base`` (default: all defaults) with the settings in ``raw``; ConfigError names the
+    field as ``query_log.KEY``. Values may be YAML values or the strings of a query string."""
+    config = base or QueryLogConfig()
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}.{key}"
+        if key not in _KEYS:
+            raise ConfigError(name, f"unknown setting (one of {', '.join(_KEYS)})")
+        if key == "enabled":
+            changes[key] = _boolean(value, name)
+        elif key == "format":
+            if value not in QUERY_LOG_FORMATS:
+                formats = ", ".join(QUERY_LOG_FORMATS)
+                raise ConfigError(name, f"expected one of {formats}, got {value!r}")
+            changes[key] = value
+        elif key == "rcode":
+            classes = _strings(value, name)
+            wrong = [c for c in classes if c not in (*RCODE_CLASSES, "all")]
+            if wrong:
+                raise ConfigError(name, f"unknown class {wrong[0]!r} (success, denial, error, all)")
+            changes[key] = frozenset() if "all" in classes else frozenset(classes)
+        elif key == "suffix":
+            changes[key] = tuple(_suffix(text, name) for text in _strings(value, name))
+        elif key == "client":
+            changes[key] = tuple(_network(text, name) for text in _strings(value, name))
+        elif key == "sample":
+            changes[key] = _number(value, name, int, 1)
+        elif key == "rate":
+            changes[key] = float(_number(value, name, float, 0))
+        else:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(name, f"expected stderr or a file path, got {value!r}")
+            changes[key] = value
+    return dataclasses.replace(config, **changes)
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in (
+        "true",
+        "1",
+        "on",
+        "yes",
+        "false",
+        "0",
+        "off",
+        "no",
+    ):
+        return value.lower() in ("true", "1", "on", "yes")
+    raise ConfigError(name, f"expected true or false, got {value!r}")
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if isinstance(value, str):  # a query string's comma list, or one YAML string
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return string_list({name: value}, name)
+
+
+def _number(value: Any, name: str, kind: type[int] | type[float], low: float) -> int | float:
+    if isinstance(value, bool):
+        raise ConfigError(name, f"expected a number, got {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"expected a number, got {value!r}") from None
+    if number < low:
+        raise ConfigError(name, f"must be at least {low:g}, got {value!r}")
+    return number
+
+
+def _suffix(text: str, name: str) -> str:
+    labels = [label for label in text.lower().rstrip(".").split(".")]
+    if not text.strip(".") or any(not label or len(label) > 63 for label in labels):
+        raise ConfigError(name, f"{text!r} is not a domain name")
+    return ".".join(labels) + "."
+
+
+def _network(text: str, name: str) -> QueryLogNetwork:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not an IP network (CIDR)") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole kdns server configuration."""
@@ -79,6 +206,8 @@ class Config:
     """/metrics alone, on CoreDNS's port; None disables it (/metrics stays on health_listen)."""
     log_format: str = "text"
     """text | json (kdns.logs)."""
+    query_log: QueryLogConfig = field(default_factory=QueryLogConfig)
+    """The query log at start (kdns.querylog); ``POST /querylog`` changes it at runtime."""
     startup_timeout_s: float = 5.0
     """Serve anyway after this long if the initial lists have not completed (R8.2)."""
 
@@ -120,6 +249,16 @@ def metrics_apart(
     if metrics[0] == health[0] or metrics[0] in wildcard or health[0] in wildcard:
         return None
     return metrics
+
+
+def query_log_of(values: Mapping[str, Any]) -> QueryLogConfig:
+    """The ``query_log`` setting: a mapping of the query log's keys (kdns.querylog)."""
+    raw = values.get("query_log")
+    if raw is None:
+        return QueryLogConfig()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("query_log", f"expected a mapping of settings, got {raw!r}")
+    return parse_query_log(raw)
 
 
 def log_format_of(values: Mapping[str, Any]) -> str:
@@ -174,7 +313,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
         "kubeconfig", "context", "health_listen", "startup_timeout", "metrics_listen",
-        "log_format",
+        "log_format", "query_log",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -263,5 +402,6 @@ def build_config(values: Mapping[str, Any]) -> Config:
         health_listen=health_listen,
         metrics_listen=metrics_listen,
         log_format=log_format_of(values),
+        query_log=query_log_of(values),
         startup_timeout_s=float(startup),
     )

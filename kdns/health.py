@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 1.0
 METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-Route = Callable[[str], tuple[int, str]]
-"""An extra endpoint: the query string in, (HTTP status, text body) out."""
+Route = Callable[[str, str], tuple[int, str]]
+"""An extra endpoint: (HTTP method, query string) in, (HTTP status, text body) out."""
 
 
 def probe_query(zone: Name, query_id: int) -> bytes:
@@ -87,7 +87,19 @@ class HealthServer:
                 elif path == "/metrics":
                     self._send(200, owner.metrics(), METRICS_CONTENT_TYPE)
                 elif path in extra:
-                    status, body = extra[path](query)
+                    status, body = extra[path]("GET", query)
+                    self._send(status, body)
+                else:
+                    self._send(404, "not found\n")
+
+            def do_POST(self) -> None:
+                path, _, query = self.path.partition("?")
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    form = self.rfile.read(min(length, 65536)).decode(errors="replace")
+                    query = f"{query}&{form}" if query else form
+                if path in extra:
+                    status, body = extra[path]("POST", query)
                     self._send(status, body)
                 else:
                     self._send(404, "not found\n")

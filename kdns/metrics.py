@@ -39,6 +39,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from kdns.histogram import Histogram
+from kdns.querylog import QueryLog
 from kdns.resolver.core import Resolver, Router
 from kdns.resolver.upstream import TRY_BUCKETS, UpstreamClient
 from kdns.serve import tally
@@ -213,6 +214,19 @@ def programming_duration(histograms: dict[str, Histogram]) -> Metric:
     for kind, histogram in histograms.items():
         counts, total = histogram.read()
         _histogram(family, [kind], histogram.bounds, counts, total)
+    return family
+
+
+def query_log_family(log: QueryLog) -> Metric:
+    """What the query log did with each query offered to it while on (kdns.querylog)."""
+    family = CounterMetricFamily(
+        f"{log.server}_query_log_total",
+        "Queries offered to the query log while it was on, by outcome: written, filtered, "
+        "sampled_out, rate_limited, queue_full (a written line pushed out unwritten).",
+        labels=["outcome"],
+    )
+    for outcome, n in log.stats.outcomes.items():
+        family.add_metric([outcome], n)
     return family
 
 

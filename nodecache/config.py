@@ -25,11 +25,13 @@ from typing import Any, Final, TypeVar
 
 from kdns.config import (
     ConfigError,
+    QueryLogConfig,
     log_format_of,
     metrics_apart,
     optional_listen,
     parse_listen,
     parse_zone,
+    query_log_of,
     string_list,
 )
 from kdns.resolver import resolvconf
@@ -71,7 +73,7 @@ FLAG_SETTINGS: Final = (
 FILE_ONLY: Final = (
     "stub_domains", "reverse_zones", "cluster_transport", "zone_ttls", "default_ttl", "cache",
     "prefetch", "serve_stale", "upstream_options", "workers", "max_pending",
-    "tcp_idle_timeout_s", "drain_timeout_s",
+    "tcp_idle_timeout_s", "drain_timeout_s", "query_log",
 )  # fmt: skip
 """Settings only the config file holds."""
 
@@ -143,6 +145,8 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     """text | json (kdns.logs); restart-only."""
+    query_log: QueryLogConfig = dataclasses.field(default_factory=QueryLogConfig)
+    """The query log (kdns.querylog); a reload applies it, as does ``POST /querylog``."""
     config_file: str | None = None
     """The YAML file the settings came from; watched for changes."""
     host_resolv_conf: str = DEFAULT_RESOLV_CONF
@@ -352,6 +356,7 @@ def build_config(
         drain_timeout_s=drain,
         log_level=log_level,
         log_format=log_format_of(values),
+        query_log=query_log_of(values),
         config_file=config_file,
         host_resolv_conf=resolv_path,
         upstream_source=source,

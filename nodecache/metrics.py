@@ -25,6 +25,7 @@ from prometheus_client.core import Metric as Family
 
 from kdns import metrics
 from kdns.metrics import upstream_groups
+from kdns.querylog import QueryLog
 from kdns.resolver.core import Resolver, Router
 from kdns.resolver.upstream import UpstreamStats
 from kdns.serve import tally
@@ -99,6 +100,7 @@ class Metrics:
         self.udp_servers: list[UDPServer] = []
         self.tcp_server: TCPServer | None = None
         """The transports whose tallies make CoreDNS's coredns_dns_* families."""
+        self.query_log: QueryLog | None = None
         self.reloads = dict.fromkeys(RELOAD_RESULTS, 0)
         self._retired: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
@@ -138,6 +140,8 @@ class Metrics:
                 for name, value in counts.items():
                     retired[name] = retired.get(name, 0) + value
         yield from metrics.resolver_families(resolver, server, retired)
+        if self.query_log is not None:
+            yield metrics.query_log_family(self.query_log)
         yield from self._own()
 
     def _own(self) -> Iterator[Family]:

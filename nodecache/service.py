@@ -38,8 +38,9 @@ import threading
 from collections.abc import Callable
 
 from kdns.config import ConfigError
-from kdns.health import HealthServer, probe_udp
+from kdns.health import HealthServer, Route, probe_udp
 from kdns.metrics import upstream_groups
+from kdns.querylog import QueryLog, http_route
 from kdns.resolver.core import Resolver
 from kdns.serve.tcp import TCPServer, bind_tcp
 from kdns.serve.udp import UDPServer, bind_udp
@@ -74,7 +75,9 @@ class NodeCache:
             config.resolver, policy=None if self.searchpath is None else self.searchpath.policy
         )
         self.handler = QueryHandler(self.resolver, config.max_udp_size)
+        self.query_log = QueryLog("nodecache", config.query_log)
         self.metrics = Metrics(self.resolver, self.handler)
+        self.metrics.query_log = self.query_log
         if self.searchpath is not None:
             self.metrics.extra = self.searchpath.render
         self.udp_servers: list[UDPServer] = []
@@ -112,9 +115,16 @@ class NodeCache:
         self.resolver.start()
         if self.searchpath is not None:
             self.searchpath.start(self.resolver)
-        self.udp_servers = [UDPServer(sock, peer_answer=self.handler.udp) for sock in udp_socks]
+        self.udp_servers = [
+            UDPServer(sock, peer_answer=self.handler.udp, query_log=self.query_log)
+            for sock in udp_socks
+        ]
         self.tcp_server = TCPServer(
-            tcp_socks, None, self.config.tcp_idle_timeout_s, peer_answer=self.handler.tcp
+            tcp_socks,
+            None,
+            self.config.tcp_idle_timeout_s,
+            peer_answer=self.handler.tcp,
+            query_log=self.query_log,
         )
         self.metrics.udp_servers = self.udp_servers
         self.metrics.tcp_server = self.tcp_server
@@ -152,8 +162,9 @@ class NodeCache:
             # the same port on the node while the old one hands over (nodecache.node.handover);
             # without it the new pod would run with no /health once the old one exits.
             self.health = HealthServer(
-                host, port, self.alive, self.ready, self.metrics.render, reuse_port=True
-            )
+                host, port, self.alive, self.ready, self.metrics.render, reuse_port=True,
+                routes=self._routes(),
+            )  # fmt: skip
         except OSError as error:
             logger.error(
                 "cannot bind the health endpoint %s: %s; serving DNS without /health, "
@@ -165,6 +176,9 @@ class NodeCache:
         self.health.start()
         logger.info("health on %s (/health, /ready, /metrics)", show_address(*self.health.address))
 
+    def _routes(self) -> dict[str, Route]:
+        return {"/querylog": http_route(self.query_log)}
+
     def _start_metrics(self) -> None:
         if self.config.metrics_listen is None:
             return
@@ -172,8 +186,9 @@ class NodeCache:
         try:
             # SO_REUSEPORT for the same reason as the health endpoint (surge updates).
             self.metrics_server = HealthServer(
-                host, port, None, None, self.metrics.render, reuse_port=True
-            )
+                host, port, None, None, self.metrics.render, reuse_port=True,
+                routes=self._routes(),
+            )  # fmt: skip
         except OSError as error:
             logger.error(
                 "cannot bind the metrics endpoint %s: %s; /metrics stays on the health port",
@@ -236,6 +251,7 @@ class NodeCache:
             self.health.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        self.query_log.close()
         if self.searchpath is not None:
             self.searchpath.stop()
         self.resolver.close()
@@ -295,6 +311,8 @@ class NodeCache:
             self.metrics.retire(old_router)
         if applied.log_level != self.config.log_level:
             logging.getLogger().setLevel(applied.log_level)
+        if applied.query_log != self.config.query_log:
+            self.query_log.configure(applied.query_log)
         self.config = applied
         logger.info("config reloaded (%s); cache kept (%d entries)", why, len(self.resolver.cache))
         self.metrics.count_reload("applied")

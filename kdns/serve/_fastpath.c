@@ -13,7 +13,8 @@
  *   goes to ``responder.answer(packet)``, whose reply is sent as kdns.serve.udp sends it (bytes
  *   at once; a Deferred is called with ``server.deferred_sender(peer, packet, started_ns)``).
  *   Returns when ``server._stopping`` is true after a receive returns (UDPServer.stop sets it,
- *   then shuts the socket down to wake the receive).
+ *   then shuts the socket down to wake the receive), or when the counters' divert flag is set
+ *   (the query log went on): None, or the (packet, peer) just received, for the Python loop.
  * - ``Counters()``: the per-query counts of one serving loop, in the cells of
  *   kdns/serve/tally.py (``LAYOUT`` here must equal ``tally.LAYOUT``). ``serve`` counts every
  *   reply it sends itself (hits and the Python path's bytes) with ``count_reply``, the C twin of
@@ -83,6 +84,9 @@ static const unsigned char OPT_PREFIX[3] = {0, 0, 41};
 typedef struct {
     PyObject_HEAD
     unsigned long long cells[C_CELLS];
+    /* Set (under the GIL) while the query log is on: serve() returns before its next receive
+     * and the Python loop serves instead. Read without the GIL: a plain flag. */
+    volatile int divert;
 } CountersObject;
 
 static PyTypeObject CountersType;
@@ -227,8 +231,24 @@ counters_read(PyObject *self, PyObject *Py_UNUSED(ignored))
     return list;
 }
 
+PyDoc_STRVAR(counters_set_divert_doc,
+"set_divert(flag)\n--\n\n"
+"While true, serve() returns before its next receive (the Python loop serves then).");
+
+static PyObject *
+counters_set_divert(PyObject *self, PyObject *flag)
+{
+    int truth = PyObject_IsTrue(flag);
+    if (truth < 0) {
+        return NULL;
+    }
+    ((CountersObject *)self)->divert = truth;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef counters_methods[] = {
     {"read", counters_read, METH_NOARGS, counters_read_doc},
+    {"set_divert", counters_set_divert, METH_O, counters_set_divert_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -744,7 +764,9 @@ PyDoc_STRVAR(serve_doc,
 "Serve the bound UDP socket ``sock_fd`` until ``server._stopping`` is true after a\n"
 "receive returns. Replies are those of ``responder.answer``; a Deferred reply is called\n"
 "with ``server.deferred_sender(peer, packet, started_ns)``, as kdns.serve.udp does. Every\n"
-"other reply sent is counted in ``counters`` (a Counters) when given. Errors answering a packet are\n"
+"other reply sent is counted in ``counters`` (a Counters) when given; while its divert flag\n"
+"is set, serve returns: None before its next receive, or (packet, peer) when it was set\n"
+"while serve waited (the caller answers that datagram). Errors answering a packet are\n"
 "logged and counted in ``responder.errors``; KeyboardInterrupt and SystemExit (from a signal\n"
 "handler) propagate, as from the Python loop; OSError is raised if the descriptor is no\n"
 "longer a usable socket.");
@@ -758,12 +780,14 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     unsigned long long *cells = NULL;
+    volatile int *divert = NULL;
     if (counters != Py_None) {
         if (!PyObject_TypeCheck(counters, &CountersType)) {
             PyErr_SetString(PyExc_TypeError, "counters must be a kdns.serve._fastpath.Counters");
             return NULL;
         }
         cells = ((CountersObject *)counters)->cells;
+        divert = &((CountersObject *)counters)->divert;
     }
     if (stopping(server) < 0) {
         return NULL; /* not a server with a _stopping flag: a caller's bug, say so at once */
@@ -782,28 +806,38 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
     Py_INCREF(counters); /* the cells must outlive the loop */
 
     for (;;) {
-        ssize_t n;
+        ssize_t n = -1;
         int error = 0;
+        int diverted = 0;
         long long started_ns = 0;
         Py_BEGIN_ALLOW_THREADS
         if (pending > 0) {
             send_datagram(fd, out, (size_t)pending, (struct sockaddr *)&peer, peer_len);
         }
-        peer_len = sizeof(peer);
-        n = recvfrom(fd, in, RECEIVE_SIZE, 0, (struct sockaddr *)&peer, &peer_len);
-        started_ns = monotonic_ns();
-        if (n < 0) {
-            error = errno;
-            if (error == EAGAIN || error == EWOULDBLOCK) {
-                /* A non-blocking socket: wait here (shutdown wakes the poll too). */
-                struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
-                if (poll(&pfd, 1, -1) < 0) {
-                    error = errno;
+        if (divert != NULL && *divert) {
+            diverted = 1;
+        }
+        else {
+            peer_len = sizeof(peer);
+            n = recvfrom(fd, in, RECEIVE_SIZE, 0, (struct sockaddr *)&peer, &peer_len);
+            started_ns = monotonic_ns();
+            if (n < 0) {
+                error = errno;
+                if (error == EAGAIN || error == EWOULDBLOCK) {
+                    /* A non-blocking socket: wait here (shutdown wakes the poll too). */
+                    struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
+                    if (poll(&pfd, 1, -1) < 0) {
+                        error = errno;
+                    }
                 }
             }
         }
         Py_END_ALLOW_THREADS
         pending = 0;
+        if (diverted) {
+            result = Py_None; /* the Python loop takes over (kdns.serve.udp) */
+            break;
+        }
 
         int stop = stopping(server);
         if (stop < 0) {
@@ -829,6 +863,14 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
             }
             continue; /* ECONNREFUSED, ENOBUFS, EAGAIN...: as the Python loop, go on */
         }
+        if (divert != NULL && *divert) {
+            /* Switched while we waited: this datagram is the Python loop's first. */
+            PyObject *address = peer_address(&peer);
+            if (address != NULL) {
+                result = Py_BuildValue("(y#N)", (const char *)in, (Py_ssize_t)n, address);
+            }
+            break; /* NULL with an exception: raised to the caller */
+        }
 
         Plan plan;
         if (plan_reply(responder, in, n, 0, &plan)) {
@@ -853,8 +895,10 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
     PyMem_RawFree(in);
     PyMem_RawFree(out);
     Py_DECREF(counters);
-    Py_XINCREF(result);
-    return result;
+    if (result == Py_None) {
+        Py_INCREF(result);
+    }
+    return result; /* None, a (packet, peer) the Python loop must answer, or NULL */
 }
 
 /* --- module -------------------------------------------------------------------------------- */

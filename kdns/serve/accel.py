@@ -36,14 +36,17 @@ def _load() -> tuple[bool, str]:
 available, reason = _load()
 
 
-def serve(sock_fd: int, responder: Responder, server: object, counters: Counters) -> None:
+def serve(
+    sock_fd: int, responder: Responder, server: object, counters: Counters
+) -> tuple[bytes, tuple[str, int]] | None:
     """Serve ``sock_fd`` from the C loop until ``server._stopping``, counting what it answers
-    in ``counters`` (from ``new_counters``); only when ``available``."""
+    in ``counters`` (from ``new_counters``), or until its divert flag is set: then None, or a
+    datagram (packet, peer) received meanwhile, for the Python loop. Only when ``available``."""
     if not available:
         raise RuntimeError(f"the UDP accelerator is not available: {reason}")
     from kdns.serve import _fastpath
 
-    _fastpath.serve(sock_fd, responder, server, counters)
+    return _fastpath.serve(sock_fd, responder, server, counters)
 
 
 def new_counters() -> Counters:

@@ -15,11 +15,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdns.serve.reply import Handler, PeerHandler
 from kdns.serve.sockets import bound_socket
 from kdns.serve.tally import count, family_of, new_cells
+
+if TYPE_CHECKING:
+    from kdns.querylog import QueryLog
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class TCPServer:
         idle_timeout_s: float,
         deferred_timeout_s: float = 10.0,
         peer_answer: PeerHandler | None = None,
+        query_log: QueryLog | None = None,
     ) -> None:
         """Give ``answer(packet)``, or ``peer_answer(packet, peer)`` when the client matters."""
         assert (answer is None) != (peer_answer is None), "exactly one handler"
@@ -50,6 +54,8 @@ class TCPServer:
         self.answer = answer
         self.peer_answer = peer_answer
         self.idle_timeout_s = idle_timeout_s
+        self.query_log = query_log
+        """Offered every answered query while it is on (kdns.querylog)."""
         self.deferred_timeout_s = deferred_timeout_s
         self._loop = asyncio.new_event_loop()
         self._servers: list[asyncio.Server] = []
@@ -119,7 +125,11 @@ class TCPServer:
                         reply = await asyncio.wait_for(future, self.deferred_timeout_s)
                     except TimeoutError:
                         continue
-                count(cells, packet, reply, family, deferred, clock() - started)
+                elapsed = clock() - started
+                count(cells, packet, reply, family, deferred, elapsed)
+                query_log = self.query_log
+                if query_log is not None and query_log.enabled:
+                    query_log.offer(packet, reply, client[0], client[1], "tcp", deferred, elapsed)
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await writer.drain()
         except (ConnectionError, OSError):
