@@ -91,11 +91,13 @@ class QueryLog:
         with self._lock:
             if config.enabled and config.output != self._output_name:
                 self._open(config.output)
-            self.config = config
             self._suffixes = tuple(_suffix_wire(s).lower() + b"\x00" for s in config.suffix)
             self._clients = {}
-            self._tokens = min(self._tokens, config.rate)
             changed = config.enabled != self.enabled
+            if changed or config.rate != self.config.rate:
+                self._tokens = config.rate  # a full bucket: the first second's lines pass
+                self._refilled = self.clock()
+            self.config = config
             self.enabled = config.enabled
             if config.enabled and self._writer is None:
                 self._writer = threading.Thread(

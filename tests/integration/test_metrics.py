@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,66 +30,17 @@ import dns.rcode
 import pytest
 
 from tests.support.fault_upstream import FaultUpstream
+from tests.support.programs import DEMO, Program, program
 from tests.support.waiting import stop_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "examples" / "demo-cluster.yaml"
 GOOD = "cart.shop.svc.cluster.local."
 GOOD_QUERIES = 40
 FAILING_QUERIES = 10
 P99_BOUND_S = 2.0
 """Generous: loopback answers take well under 10 ms, but this machine is shared."""
-
-
-@dataclass
-class Program:
-    name: str
-    process: subprocess.Popen[str]
-    log: list[str]
-    dns_port: int
-    metrics_port: int
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            assert response.headers["Content-Type"].startswith("text/plain")
-            return str(response.read().decode())
-
-    def query(self, name: str, transport: str = "udp") -> dns.message.Message:
-        message = dns.message.make_query(name, "A")
-        ask = dns.query.udp if transport == "udp" else dns.query.tcp
-        return ask(message, "127.0.0.1", port=self.dns_port, timeout=5)
-
-
-@contextlib.contextmanager
-def program(name: str, *args: str) -> Iterator[Program]:
-    command = [sys.executable, "-m", name, "serve", "--listen", "127.0.0.1:0",
-               "--health-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *args]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=ROOT, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    assert process.stderr is not None
-    log: list[str] = []
-    stderr = process.stderr
-    threading.Thread(target=lambda: log.extend(iter(stderr.readline, "")), daemon=True).start()
-
-    def reported(pattern: str) -> int:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited {process.returncode}: {''.join(log)}")
-        for line in list(log):
-            if match := re.search(pattern, line):
-                return int(match.group(1))
-        return 0
-
-    try:
-        dns_port = wait_until(lambda: reported(r"serving on 127\.0\.0\.1:(\d+)"), timeout=20)
-        metrics_port = wait_until(lambda: reported(r"metrics on \S*127\.0\.0\.1:(\d+)"), timeout=5)
-        yield Program(name, process, log, dns_port, metrics_port)
-    finally:
-        stop_process(process)
 
 
 @dataclass
