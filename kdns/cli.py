@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -393,16 +393,31 @@ def start_metrics(
     for the health endpoint."""
     if config.metrics_listen is None:
         return None
-    host, port = config.metrics_listen
+    address = config.metrics_listen
+    return _http_endpoint("metrics", address, None, None, registry, routes, "/metrics")
+
+
+def _http_endpoint(
+    name: str,
+    address: tuple[str, int],
+    alive: Callable[[], bool] | None,
+    ready: Callable[[], tuple[bool, str]] | None,
+    registry: CollectorRegistry,
+    routes: dict[str, Route],
+    paths: str,
+) -> HealthServer | None:
+    """Bind and start one HTTP endpoint, or log why not (a busy port is not fatal)."""
+    host, port = address
     try:
         server = HealthServer(
-            host, port, None, None, lambda: metrics.exposition(registry), routes=routes
+            host, port, alive, ready, lambda: metrics.exposition(registry), routes=routes
         )
     except OSError as error:
-        logger.error("metrics endpoint disabled: cannot bind %s:%d: %s", host, port, error.strerror)
+        why = error.strerror
+        logger.error("%s endpoint disabled: cannot bind %s:%d: %s", name, host, port, why)
         return None
     server.start()
-    logger.info("metrics on http://%s:%d/metrics", *server.address)
+    logger.info("%s on http://%s:%d%s", name, *server.address, paths)
     return server
 
 
@@ -430,17 +445,10 @@ def start_health(
             return False, "initial lists not complete"
         return True, "ready"
 
-    host, port = config.health_listen
-    try:
-        server = HealthServer(
-            host, port, alive, ready, lambda: metrics.exposition(registry), routes=routes
-        )
-    except OSError as error:
-        logger.error("health endpoint disabled: cannot bind %s:%d: %s", host, port, error.strerror)
-        return None
-    server.start()
-    logger.info("health on http://%s:%d (/health, /ready, /metrics)", *server.address)
-    return server
+    return _http_endpoint(
+        "health", config.health_listen, alive, ready, registry, routes,
+        " (/health, /ready, /metrics)",
+    )  # fmt: skip
 
 
 def make_forwarder(config: Config) -> Forwarder | None:
