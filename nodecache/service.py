@@ -304,6 +304,9 @@ class NodeCache:
             logger.info("config reload (%s): nothing changed", why)
             self.metrics.count_reload("unchanged")
             return "unchanged"
+        if applied.query_log != self.config.query_log:
+            # First: an output that cannot be opened rejects the reload before anything changed.
+            self.query_log.configure(applied.query_log)
         if applied.resolver != self.config.resolver:
             old_router = self.resolver.router
             self.resolver.reconfigure(applied.resolver)
@@ -311,8 +314,6 @@ class NodeCache:
             self.metrics.retire(old_router)
         if applied.log_level != self.config.log_level:
             logging.getLogger().setLevel(applied.log_level)
-        if applied.query_log != self.config.query_log:
-            self.query_log.configure(applied.query_log)
         self.config = applied
         logger.info("config reloaded (%s); cache kept (%d entries)", why, len(self.resolver.cache))
         self.metrics.count_reload("applied")

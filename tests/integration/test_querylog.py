@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -115,3 +116,27 @@ def test_the_rate_limit_holds_under_a_burst(tmp_path: Path) -> None:
         assert stats["written"] <= rate + rate * elapsed + 1
         assert stats["written"] >= rate
         assert stats["rate_limited"] == sent - stats["written"]
+
+
+def test_nodecache_reload_switches_the_log(tmp_path: Path) -> None:
+    output = tmp_path / "queries.log"
+    config = tmp_path / "nodecache.yaml"
+    config.write_text("query_log: {enabled: false}\n")
+    with (
+        program("kdns", "--manifests", str(DEMO), "--upstream", "none") as kdns,
+        program("nodecache", "--cluster-upstream", f"127.0.0.1:{kdns.dns_port}", "--upstream",
+                "none", "--config", str(config)) as nodecache,
+    ):  # fmt: skip
+        nodecache.query(GOOD)
+        config.write_text(f"query_log: {{enabled: true, format: json, output: {output}}}\n")
+        nodecache.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: nodecache.query_log()["enabled"], timeout=10, message="reloaded")
+        nodecache.query(GOOD)
+        wait_until(lambda: len(lines(output)) == 1, timeout=5, message="one line")
+        assert json.loads(lines(output)[0])["cache_hit"] is True
+        config.write_text("query_log: {enabled: true, output: /nonexistent/dir/q.log}\n")
+        nodecache.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: any("query_log.output" in line for line in list(nodecache.log)), timeout=10
+        )
+        assert nodecache.query_log()["output"] == str(output)  # rejected: the old one stays
