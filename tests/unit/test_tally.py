@@ -10,6 +10,8 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kdns.serve import tally
 from kdns.serve.tally import count, family_of, new_cells, read_counts, server_label
@@ -243,3 +245,21 @@ def test_c_layout_equals_python_layout() -> None:
     fastpath = pytest.importorskip("kdns.serve._fastpath", reason="the C extension is not built")
     assert fastpath.LAYOUT == tally.LAYOUT
     assert len(fastpath.Counters().read()) == tally.CELLS
+
+
+@given(
+    packet=st.binary(max_size=80),
+    reply=st.binary(max_size=80),
+    family=st.sampled_from([0, 1]),
+    deferred=st.booleans(),
+    elapsed_ns=st.integers(min_value=0, max_value=10**12),
+)
+def test_any_bytes_are_counted_without_raising(
+    packet: bytes, reply: bytes, family: int, deferred: bool, elapsed_ns: int
+) -> None:
+    """The serving loops count every reply inline: no input may raise."""
+    cells = new_cells()
+    count(cells, packet, reply, family, deferred, elapsed_ns)
+    counts = read_counts(cells)
+    assert sum(counts.requests.values()) == 1
+    assert sum(counts.responses.values()) == (1 if len(reply) >= 12 else 0)
