@@ -82,13 +82,19 @@ class QueryLog:
         self._tokens = 0.0
         self._refilled = clock()
         self._seen = 0
+        self.files: set[str] = set()
+        """Outputs that ``POST /querylog`` may choose besides stderr: those a config named (an
+        HTTP client must not make the process append to a file of its choosing)."""
         self.configure(config or QueryLogConfig())
 
     # --- control (any thread) ----------------------------------------------------------------
 
-    def configure(self, config: QueryLogConfig) -> None:
-        """Apply new settings at once (filters, sampling, rate, output, on/off)."""
+    def configure(self, config: QueryLogConfig, *, from_config: bool = True) -> None:
+        """Apply new settings at once (filters, sampling, rate, output, on/off). A config file
+        (start, nodecache's reload) may name any output; ``http_route`` only the known ones."""
         with self._lock:
+            if from_config:
+                self.files.add(config.output)
             if config.enabled and config.output != self._output_name:
                 self._open(config.output)
             self._suffixes = tuple(_suffix_wire(s).lower() + b"\x00" for s in config.suffix)
@@ -256,9 +262,15 @@ def http_route(log: QueryLog) -> Callable[[str, str], tuple[int, str]]:
 
     def route(method: str, query: str) -> tuple[int, str]:
         if method == "POST":
-            pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+            pairs = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+            output = pairs.get("output")
+            if output is not None and output not in ("stderr", *log.files):
+                return 400, (
+                    "query_log.output: over HTTP only stderr or the file of the config "
+                    f"({', '.join(sorted(log.files))}) can be chosen\n"
+                )
             try:
-                log.configure(parse_query_log(dict(pairs), log.config))
+                log.configure(parse_query_log(pairs, log.config), from_config=False)
             except ConfigError as error:
                 return 400, f"{error}\n"
         return 200, json.dumps(log.status()) + "\n"

@@ -28,6 +28,14 @@ TEXT_LINE = re.compile(
 )
 
 
+def config_naming(output: Path) -> str:
+    """A config file naming the log's file: over HTTP only such a file (or stderr) can be
+    chosen."""
+    path = output.with_suffix(".yaml")
+    path.write_text(f"query_log: {{output: {output}}}\n")
+    return str(path)
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -42,7 +50,9 @@ def requests(server: Program) -> int:
 
 def test_kdns_switches_the_log_at_runtime_in_both_formats(tmp_path: Path) -> None:
     output = tmp_path / "queries.log"
-    with program("kdns", "--manifests", str(DEMO), "--upstream", "none") as kdns:
+    with program(
+        "kdns", "--manifests", str(DEMO), "--upstream", "none", "--config", config_naming(output)
+    ) as kdns:
         assert kdns.query_log()["enabled"] is False
         kdns.query(GOOD)  # off: not logged (the C loop, where it is built, answers it)
         status = kdns.query_log(enabled="true", output=str(output))
@@ -78,7 +88,7 @@ def test_nodecache_logs_cache_hits(tmp_path: Path) -> None:
     with (
         program("kdns", "--manifests", str(DEMO), "--upstream", "none") as kdns,
         program("nodecache", "--cluster-upstream", f"127.0.0.1:{kdns.dns_port}", "--upstream",
-                "none") as nodecache,
+                "none", "--config", config_naming(output)) as nodecache,
     ):  # fmt: skip
         nodecache.query_log(enabled="true", format="json", output=str(output))
         for _ in range(3):
@@ -92,7 +102,9 @@ def test_nodecache_logs_cache_hits(tmp_path: Path) -> None:
 def test_the_rate_limit_holds_under_a_burst(tmp_path: Path) -> None:
     output = tmp_path / "queries.log"
     rate = 20
-    with program("kdns", "--manifests", str(DEMO), "--upstream", "none") as kdns:
+    with program(
+        "kdns", "--manifests", str(DEMO), "--upstream", "none", "--config", config_naming(output)
+    ) as kdns:
         kdns.query_log(enabled="true", rate=str(rate), output=str(output))
         started = time.monotonic()
         query = dns.message.make_query(GOOD, "A").to_wire()

@@ -16,7 +16,7 @@ import pytest
 
 from kdns.config import ConfigError, QueryLogConfig, parse_query_log
 from kdns.querylines import entry, json_line, text_line
-from kdns.querylog import QueryLog
+from kdns.querylog import QueryLog, http_route
 
 JSON_KEYS = [
     "ts", "server", "client", "port", "proto", "id", "qname", "qtype", "qclass", "do", "rcode",
@@ -285,3 +285,21 @@ def test_an_output_that_cannot_be_opened_names_the_field(tmp_path: Path) -> None
         log.configure(QueryLogConfig(enabled=True, output=str(tmp_path / "no" / "such" / "dir")))
     assert caught.value.field == "query_log.output"
     assert log.enabled is False
+
+
+def test_http_may_not_choose_a_file_the_config_did_not_name(tmp_path: Path) -> None:
+    named = tmp_path / "named.log"
+    log = QueryLog("kdns", QueryLogConfig(output=str(named)))
+    route = http_route(log)
+    status, body = route("POST", f"enabled=true&output={tmp_path / 'other.log'}")
+    assert status == 400
+    assert body.startswith("query_log.output: ")
+    assert log.enabled is False
+    status, body = route("POST", f"enabled=true&output={named}")
+    assert status == 200
+    assert json.loads(body)["output"] == str(named)
+    status, body = route("POST", "output=stderr&rate=fast")
+    assert (status, body) == (400, "query_log.rate: expected a number, got 'fast'\n")
+    assert route("GET", "enabled=false")[0] == 200  # GET reads; it changes nothing
+    assert log.enabled is True
+    log.close()
