@@ -202,7 +202,7 @@ def start_nodecache(
     cmd = ["taskset", "-c", run.SERVER_CORE, python, "-m", "nodecache", "serve",
            "--listen", f"127.0.0.1:{port}", "--cluster-upstream", upstream,
            "--upstream", upstream, "--health-listen", f"127.0.0.1:{health}",
-           "--config", str(conf), "--log-level", "WARNING", *(extra or [])]  # fmt: skip
+           "--config", str(conf), "--log-level", "WARNING", *run.METRICS_OFF, *(extra or [])]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with err.open("wb") as stderr:
         proc = subprocess.Popen(

@@ -277,6 +277,14 @@ def start_nsd(workdir: Path, zone_text: str, minimal: bool) -> Server:
 # accelerator or the Python loop) to $KDNS_BENCH_LOOP_REPORT, so the report states what was
 # measured. While kdns/serve/udp.py does not pick the C loop itself (it imports
 # kdns.serve.accel once it does), this also makes it do so, by the same rule (accel.responder_of).
+# The benchmark needs no metrics listener; a kdns from before --metrics-listen has none anyway.
+METRICS_OFF = (
+    ["--metrics-listen", "none"]
+    if "metrics_listen" in (REPO / "kdns" / "config.py").read_text()
+    else []
+)
+
+
 KDNS_BOOT = """\
 import os, sys
 from kdns.serve import accel, udp
@@ -329,7 +337,7 @@ def start_kdns(workdir: Path, manifests: Path, python: str, variant: KdnsVariant
     cmd = ["taskset", "-c", SERVER_CORE, python, "-c", KDNS_BOOT, "serve", "--manifests",
            str(manifests), "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING",
            # In-zone names only: no forwarding (nothing may leave loopback), no health port.
-           "--upstream", "none", "--health-listen", "none"]  # fmt: skip
+           "--upstream", "none", "--health-listen", "none", *METRICS_OFF]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO), KDNS_BENCH_LOOP_REPORT=str(loops), **variant.env)
     with err.open("wb") as stderr:
         proc = subprocess.Popen(

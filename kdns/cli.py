@@ -14,23 +14,27 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
 
-from kdns import __version__
+from kdns import __version__, logs, metrics
 from kdns.admin import command as admin
 from kdns.admin.snapshot import ClusterDNS, KdnsAlone
 from kdns.config import Config, ConfigError, build_config
-from kdns.health import HealthServer, probe_udp, render_metrics
+from kdns.health import HealthServer, Route, probe_udp
 from kdns.model import ClusterState, Service
 from kdns.names import name_to_text
+from kdns.querylog import QueryLog, http_route
 from kdns.resolver import resolvconf
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
 from kdns.resolver.core import Resolver
 from kdns.runtime import Runtime
+from kdns.serve import tally
 from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Responder
 from kdns.serve.tcp import TCPServer, bind_pair
@@ -118,6 +122,7 @@ def _add_zone_flags(parser: argparse.ArgumentParser) -> None:
     )
     add("--config", metavar="FILE", help="YAML file with the same keys as the flags; flags win")
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add("--log-format", choices=("text", "json"), help="log lines as text (default) or JSON")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -138,6 +143,8 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--context", metavar="NAME", help="kubeconfig context to use")
     serve.add_argument("--health-listen", metavar="HOST:PORT",
                        help="/health, /ready, /metrics (0.0.0.0:8080; 'none': off)")  # fmt: skip
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="/metrics alone (0.0.0.0:9153; 'none': off)")  # fmt: skip
     serve.add_argument("--startup-timeout", type=float, metavar="SECONDS",
                        help="serve anyway after this long if the sync is slow (5)")  # fmt: skip
     serve.add_argument("--upstream", action="append", metavar="HOST[:PORT]",
@@ -161,7 +168,7 @@ SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
     "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
     "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance", "hosts_file",
-    "ignore_empty_service", "noendpoints",
+    "ignore_empty_service", "noendpoints", "metrics_listen", "log_format",
 )  # fmt: skip
 
 
@@ -194,9 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         config = load_settings(args)
-        logging.basicConfig(
-            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logs.configure(config.log_level, config.log_format, "kdns")
         if args.command == "serve" and not config.manifests:
             return serve(config, live_source(config), None)
         if args.command == "explain":
@@ -331,12 +336,21 @@ def serve(
     except OSError as error:
         logger.error("cannot bind %s: %s", config.listen, error.strerror)
         return 1
-    udp_servers = [UDPServer(udp, responder.answer) for udp, _ in pairs]
+    try:
+        query_log = QueryLog("kdns", config.query_log)
+    except ConfigError as error:  # an output file that cannot be opened
+        logger.error("%s", error)
+        return EXIT_USAGE
+    udp_servers = [UDPServer(udp, responder.answer, query_log=query_log) for udp, _ in pairs]
     tcp_sockets = [tcp for _, tcp in pairs]
     if config.transfer_to:
         transfer = ZoneTransfer(responder, config.transfer_to)
         tcp_server = TCPServer(
-            tcp_sockets, None, config.tcp_idle_timeout_s, peer_answer=transfer.answer
+            tcp_sockets,
+            None,
+            config.tcp_idle_timeout_s,
+            peer_answer=transfer.answer,
+            query_log=query_log,
         )
         logger.info("zone transfers allowed to %s", ", ".join(map(str, config.transfer_to)))
     else:
@@ -344,13 +358,20 @@ def serve(
             tcp_sockets,
             lambda packet: responder.answer(packet, tcp=True),
             config.tcp_idle_timeout_s,
+            query_log=query_log,
         )
     for server in udp_servers:
         server.start()
     tcp_server.start()
     for server in udp_servers:
         logger.info("serving on %s:%d (udp+tcp)", *server.address)
-    health = start_health(config, runtime, udp_servers[0].address, source)
+    registry = metrics.new_registry(
+        metrics.Families(lambda: kdns_families(runtime, source, udp_servers, tcp_server)),
+        metrics.Families(lambda: [metrics.query_log_family(query_log)]),
+    )
+    routes = {"/querylog": http_route(query_log)}
+    health = start_health(config, runtime, udp_servers[0].address, source, registry, routes)
+    metrics_server = start_metrics(config, registry, routes)
     watcher = None
     if snapshot is not None:
         watcher = snapshot[1]
@@ -370,17 +391,109 @@ def serve(
         api_client.close()
     if health is not None:
         health.stop()
+    if metrics_server is not None:
+        metrics_server.stop()
     tcp_server.stop()
     for server in udp_servers:
         server.stop()
+    query_log.close()
     runtime.stop()
     if forwarder is not None:
         forwarder.resolver.close()
     return 0
 
 
+def kdns_families(
+    runtime: Runtime, source: Any, udp_servers: list[UDPServer], tcp_server: TCPServer
+) -> Iterator[Metric]:
+    """Every family of ``/metrics``: CoreDNS's (kdns.metrics), then kdns's own."""
+    responder = runtime.responder
+    yield metrics.build_info(__version__)
+    yield metrics.panics(responder.errors)
+    yield from metrics.dns_families(metrics.transport_sources(udp_servers, tcp_server))
+    yield metrics.programming_duration(runtime.programming)
+    forwarder = responder.forwarder
+    if isinstance(forwarder, Forwarder):
+        server = tally.server_label(*udp_servers[0].address)
+        yield from metrics.resolver_families(forwarder.resolver, server)
+    table = runtime.table
+    yield metrics.gauge(
+        "kdns_table_records",
+        "(name, type) answers in the table.",
+        len(table.records) if table else 0,
+    )
+    yield metrics.gauge("kdns_table_names", "Names in the table.", len(table.names) if table else 0)
+    yield metrics.gauge(
+        "kdns_table_generation",
+        "Generation of the published table (also the SOA serial).",
+        table.generation if table else 0,
+    )
+    yield metrics.gauge(
+        "kdns_last_publish_seconds", "Seconds the last table publish took.", runtime.last_publish_s
+    )
+    yield metrics.counter(
+        "kdns_internal_errors_total",
+        "Queries dropped by an internal error (also coredns_panics_total).",
+        responder.errors,
+    )
+    synced = table is not None and (source is None or source.synced())
+    yield metrics.gauge(
+        "kdns_synced", "1 once every initial list has completed and a table is published.",
+        1 if synced else 0,
+    )  # fmt: skip
+    if source is not None:
+        staleness = GaugeMetricFamily(
+            "kdns_watch_staleness_seconds",
+            "Seconds since the last watch event or bookmark, per resource.",
+            labels=["resource"],
+        )
+        for resource, seconds in sorted(source.staleness().items()):
+            staleness.add_metric([resource], seconds)
+        yield staleness
+
+
+def start_metrics(
+    config: Config, registry: CollectorRegistry, routes: dict[str, Route]
+) -> HealthServer | None:
+    """``/metrics`` alone on ``--metrics-listen`` (CoreDNS's 9153); a busy port is logged, as
+    for the health endpoint."""
+    if config.metrics_listen is None:
+        return None
+    address = config.metrics_listen
+    return _http_endpoint("metrics", address, None, None, registry, routes, "/metrics")
+
+
+def _http_endpoint(
+    name: str,
+    address: tuple[str, int],
+    alive: Callable[[], bool] | None,
+    ready: Callable[[], tuple[bool, str]] | None,
+    registry: CollectorRegistry,
+    routes: dict[str, Route],
+    paths: str,
+) -> HealthServer | None:
+    """Bind and start one HTTP endpoint, or log why not (a busy port is not fatal)."""
+    host, port = address
+    try:
+        server = HealthServer(
+            host, port, alive, ready, lambda: metrics.exposition(registry), routes=routes
+        )
+    except OSError as error:
+        why = error.strerror
+        logger.error("%s endpoint disabled: cannot bind %s:%d: %s", name, host, port, why)
+        return None
+    server.start()
+    logger.info("%s on http://%s:%d%s", name, *server.address, paths)
+    return server
+
+
 def start_health(
-    config: Config, runtime: Runtime, udp_address: tuple[str, int], source: Any
+    config: Config,
+    runtime: Runtime,
+    udp_address: tuple[str, int],
+    source: Any,
+    registry: CollectorRegistry,
+    routes: dict[str, Route],
 ) -> HealthServer | None:
     """``/health``, ``/ready`` and ``/metrics``; a port already in use is logged, not fatal,
     because DNS matters more than the probe endpoint (the kubelet's probes will say so)."""
@@ -398,30 +511,10 @@ def start_health(
             return False, "initial lists not complete"
         return True, "ready"
 
-    def metrics() -> str:
-        table = runtime.table
-        values = {
-            "kdns_table_records": float(len(table.records)) if table else 0.0,
-            "kdns_table_names": float(len(table.names)) if table else 0.0,
-            "kdns_table_generation": float(table.generation) if table else 0.0,
-            "kdns_last_publish_seconds": runtime.last_publish_s,
-            "kdns_internal_errors": float(runtime.responder.errors),
-            "kdns_synced": 1.0 if ready()[0] else 0.0,
-        }
-        labelled: dict[str, dict[str, float]] = {}
-        if source is not None:
-            labelled["resource:kdns_watch_staleness_seconds"] = dict(source.staleness())
-        return render_metrics(values, labelled)
-
-    host, port = config.health_listen
-    try:
-        server = HealthServer(host, port, alive, ready, metrics)
-    except OSError as error:
-        logger.error("health endpoint disabled: cannot bind %s:%d: %s", host, port, error.strerror)
-        return None
-    server.start()
-    logger.info("health on http://%s:%d (/health, /ready, /metrics)", *server.address)
-    return server
+    return _http_endpoint(
+        "health", config.health_listen, alive, ready, registry, routes,
+        " (/health, /ready, /metrics)",
+    )  # fmt: skip
 
 
 def make_forwarder(config: Config) -> Forwarder | None:

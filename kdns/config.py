@@ -6,6 +6,7 @@ what only the edges use (listeners, sources, logging). ``ConfigError`` always na
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from kdns.resolver.config import parse_address
 
 POD_MODES: Final = ("disabled", "insecure", "verified")
 LOADBALANCE_MODES: Final = ("round_robin", "off")
+LOG_FORMATS: Final = ("text", "json")
 REVERSE_ZONES: Final[tuple[Name, ...]] = (("in-addr", "arpa"), ("ip6", "arpa"))
 
 
@@ -74,6 +76,132 @@ class ZoneConfig:
         return self.zones + REVERSE_ZONES
 
 
+QUERY_LOG_FORMATS: Final = ("text", "json")
+RCODE_CLASSES: Final = ("success", "denial", "error")
+
+QueryLogNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLogConfig:
+    """The query log's settings (kdns.querylog has what each means)."""
+
+    enabled: bool = False
+    format: str = "text"
+    rcode: frozenset[str] = frozenset()
+    """Rcode classes to log; empty logs all."""
+    suffix: tuple[str, ...] = ()
+    """Name suffixes (lower case, trailing dot); empty logs all names."""
+    client: tuple[QueryLogNetwork, ...] = ()
+    """Client networks; empty logs every client."""
+    sample: int = 1
+    rate: float = 100.0
+    output: str = "stderr"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "format": self.format,
+            "rcode": sorted(self.rcode),
+            "suffix": list(self.suffix),
+            "client": [str(n) for n in self.client],
+            "sample": self.sample,
+            "rate": self.rate,
+            "output": self.output,
+        }
+
+
+_KEYS: Final = ("enabled", "format", "rcode", "suffix", "client", "sample", "rate", "output")
+
+
+def parse_query_log(
+    raw: Mapping[str, Any], base: QueryLogConfig | None = None, prefix: str = "query_log"
+) -> QueryLogConfig:
+    """``base`` (default: all defaults) with the settings in ``raw``; ConfigError names the
+    field as ``query_log.KEY``. Values may be YAML values or the strings of a query string."""
+    config = base or QueryLogConfig()
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}.{key}"
+        if key not in _KEYS:
+            raise ConfigError(name, f"unknown setting (one of {', '.join(_KEYS)})")
+        if key == "enabled":
+            changes[key] = _boolean(value, name)
+        elif key == "format":
+            if value not in QUERY_LOG_FORMATS:
+                formats = ", ".join(QUERY_LOG_FORMATS)
+                raise ConfigError(name, f"expected one of {formats}, got {value!r}")
+            changes[key] = value
+        elif key == "rcode":
+            classes = _strings(value, name)
+            wrong = [c for c in classes if c not in (*RCODE_CLASSES, "all")]
+            if wrong:
+                raise ConfigError(name, f"unknown class {wrong[0]!r} (success, denial, error, all)")
+            changes[key] = frozenset() if "all" in classes else frozenset(classes)
+        elif key == "suffix":
+            changes[key] = tuple(_suffix(text, name) for text in _strings(value, name))
+        elif key == "client":
+            changes[key] = tuple(_network(text, name) for text in _strings(value, name))
+        elif key == "sample":
+            changes[key] = _number(value, name, int, 1)
+        elif key == "rate":
+            changes[key] = float(_number(value, name, float, 0))
+        else:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(name, f"expected stderr or a file path, got {value!r}")
+            changes[key] = value
+    return dataclasses.replace(config, **changes)
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in (
+        "true",
+        "1",
+        "on",
+        "yes",
+        "false",
+        "0",
+        "off",
+        "no",
+    ):
+        return value.lower() in ("true", "1", "on", "yes")
+    raise ConfigError(name, f"expected true or false, got {value!r}")
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if isinstance(value, str):  # a query string's comma list, or one YAML string
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return string_list({name: value}, name)
+
+
+def _number(value: Any, name: str, kind: type[int] | type[float], low: float) -> int | float:
+    if isinstance(value, bool):
+        raise ConfigError(name, f"expected a number, got {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"expected a number, got {value!r}") from None
+    if number < low:
+        raise ConfigError(name, f"must be at least {low:g}, got {value!r}")
+    return number
+
+
+def _suffix(text: str, name: str) -> str:
+    labels = [label for label in text.lower().rstrip(".").split(".")]
+    if not text.strip(".") or any(not label or len(label) > 63 for label in labels):
+        raise ConfigError(name, f"{text!r} is not a domain name")
+    return ".".join(labels) + "."
+
+
+def _network(text: str, name: str) -> QueryLogNetwork:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not an IP network (CIDR)") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole kdns server configuration."""
@@ -93,6 +221,12 @@ class Config:
     context: str | None = None
     health_listen: tuple[str, int] | None = ("0.0.0.0", 8080)
     """/health, /ready, /metrics; None disables the endpoint."""
+    metrics_listen: tuple[str, int] | None = ("0.0.0.0", 9153)
+    """/metrics alone, on CoreDNS's port; None disables it (/metrics stays on health_listen)."""
+    log_format: str = "text"
+    """text | json (kdns.logs)."""
+    query_log: QueryLogConfig = field(default_factory=QueryLogConfig)
+    """The query log at start (kdns.querylog); ``POST /querylog`` changes it at runtime."""
     startup_timeout_s: float = 5.0
     """Serve anyway after this long if the initial lists have not completed (R8.2)."""
     transfer_to: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -113,6 +247,48 @@ def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(field_name, f"port must be 0-65535, got {port_text!r}")
     return host, int(port_text)
+
+
+def optional_listen(values: Mapping[str, Any], key: str, default: str) -> tuple[str, int] | None:
+    """A ``HOST:PORT`` setting that ``none`` turns off (health_listen, metrics_listen)."""
+    text = values.get(key)
+    if text is None:
+        text = default
+    if not isinstance(text, str):
+        raise ConfigError(key, f"expected HOST:PORT or none, got {text!r}")
+    return None if text.lower() == "none" else parse_listen(text, key)
+
+
+def metrics_apart(
+    metrics: tuple[str, int] | None, health: tuple[str, int] | None
+) -> tuple[str, int] | None:
+    """``metrics_listen`` unless the health endpoint already holds that port (the same address,
+    or the same port with either address a wildcard): then None, because the health endpoint
+    serves ``/metrics`` too, and a second listener there would clash with it."""
+    if metrics is None or health is None or metrics[1] == 0 or metrics[1] != health[1]:
+        return metrics
+    wildcard = ("0.0.0.0", "::")
+    if metrics[0] == health[0] or metrics[0] in wildcard or health[0] in wildcard:
+        return None
+    return metrics
+
+
+def query_log_of(values: Mapping[str, Any]) -> QueryLogConfig:
+    """The ``query_log`` setting: a mapping of the query log's keys (kdns.querylog)."""
+    raw = values.get("query_log")
+    if raw is None:
+        return QueryLogConfig()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("query_log", f"expected a mapping of settings, got {raw!r}")
+    return parse_query_log(raw)
+
+
+def log_format_of(values: Mapping[str, Any]) -> str:
+    """The ``log_format`` setting: text (the default) or json."""
+    raw = values.get("log_format") or "text"
+    if not isinstance(raw, str) or raw.lower() not in LOG_FORMATS:
+        raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
+    return raw.lower()
 
 
 def parse_server(value: str, field_name: str) -> tuple[str, int]:
@@ -211,16 +387,17 @@ def build_config(values: Mapping[str, Any]) -> Config:
     """Validate merged settings (config file overlaid by flags) into a ``Config``.
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
-    namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
-    upstream, resolv_conf, loadbalance, and the custom records: records, hosts, hosts_file,
-    hosts_ttl, hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer.
+    namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, log_format,
+    dns_service, upstream, resolv_conf, health_listen, metrics_listen, loadbalance, and the
+    custom records: records, hosts, hosts_file, hosts_ttl, hosts_reverse; rewrite;
+    ignore_empty_service, noendpoints; transfer.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
         "kubeconfig", "context", "health_listen", "startup_timeout", "records", "hosts",
         "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
-        "noendpoints", "transfer", "loadbalance",
+        "noendpoints", "transfer", "loadbalance", "metrics_listen", "log_format", "query_log",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -289,10 +466,10 @@ def build_config(values: Mapping[str, Any]) -> Config:
         if raw is not None and (not isinstance(raw, str) or not raw):
             raise ConfigError(key, f"expected a non-empty string, got {raw!r}")
         optional_paths[key] = raw
-    health_text = values.get("health_listen", "0.0.0.0:8080")
-    if not isinstance(health_text, str):
-        raise ConfigError("health_listen", f"expected HOST:PORT or none, got {health_text!r}")
-    health_listen = None if health_text == "none" else parse_listen(health_text, "health_listen")
+    health_listen = optional_listen(values, "health_listen", "0.0.0.0:8080")
+    metrics_listen = metrics_apart(
+        optional_listen(values, "metrics_listen", "0.0.0.0:9153"), health_listen
+    )
     startup = values.get("startup_timeout", 5.0)
     if isinstance(startup, bool) or not isinstance(startup, int | float) or startup < 0:
         raise ConfigError("startup_timeout", f"expected seconds >= 0, got {startup!r}")
@@ -324,6 +501,9 @@ def build_config(values: Mapping[str, Any]) -> Config:
         kubeconfig=optional_paths["kubeconfig"],
         context=optional_paths["context"],
         health_listen=health_listen,
+        metrics_listen=metrics_listen,
+        log_format=log_format_of(values),
+        query_log=query_log_of(values),
         startup_timeout_s=float(startup),
         transfer_to=transfer_networks(values.get("transfer")),
     )

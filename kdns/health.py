@@ -4,10 +4,12 @@
   sends one real DNS query (``dns-version.<zone> TXT``) to our own listener and waits for the
   reply, so a wedged serving thread fails the liveness probe.
 * ``/ready`` is 200 once every initial list has completed and a table is published (R8.2).
-* ``/metrics`` is Prometheus text: table size and generation, publish time, and per resource the
-  seconds since the last watch event or bookmark (how stale the state is during an API outage).
+* ``/metrics`` is Prometheus text (``kdns.metrics``: CoreDNS's families and kdns's own).
 
-It runs on a ``ThreadingHTTPServer`` in its own thread and never touches the DNS hot path.
+The same class serves the metrics-only port (``--metrics-listen``, CoreDNS's 9153): without
+``alive`` and ``ready`` it answers ``/metrics`` alone. Extra ``routes`` (path -> handler of the
+query string, returning a status and a body) add operator endpoints such as the query log's
+switch. It runs on a ``ThreadingHTTPServer`` in its own thread and never touches the DNS hot path.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from kdns import wire
 from kdns.names import Name
@@ -28,6 +30,10 @@ from kdns.names import Name
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 1.0
+METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+Route = Callable[[str, str], tuple[int, str]]
+"""An extra endpoint: (HTTP method, query string) in, (HTTP status, text body) out."""
 
 
 def probe_query(zone: Name, query_id: int) -> bytes:
@@ -58,25 +64,43 @@ class HealthServer:
         self,
         host: str,
         port: int,
-        alive: Callable[[], bool],
-        ready: Callable[[], tuple[bool, str]],
+        alive: Callable[[], bool] | None,
+        ready: Callable[[], tuple[bool, str]] | None,
         metrics: Callable[[], str],
         *,
         reuse_port: bool = False,
+        routes: Mapping[str, Route] | None = None,
     ) -> None:
         owner = self
+        extra = dict(routes or {})
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path in ("/health", "/healthz"):
-                    ok = owner.alive()
+                path, _, query = self.path.partition("?")
+                alive, ready = owner.alive, owner.ready
+                if path in ("/health", "/healthz") and alive is not None:
+                    ok = alive()
                     self._send(200 if ok else 503, "ok\n" if ok else "serving loop not answering\n")
-                elif path in ("/ready", "/readyz"):
-                    ok, why = owner.ready()
+                elif path in ("/ready", "/readyz") and ready is not None:
+                    ok, why = ready()
                     self._send(200 if ok else 503, why + "\n")
                 elif path == "/metrics":
-                    self._send(200, owner.metrics(), "text/plain; version=0.0.4")
+                    self._send(200, owner.metrics(), METRICS_CONTENT_TYPE)
+                elif path in extra:
+                    status, body = extra[path]("GET", query)
+                    self._send(status, body)
+                else:
+                    self._send(404, "not found\n")
+
+            def do_POST(self) -> None:
+                path, _, query = self.path.partition("?")
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    form = self.rfile.read(min(length, 65536)).decode(errors="replace")
+                    query = f"{query}&{form}" if query else form
+                if path in extra:
+                    status, body = extra[path]("POST", query)
+                    self._send(status, body)
                 else:
                     self._send(404, "not found\n")
 
@@ -118,17 +142,3 @@ class HealthServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=3)
-
-
-def render_metrics(values: dict[str, float], labelled: dict[str, dict[str, float]]) -> str:
-    """Prometheus text exposition for gauges: ``name value`` and ``name{label="x"} value``."""
-    lines: list[str] = []
-    for name, value in sorted(values.items()):
-        lines.append(f"# TYPE {name} gauge")
-        lines.append(f"{name} {value:g}")
-    for name, series in sorted(labelled.items()):
-        label_name, _, metric = name.partition(":")
-        lines.append(f"# TYPE {metric} gauge")
-        for label, value in sorted(series.items()):
-            lines.append(f'{metric}{{{label_name}="{label}"}} {value:g}')
-    return "\n".join(lines) + "\n"

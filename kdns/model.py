@@ -89,6 +89,9 @@ class EndpointSlice:
     address_type: AddressType = "IPv4"
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[EndpointPort, ...] = ()
+    changed_at: float | None = None
+    """``endpoints.kubernetes.io/last-change-trigger-time`` in Unix seconds (set by the
+    EndpointSlice controller for Services with a selector); None without it or unparseable."""
 
     @property
     def key(self) -> ObjectKey:

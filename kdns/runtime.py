@@ -7,6 +7,11 @@ burst of watch events therefore costs one rebuild, not one per event. The swap i
 ``Responder`` is one reference assignment, so no reader sees a half-built table.
 
 ``flush`` waits until everything submitted before it is published (tests and start-up use it).
+
+Each publish also measures DNS programming latency as CoreDNS does
+(``coredns_kubernetes_dns_programming_duration_seconds``): for each changed EndpointSlice of a
+headless Service carrying the controller's trigger time, the wall-clock time from that trigger
+to the table that answers it. The initial load is not a change and is not measured.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from kdns.config import ZoneConfig
+from kdns.histogram import Histogram, exponential
 from kdns.model import KubeObject
 from kdns.names import Name, name_to_text
 from kdns.serve.protocol import Responder
@@ -27,6 +33,10 @@ from kdns.table import AnswerTable, TableBuilder
 logger = logging.getLogger(__name__)
 
 Change = Callable[[Store], None]
+
+PROGRAMMING_BUCKETS = exponential(0.001, 2, 20)
+"""CoreDNS's buckets for DNS programming latency: 1 ms to about 17 minutes."""
+SERVICE_KINDS = ("cluster_ip", "headless_with_selector", "headless_without_selector")
 
 
 class Runtime:
@@ -47,6 +57,8 @@ class Runtime:
         self.last_publish_s = 0.0
         self.collisions: list[Name] = []
         """Custom names the cluster also defines, as of the last publish (they win)."""
+        self.programming = {kind: Histogram(PROGRAMMING_BUCKETS) for kind in SERVICE_KINDS}
+        """Per service kind (CoreDNS's labels; only headless_with_selector is measured)."""
 
     @property
     def table(self) -> AnswerTable | None:
@@ -150,10 +162,15 @@ class Runtime:
         index, dirty = result
         if self.builder.table is None:
             dirty = dirty | self.builder.all_owners(index)
+        first = self.builder.table is None
         table = self.builder.publish(index, dirty, always=self.store.external_name_owners())
         self.responder.table = table
         if index.config.custom:
             self._report_collisions(index)
+        programmed = self.store.take_programmed(self.store.clock())
+        if not first and self.store.synced:
+            for kind, seconds in programmed:
+                self.programming[kind].observe(seconds)
         self.last_publish_s = time.perf_counter() - started
         logger.debug(
             "published generation %d: %d owners rebuilt, %d records, in %.1f ms",

@@ -144,6 +144,9 @@ class Store:
     _dirty_owners: set[Owner] = field(default_factory=set)
     _serial: int = 0
     _changed: bool = True
+    triggered: list[tuple[ObjectKey, float]] = field(default_factory=list)
+    """(Service, trigger time) of each changed EndpointSlice that carried one, until
+    ``take_programmed``."""
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -164,6 +167,8 @@ class Store:
                 self.slices[obj.key] = obj
                 self._slices_by_service.setdefault(obj.service_key, set()).add(obj.key)
                 self._dirty_services.add(obj.service_key)
+                if obj.changed_at is not None:
+                    self.triggered.append((obj.service_key, obj.changed_at))
         else:
             old_pod = self.pods.get(obj.key)
             if old_pod != obj:
@@ -231,6 +236,18 @@ class Store:
             for obj in want.values():
                 assert isinstance(obj, Namespace | Service | EndpointSlice | Pod)
                 self.upsert(obj)
+
+    def take_programmed(self, now: float) -> list[tuple[str, float]]:
+        """(service kind, seconds since the trigger time) of the slices changed since the last
+        call, as CoreDNS measures DNS programming latency: only a headless Service's slices
+        (its selector is implied by the controller's annotation): ``headless_with_selector``."""
+        taken, self.triggered = self.triggered, []
+        measured = []
+        for service_key, changed_at in taken:
+            service = self.services.get(service_key)
+            if service is not None and service.headless and service.type != "ExternalName":
+                measured.append(("headless_with_selector", max(0.0, now - changed_at)))
+        return measured
 
     def mark_synced(self, synced: bool) -> None:
         if synced != self.synced:

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from kdns import logs
 from kdns.resolver.kubedns import KubeDns, overlay
 from nodecache import __version__
 from nodecache.admin import commands as admin
@@ -113,6 +114,11 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         help="/health, /ready and /metrics (default 0.0.0.0:8080; 'none' turns it off)",
     )
     add(
+        "--metrics-listen",
+        metavar="IP:PORT",
+        help="/metrics alone, on NodeLocal's port (default 0.0.0.0:9253; 'none' turns it off)",
+    )
+    add(
         "--max-udp-size",
         type=int,
         metavar="BYTES",
@@ -131,6 +137,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         help="the same, from the ConfigMap mounted at PATH (NodeLocal's /etc/kube-dns), "
         "read every 10 s",
     )
+    add("--log-format", choices=("text", "json"), help="log lines as text (default) or JSON")
     _add_searchpath_flags(parser)
 
 
@@ -220,6 +227,8 @@ def describe(config: Config) -> str:
         "listen: " + ", ".join(show_address(host, port) for host, port in config.listen),
         "health: "
         + ("off" if config.health_listen is None else show_address(*config.health_listen)),
+        "metrics: "
+        + ("off" if config.metrics_listen is None else show_address(*config.metrics_listen)),
         f"cluster zones: {', '.join(resolver.cluster_zones)}; reverse zones: "
         f"{', '.join(resolver.reverse_zones)}",
     ]
@@ -272,9 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as error:
         sys.stderr.write(f"nodecache: error: {error}\n")
         return EXIT_USAGE
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format, "nodecache")
     for note in config.notes:
         logger.warning("%s", note)
     if args.command == "check":

@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from kdns.config import ConfigError, parse_listen, parse_zone, string_list
+from kdns.config import (
+    ConfigError,
+    QueryLogConfig,
+    log_format_of,
+    metrics_apart,
+    optional_listen,
+    parse_listen,
+    parse_zone,
+    query_log_of,
+    string_list,
+)
 from kdns.resolver import resolvconf
 from kdns.resolver.config import (
     CLUSTER_TTL,
@@ -57,23 +67,24 @@ __all__ = [
 
 FLAG_SETTINGS: Final = (
     "listen", "cluster_zone", "cluster_upstream", "upstream", "host_resolv_conf",
-    "health_listen", "max_udp_size", "log_level", *searchpath_settings.SETTINGS,
-    *kubedns.SETTINGS,
+    "health_listen", "metrics_listen", "max_udp_size", "log_level", "log_format",
+    *searchpath_settings.SETTINGS, *kubedns.SETTINGS,
 )  # fmt: skip
 """Settings that have a flag (``--cluster-zone`` is ``cluster_zone``)."""
 
 FILE_ONLY: Final = (
     "stub_domains", "reverse_zones", "cluster_transport", "zone_ttls", "default_ttl", "cache",
     "prefetch", "serve_stale", "upstream_options", "workers", "max_pending",
-    "tcp_idle_timeout_s", "drain_timeout_s",
+    "tcp_idle_timeout_s", "drain_timeout_s", "query_log",
 )  # fmt: skip
 """Settings only the config file holds."""
 
 DEFAULT_RESOLV_CONF: Final = "/etc/resolv.conf"
 DEFAULT_HEALTH_LISTEN: Final = "0.0.0.0:8080"  # NodeLocal's health port (nodecache.md §1.1)
+DEFAULT_METRICS_LISTEN: Final = "0.0.0.0:9253"  # NodeLocal's metrics port
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 RESTART_ONLY: Final = (
-    "listen", "health_listen", "max_udp_size", "tcp_idle_timeout_s",
+    "listen", "health_listen", "metrics_listen", "max_udp_size", "tcp_idle_timeout_s", "log_format",
     "cache.max_entries", "cache.max_bytes", "workers", "searchpath", "kube_dns",
 )  # fmt: skip
 """Settings a reload cannot change (bound sockets, the cache's capacity, the pool size): a
@@ -125,6 +136,8 @@ class Config:
     """UDP and TCP addresses served (production: 169.254.20.10:53 and the kube-dns ClusterIP)."""
     health_listen: Address | None = ("0.0.0.0", 8080)
     """``/health``, ``/ready``, ``/metrics``; None (``none``) turns the endpoint off."""
+    metrics_listen: Address | None = ("0.0.0.0", 9253)
+    """``/metrics`` alone, on NodeLocal's port; None (``none``) turns it off."""
     max_udp_size: int = 1232
     """Ceiling on the EDNS payload honoured for clients (DNS flag day 2020)."""
     tcp_idle_timeout_s: float = 10.0
@@ -132,6 +145,10 @@ class Config:
     drain_timeout_s: float = 5.0
     """On SIGTERM, how long queries already waiting for an upstream may take to finish."""
     log_level: str = "INFO"
+    log_format: str = "text"
+    """text | json (kdns.logs); restart-only."""
+    query_log: QueryLogConfig = dataclasses.field(default_factory=QueryLogConfig)
+    """The query log (kdns.querylog); a reload applies it, as does ``POST /querylog``."""
     config_file: str | None = None
     """The YAML file the settings came from; watched for changes."""
     host_resolv_conf: str = DEFAULT_RESOLV_CONF
@@ -165,6 +182,8 @@ class Config:
             resolver=resolver,
             listen=self.listen,
             health_listen=self.health_listen,
+            metrics_listen=self.metrics_listen,
+            log_format=self.log_format,
             max_udp_size=self.max_udp_size,
             tcp_idle_timeout_s=self.tcp_idle_timeout_s,
             searchpath=self.searchpath,
@@ -240,12 +259,11 @@ def build_config(
     if len(set(listen)) != len(listen):
         raise ConfigError("listen", "an address is listed twice")
 
-    health_text = values.get("health_listen", DEFAULT_HEALTH_LISTEN)
-    if health_text is None:
-        health_text = DEFAULT_HEALTH_LISTEN
-    if not isinstance(health_text, str):
-        raise ConfigError("health_listen", f"expected IP:PORT or none, got {health_text!r}")
-    health = None if health_text.lower() == "none" else parse_listen(health_text, "health_listen")
+    health = optional_listen(values, "health_listen", DEFAULT_HEALTH_LISTEN)
+    # deploy/nodecache puts health on 9253, NodeLocal's metrics port: one listener serves both.
+    metrics_listen = metrics_apart(
+        optional_listen(values, "metrics_listen", DEFAULT_METRICS_LISTEN), health
+    )
 
     cluster_zones = tuple(string_list(values, "cluster_zone") or ["cluster.local"])
     for text in cluster_zones:
@@ -337,10 +355,13 @@ def build_config(
         resolver=resolver,
         listen=listen,
         health_listen=health,
+        metrics_listen=metrics_listen,
         max_udp_size=int(max_udp_size),
         tcp_idle_timeout_s=idle,
         drain_timeout_s=drain,
         log_level=log_level,
+        log_format=log_format_of(values),
+        query_log=query_log_of(values),
         config_file=config_file,
         host_resolv_conf=resolv_path,
         upstream_source=source,

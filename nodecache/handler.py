@@ -126,6 +126,8 @@ class HandlerStats:
     """Queries dropped because we are shutting down."""
     probes: int = 0
     """Liveness probes answered."""
+    internal_errors: int = 0
+    """Queries dropped by an internal error (coredns_panics_total)."""
 
 
 class QueryHandler:
@@ -160,6 +162,7 @@ class QueryHandler:
                 return reply
             return self._resolve(packet, peer, False)
         except Exception:
+            self.stats.internal_errors += 1
             logger.exception("internal error answering a query; dropped")
             return None
 
@@ -174,6 +177,7 @@ class QueryHandler:
                 return reply
             return self._resolve(packet, peer, True)
         except Exception:
+            self.stats.internal_errors += 1
             logger.exception("internal error answering a query; dropped")
             return None
 

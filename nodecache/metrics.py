@@ -1,8 +1,11 @@
-"""Every nodecache metric, declared once, rendered as Prometheus text for ``/metrics``.
+"""Every nodecache metric, declared once, collected for ``/metrics`` through prometheus-client.
 
-The numbers live where they are counted (``ResolverStats``, ``CacheStats``, ``UpstreamStats``,
-``HandlerStats``: plain ints, no locks on the hot path); this module only reads them. Counters
-end in ``_total``; every labelled series is present from the start (pre-initialised to 0).
+CoreDNS's families (NodeLocal is CoreDNS: ``kdns.metrics``) come first, then nodecache's own.
+The numbers live where they are counted (the transports' tallies, ``ResolverStats``,
+``CacheStats``, ``UpstreamStats``, ``HandlerStats``: plain ints, no locks on the hot path); this
+module only reads them. Counters end in ``_total``; every labelled series is present from the
+start (pre-initialised to 0). The search path's and the node plumbing's series come through
+the same ``Metric`` writer; a family written twice is one family (one HELP, one TYPE).
 
 A reload replaces the upstream clients (``Resolver.reconfigure``), and with them their
 counters; ``retire`` folds the old clients' counts into a running total per upstream group so
@@ -12,12 +15,22 @@ the exported counters never go backwards.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import Metric as Family
+
+from kdns import metrics
+from kdns.metrics import upstream_groups
+from kdns.querylog import QueryLog
 from kdns.resolver.core import Resolver, Router
-from kdns.resolver.upstream import UpstreamClient, UpstreamStats
+from kdns.resolver.upstream import UpstreamStats
+from kdns.serve import tally
+from kdns.serve.tcp import TCPServer
+from kdns.serve.udp import UDPServer
 from nodecache import __version__
 from nodecache.config import show_address
 from nodecache.handler import QueryHandler
@@ -54,7 +67,7 @@ _RESOLVER: Final = (
     ("nodecache_fetches_total", "fetches", "Upstream fetches started (misses, refreshes)."),
     ("nodecache_coalesced_total", "coalesced", "Misses that joined a fetch in flight."),
     ("nodecache_refreshes_total", "refreshes", "Refreshes of expired entries."),
-    ("nodecache_upstream_failures_total", "failures", "Fetches that got no usable answer."),
+    ("nodecache_fetch_failures_total", "failures", "Fetches that got no usable answer."),
     ("nodecache_servfail_total", "servfail", "SERVFAIL replies sent for upstream failures."),
     ("nodecache_refused_total", "refused", "Queries for names no route covers (REFUSED)."),
     ("nodecache_overloaded_total", "overloaded", "Queries over max_pending (SERVFAIL or stale)."),
@@ -78,23 +91,16 @@ _CACHE: Final = (
 )
 
 
-def upstream_groups(router: Router) -> dict[str, UpstreamClient]:
-    """Each upstream client of ``router`` by group label: ``cluster``, ``default``,
-    ``stub:ZONE`` (the cluster group serves several routes; it is one group)."""
-    groups: dict[str, UpstreamClient] = {}
-    for route in router.routes():
-        if isinstance(route.upstream, UpstreamClient):
-            label = "cluster" if route.name.startswith("cluster:") else route.name
-            groups.setdefault(label, route.upstream)
-    return groups
-
-
 class Metrics:
     """Renders ``/metrics``; owns the reload counters and the retired upstream totals."""
 
     def __init__(self, resolver: Resolver, handler: QueryHandler) -> None:
         self.resolver = resolver
         self.handler = handler
+        self.udp_servers: list[UDPServer] = []
+        self.tcp_server: TCPServer | None = None
+        """The transports whose tallies make CoreDNS's coredns_dns_* families."""
+        self.query_log: QueryLog | None = None
         self.reloads = dict.fromkeys(RELOAD_RESULTS, 0)
         self._retired: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
@@ -116,15 +122,51 @@ class Metrics:
                     totals[name] = totals.get(name, 0) + value
 
     def render(self) -> str:
-        lines: list[str] = []
+        """The whole ``/metrics`` text (the process metrics included)."""
+        return metrics.exposition(metrics.new_registry(metrics.Families(self.families)))
+
+    def families(self) -> Iterator[Family]:
+        """CoreDNS's families, then nodecache's own."""
+        resolver, handler = self.resolver, self.handler
+        yield metrics.build_info(__version__)
+        yield metrics.panics(handler.stats.internal_errors)
+        udp_servers, tcp_server = self.udp_servers, self.tcp_server
+        if tcp_server is not None:
+            yield from metrics.dns_families(metrics.transport_sources(udp_servers, tcp_server))
+        server = tally.server_label(*udp_servers[0].address) if udp_servers else "dns://:53"
+        with self._lock:
+            retired: dict[str, int] = {}
+            for counts in self._retired.values():
+                for name, value in counts.items():
+                    retired[name] = retired.get(name, 0) + value
+        yield from metrics.resolver_families(resolver, server, retired)
+        if self.query_log is not None:
+            yield metrics.query_log_family(self.query_log)
+        yield from self._own()
+
+    def _own(self) -> Iterator[Family]:
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        label_names: dict[str, tuple[str, ...]] = {}
 
         def metric(
             name: str, kind: str, help_text: str, series: Iterable[tuple[str, float]]
         ) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
+            family = families.get(name)
+            if family is not None and (family.type != kind or family.documentation != help_text):
+                raise ValueError(f"metric {name} is declared twice, differently")
             for labels, value in series:
-                lines.append(f"{name}{labels} {value:g}")
+                pairs = _labels(labels)
+                if family is None:
+                    made = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                    family = families[name] = made(name, help_text, labels=list(pairs))
+                    label_names[name] = tuple(pairs)
+                if label_names[name] != tuple(pairs):
+                    raise ValueError(f"metric {name}: series with other labels {labels}")
+                family.add_metric(list(pairs.values()), value)
+            if family is None:  # a family with no series yet: still declared
+                made = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                families[name] = made(name, help_text, labels=[])
+                label_names[name] = ()
 
         resolver, handler = self.resolver, self.handler
         metric("nodecache_build_info", "gauge", "Version of nodecache.",
@@ -194,11 +236,23 @@ class Metrics:
             self.extra(metric)
         if self.node is not None:
             self.node(metric)
-        return "\n".join(lines) + "\n"
+        yield from families.values()
 
 
 def _counts(stats: UpstreamStats) -> dict[str, int]:
     return {f.name: int(getattr(stats, f.name)) for f in dataclasses.fields(stats)}
+
+
+_LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE: Final = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def _labels(text: str) -> dict[str, str]:
+    """``{a="x",b="y"}`` (as the ``Metric`` writers spell a series) -> {a: x, b: y}."""
+    return {
+        name: re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], value)
+        for name, value in _LABEL.findall(text)
+    }
 
 
 def _escape(value: str) -> str:

@@ -38,13 +38,15 @@ import threading
 from collections.abc import Callable
 
 from kdns.config import ConfigError
-from kdns.health import HealthServer, probe_udp
+from kdns.health import HealthServer, Route, probe_udp
+from kdns.metrics import upstream_groups
+from kdns.querylog import QueryLog, http_route
 from kdns.resolver.core import Resolver
 from kdns.serve.tcp import TCPServer, bind_tcp
 from kdns.serve.udp import UDPServer, bind_udp
 from nodecache.config import Config, show_address
 from nodecache.handler import PROBE_ZONE, QueryHandler
-from nodecache.metrics import Metrics, upstream_groups
+from nodecache.metrics import Metrics
 from nodecache.node.commands import Run, run_command
 from nodecache.node.handover import ensure_tcp_migrate, hand_over, successor_bound
 from nodecache.node.probe import nodecache_answers
@@ -73,12 +75,16 @@ class NodeCache:
             config.resolver, policy=None if self.searchpath is None else self.searchpath.policy
         )
         self.handler = QueryHandler(self.resolver, config.max_udp_size)
+        self.query_log = QueryLog("nodecache", config.query_log)
         self.metrics = Metrics(self.resolver, self.handler)
+        self.metrics.query_log = self.query_log
         if self.searchpath is not None:
             self.metrics.extra = self.searchpath.render
         self.udp_servers: list[UDPServer] = []
         self.tcp_server: TCPServer | None = None
         self.health: HealthServer | None = None
+        self.metrics_server: HealthServer | None = None
+        """``/metrics`` alone on ``metrics_listen`` (NodeLocal's 9253)."""
         self.serving = False
         self._reload_lock = threading.Lock()
         self.node = node
@@ -109,10 +115,19 @@ class NodeCache:
         self.resolver.start()
         if self.searchpath is not None:
             self.searchpath.start(self.resolver)
-        self.udp_servers = [UDPServer(sock, peer_answer=self.handler.udp) for sock in udp_socks]
+        self.udp_servers = [
+            UDPServer(sock, peer_answer=self.handler.udp, query_log=self.query_log)
+            for sock in udp_socks
+        ]
         self.tcp_server = TCPServer(
-            tcp_socks, None, self.config.tcp_idle_timeout_s, peer_answer=self.handler.tcp
+            tcp_socks,
+            None,
+            self.config.tcp_idle_timeout_s,
+            peer_answer=self.handler.tcp,
+            query_log=self.query_log,
         )
+        self.metrics.udp_servers = self.udp_servers
+        self.metrics.tcp_server = self.tcp_server
         for server in self.udp_servers:
             server.start()
         self.tcp_server.start()
@@ -120,6 +135,7 @@ class NodeCache:
         for server in self.udp_servers:
             logger.info("serving on %s (udp+tcp)", show_address(*server.address))
         self._start_health()
+        self._start_metrics()
         if self.plumbing is not None and self.plumbing.active and self.node is not None:
             # The rules go in from this thread once our listener answers (nodecache.node.sync).
             note = probe_note(self.config, self.node)
@@ -146,8 +162,9 @@ class NodeCache:
             # the same port on the node while the old one hands over (nodecache.node.handover);
             # without it the new pod would run with no /health once the old one exits.
             self.health = HealthServer(
-                host, port, self.alive, self.ready, self.metrics.render, reuse_port=True
-            )
+                host, port, self.alive, self.ready, self.metrics.render, reuse_port=True,
+                routes=self._routes(),
+            )  # fmt: skip
         except OSError as error:
             logger.error(
                 "cannot bind the health endpoint %s: %s; serving DNS without /health, "
@@ -158,6 +175,29 @@ class NodeCache:
             return
         self.health.start()
         logger.info("health on %s (/health, /ready, /metrics)", show_address(*self.health.address))
+
+    def _routes(self) -> dict[str, Route]:
+        return {"/querylog": http_route(self.query_log)}
+
+    def _start_metrics(self) -> None:
+        if self.config.metrics_listen is None:
+            return
+        host, port = self.config.metrics_listen
+        try:
+            # SO_REUSEPORT for the same reason as the health endpoint (surge updates).
+            self.metrics_server = HealthServer(
+                host, port, None, None, self.metrics.render, reuse_port=True,
+                routes=self._routes(),
+            )  # fmt: skip
+        except OSError as error:
+            logger.error(
+                "cannot bind the metrics endpoint %s: %s; /metrics stays on the health port",
+                show_address(host, port),
+                error.strerror,
+            )
+            return
+        self.metrics_server.start()
+        logger.info("metrics on %s (/metrics)", show_address(*self.metrics_server.address))
 
     def shutdown(self) -> bool:
         """Stop taking queries, let queries in flight finish (bounded), close everything.
@@ -209,6 +249,9 @@ class NodeCache:
             self.tcp_server.stop()
         if self.health is not None:
             self.health.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.query_log.close()
         if self.searchpath is not None:
             self.searchpath.stop()
         self.resolver.close()
@@ -261,6 +304,9 @@ class NodeCache:
             logger.info("config reload (%s): nothing changed", why)
             self.metrics.count_reload("unchanged")
             return "unchanged"
+        if applied.query_log != self.config.query_log:
+            # First: an output that cannot be opened rejects the reload before anything changed.
+            self.query_log.configure(applied.query_log)
         if applied.resolver != self.config.resolver:
             old_router = self.resolver.router
             self.resolver.reconfigure(applied.resolver)

@@ -179,6 +179,9 @@ class CacheStats:
     """SERVFAILs that did not replace a last-known-good entry."""
     prefetches: int = 0
     evictions: int = 0
+    denial_hits: int = 0
+    """Fresh hits of NXDOMAIN, NODATA and SERVFAIL entries (CoreDNS's ``type="denial"``)."""
+    denial_evictions: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -200,6 +203,8 @@ class _Store(LRUCache[Key, Entry]):
         key, entry = super().popitem()
         self.fast.pop(key, None)
         self.stats.evictions += 1
+        if entry.kind is not Kind.POSITIVE:
+            self.stats.denial_evictions += 1
         return key, entry
 
     def __setitem__(self, key: Key, value: Entry) -> None:
@@ -286,6 +291,8 @@ class Cache:
                 entry.previous_ask, entry.last_ask = entry.last_ask, now
                 entry.hits += 1
                 self.stats.hits += 1
+                if entry.kind is not Kind.POSITIVE:
+                    self.stats.denial_hits += 1
                 if now - entry.touched >= 1.0:
                     entry.touched = now
                     with self._lock:
@@ -301,6 +308,8 @@ class Cache:
             if remaining > 0:
                 entry.hits += 1
                 self.stats.hits += 1
+                if entry.kind is not Kind.POSITIVE:
+                    self.stats.denial_hits += 1
                 return Hit(entry, remaining, False)
             stale = self.stale
             if entry.kind is Kind.ERROR or now - entry.expires > stale.max_stale_s:
@@ -312,6 +321,12 @@ class Cache:
                 return None  # kept (for its query times) until max_stale_s; not served
             self.stats.stale_hits += 1
             return Hit(entry, stale.ttl_s, True)
+
+    def entries_by_kind(self) -> tuple[int, int]:
+        """(positive entries, the others: NXDOMAIN, NODATA, SERVFAIL), for a gauge."""
+        entries = list(self._entries.fast.values())  # one C-level copy: safe without the lock
+        positive = sum(1 for entry in entries if entry.kind is Kind.POSITIVE)
+        return positive, len(entries) - positive
 
     def peek(self, key: Key) -> Entry | None:
         """The entry, fresh or not, without counting or reordering anything."""

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from kdns import wire
+from kdns.histogram import Histogram, exponential
 from kdns.resolver import message
 from kdns.resolver.config import Address, Policy, Transport, UpstreamConfig
 from kdns.resolver.message import MessageError, ReplyFacts
@@ -130,6 +131,8 @@ class UpstreamStats:
     marked_down: int = 0
     recovered: int = 0
     probes: int = 0
+    all_down: int = 0
+    """Queries that found every server marked down (CoreDNS's healthcheck_broken)."""
 
 
 class Health:
@@ -154,6 +157,8 @@ class Health:
         self._fails = [0] * count
         self._down_since: list[float | None] = [None] * count
         self._probed_at = [0.0] * count
+        self.failures = [0] * count
+        """Per server: failed tries and failed probes (CoreDNS's healthcheck failures)."""
         self._lock = threading.Lock()
 
     def is_down(self, index: int) -> bool:
@@ -190,12 +195,17 @@ class Health:
         """Record a failed try; True if this marked the server down."""
         with self._lock:
             self._fails[index] += 1
+            self.failures[index] += 1
             if self._down_since[index] is None and self._fails[index] >= self.max_fails:
                 now = self.clock()
                 self._down_since[index] = now
                 self._probed_at[index] = now
                 return True
             return False
+
+    def probe_failed(self, index: int) -> None:
+        with self._lock:
+            self.failures[index] += 1
 
     def probes_due(self) -> list[int]:
         """Down servers whose next probe is due; each is stamped as probed now."""
@@ -207,6 +217,39 @@ class Health:
                     self._probed_at[index] = now
                     due.append(index)
         return due
+
+
+TRY_BUCKETS: Final = exponential(0.00025, 2, 16)
+"""CoreDNS's ``plugin.TimeBuckets`` (ExponentialBuckets(0.00025, 2, 16)), upper bounds in s."""
+_FAILURE_RCODES: Final = {reason: rcode for rcode, reason in _ANSWERED_ERRORS.items()}
+
+
+class TryLatency:
+    """How long each try that got a reply took, per server and rcode: CoreDNS's
+    ``coredns_proxy_request_duration_seconds`` (it observes replies only, not timeouts)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._series: dict[tuple[int, int], Histogram] = {}
+
+    def observe(self, index: int, result: Result, seconds: float) -> None:
+        if isinstance(result, Reply):
+            rcode = result.facts.rcode
+        elif result.reason in _FAILURE_RCODES:
+            rcode = _FAILURE_RCODES[result.reason]
+        else:
+            return
+        with self._lock:
+            histogram = self._series.get((index, rcode))
+            if histogram is None:
+                histogram = self._series[(index, rcode)] = Histogram(TRY_BUCKETS)
+        histogram.observe(seconds)
+
+    def read(self) -> dict[tuple[int, int], tuple[list[int], float]]:
+        """(server index, rcode) -> (count per bucket, not cumulative; sum of seconds)."""
+        with self._lock:
+            series = dict(self._series)
+        return {key: histogram.read() for key, histogram in series.items()}
 
 
 class _Waiter:
@@ -325,6 +368,7 @@ class UpstreamClient:
     ) -> None:
         self.config = config
         self.stats = UpstreamStats()
+        self.latency = TryLatency()
         self.health = Health(
             len(config.servers),
             config.max_fails,
@@ -369,6 +413,8 @@ class UpstreamClient:
                     self.stats.recovered += 1
                     logger.info("upstream %s:%d is back", *self.config.servers[index])
                 back.append(index)
+            else:
+                self.health.probe_failed(index)
         return back
 
     # --- queries -----------------------------------------------------------------------------
@@ -394,6 +440,8 @@ class UpstreamClient:
     def _query(self, qname: bytes, qtype: int, qclass: int, do: bool, cd: bool) -> Result:
         deadline = time.monotonic() + self.config.overall_timeout_s
         order = self.health.order()
+        if self.health.is_down(order[0]):  # healthy servers come first: none is healthy
+            self.stats.all_down += 1
         # Only a server that timed out may be tried again within one query (the deadline
         # bounds that); one that refused, answered an error or broke the connection is done.
         done: set[int] = set()
@@ -412,7 +460,9 @@ class UpstreamClient:
                 self.stats.failovers += 1
             previous = index
             timeout = min(self.config.try_timeout_s, remaining)
+            started = time.monotonic()
             result = self._try(index, qname, qtype, qclass, do, cd, timeout=timeout)
+            self.latency.observe(index, result, time.monotonic() - started)
             if isinstance(result, Reply):
                 if self.health.success(index):
                     self.stats.recovered += 1

@@ -6,14 +6,20 @@
  * to the Python path for every input:
  *
  * - ``answer(responder, packet, tcp=False)``: one query in, the reply (or None) out.
- * - ``serve(sock_fd, responder, server)``: the blocking recvfrom/sendto loop of
+ * - ``serve(sock_fd, responder, server, counters=None)``: the blocking recvfrom/sendto loop of
  *   ``kdns.serve.udp.UDPServer._run``: receive with the GIL released, look the question up in
  *   ``responder.table.records`` (read again for every packet: a publish swaps the table), build
  *   a hit's reply in a reusable C buffer and send it without creating a Python object; a miss
  *   goes to ``responder.answer(packet)``, whose reply is sent as kdns.serve.udp sends it (bytes
- *   at once; a Deferred is called with ``server._sender(peer)``). Returns when
- *   ``server._stopping`` is true after a receive returns (UDPServer.stop sets it, then shuts the
- *   socket down to wake the receive).
+ *   at once; a Deferred is called with ``server.deferred_sender(peer, packet, started_ns)``).
+ *   Returns when ``server._stopping`` is true after a receive returns (UDPServer.stop sets it,
+ *   then shuts the socket down to wake the receive), or when the counters' divert flag is set
+ *   (the query log went on): None, or the (packet, peer) just received, for the Python loop.
+ * - ``Counters()``: the per-query counts of one serving loop, in the cells of
+ *   kdns/serve/tally.py (``LAYOUT`` here must equal ``tally.LAYOUT``). ``serve`` counts every
+ *   reply it sends itself (hits and the Python path's bytes) with ``count_reply``, the C twin of
+ *   ``tally.count``; a Deferred reply is counted by ``deferred_sender``. Only the serving thread
+ *   writes the cells, holding the GIL; ``read()`` copies them out under the GIL.
  *
  * The Python fast path, mirrored here step by step (the order of the checks does not matter:
  * none has a side effect):
@@ -42,6 +48,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define HEADER_SIZE 12
 #define MIN_UDP_SIZE 512
@@ -54,6 +61,208 @@ static const unsigned char QD_ONLY[8] = {0, 1, 0, 0, 0, 0, 0, 0};
 static const unsigned char QD_AND_AR[8] = {0, 1, 0, 0, 0, 0, 0, 1};
 static const unsigned char OPT_PREFIX[3] = {0, 0, 41};
 
+/* --- the counters (kdns/serve/tally.py: the same cells, in the same order) ------------------ */
+
+#define N_TYPES 19
+#define N_FAMILIES 2
+#define N_SIZES 15
+#define N_DURATIONS 17
+#define N_RCODES 32
+#define N_PLUGINS 4
+#define C_REQUESTS 0
+#define C_DO_REQUESTS (C_REQUESTS + N_FAMILIES * N_TYPES)
+#define C_REQUEST_SIZE (C_DO_REQUESTS + 1)
+#define C_RESPONSE_SIZE (C_REQUEST_SIZE + N_SIZES + 1)
+#define C_RESPONSES (C_RESPONSE_SIZE + N_SIZES + 1)
+#define C_DURATION (C_RESPONSES + N_RCODES * N_PLUGINS)
+#define C_DURATION_SUM_NS (C_DURATION + N_TYPES * N_DURATIONS)
+#define C_CELLS (C_DURATION_SUM_NS + N_TYPES)
+#define TYPE_OTHER (N_TYPES - 1)
+#define PLUGIN_KUBERNETES 1
+#define PLUGIN_FORWARD 2
+#define PLUGIN_CACHE 3
+
+typedef struct {
+    PyObject_HEAD
+    unsigned long long cells[C_CELLS];
+    /* Set (under the GIL) while the query log is on: serve() returns before its next receive
+     * and the Python loop serves instead. Read without the GIL: a plain flag. */
+    volatile int divert;
+} CountersObject;
+
+static PyTypeObject CountersType;
+
+/* tally.TYPES: CoreDNS's monitored qtypes, in the order of their cells; else TYPE_OTHER. */
+static int
+type_index(unsigned int qtype)
+{
+    switch (qtype) {
+    case 1: return 0;    /* A */
+    case 28: return 1;   /* AAAA */
+    case 15: return 2;   /* MX */
+    case 6: return 3;    /* SOA */
+    case 5: return 4;    /* CNAME */
+    case 12: return 5;   /* PTR */
+    case 16: return 6;   /* TXT */
+    case 2: return 7;    /* NS */
+    case 33: return 8;   /* SRV */
+    case 43: return 9;   /* DS */
+    case 48: return 10;  /* DNSKEY */
+    case 46: return 11;  /* RRSIG */
+    case 47: return 12;  /* NSEC */
+    case 50: return 13;  /* NSEC3 */
+    case 65: return 14;  /* HTTPS */
+    case 251: return 15; /* IXFR */
+    case 252: return 16; /* AXFR */
+    case 255: return 17; /* ANY */
+    default: return TYPE_OTHER;
+    }
+}
+
+/* tally.SIZE_BOUNDS: 0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16e3, 32e3, 48e3,
+ * 64e3, then +Inf. */
+static int
+size_bucket(Py_ssize_t size)
+{
+    static const Py_ssize_t bounds[N_SIZES - 1] = {0, 100, 200, 300, 400, 511, 1023, 2047,
+                                                  4095, 8291, 16000, 32000, 48000, 64000};
+    for (int i = 0; i < N_SIZES - 1; i++) {
+        if (size <= bounds[i]) {
+            return i;
+        }
+    }
+    return N_SIZES - 1;
+}
+
+static long long
+monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now); /* time.perf_counter_ns's clock on Linux */
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* 0 for an IPv4 peer (also one mapped into IPv6), 1 for IPv6: tally.family_of. */
+static int
+peer_family(const struct sockaddr_storage *peer)
+{
+    if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)peer;
+        return IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr) ? 0 : 1;
+    }
+    return 0;
+}
+
+/* tally.count, step for step: one answered query into ``cells``. */
+static void
+count_reply(unsigned long long *cells, const unsigned char *packet, Py_ssize_t n,
+            const unsigned char *reply, Py_ssize_t size, int family, int deferred,
+            long long elapsed_ns)
+{
+    int qtype = TYPE_OTHER;
+    const unsigned char *zero =
+        n > HEADER_SIZE ? memchr(packet + HEADER_SIZE, 0, (size_t)(n - HEADER_SIZE)) : NULL;
+    if (zero != NULL) {
+        Py_ssize_t end = zero - packet;
+        if (n >= end + 3) {
+            qtype = type_index(((unsigned int)packet[end + 1] << 8) | packet[end + 2]);
+            if (n > end + 12 && memcmp(packet + end + 5, OPT_PREFIX, 3) == 0 &&
+                (packet[end + 12] & 0x80)) {
+                cells[C_DO_REQUESTS]++;
+            }
+        }
+    }
+    cells[C_REQUESTS + family * N_TYPES + qtype]++;
+    cells[C_REQUEST_SIZE + size_bucket(n)]++;
+    cells[C_REQUEST_SIZE + N_SIZES] += (unsigned long long)n;
+    cells[C_RESPONSE_SIZE + size_bucket(size)]++;
+    cells[C_RESPONSE_SIZE + N_SIZES] += (unsigned long long)size;
+    if (size >= 12) {
+        int rcode = reply[3] & 0xF;
+        if (size >= 23 && memcmp(reply + size - 11, OPT_PREFIX, 3) == 0) {
+            rcode |= (reply[size - 6] << 4) & 0x10;
+        }
+        int plugin;
+        if (reply[2] & 0x04) {
+            plugin = PLUGIN_KUBERNETES;
+        }
+        else if (deferred) {
+            plugin = PLUGIN_FORWARD;
+        }
+        else if (rcode == 0 || rcode == 3) {
+            plugin = PLUGIN_CACHE;
+        }
+        else {
+            plugin = 0;
+        }
+        cells[C_RESPONSES + rcode * N_PLUGINS + plugin]++;
+    }
+    int bucket = 0;
+    if (elapsed_ns > 0) {
+        unsigned long long units = (unsigned long long)(elapsed_ns - 1) / 250000ULL;
+        while (units) { /* the bit length */
+            bucket++;
+            units >>= 1;
+        }
+    }
+    cells[C_DURATION + qtype * N_DURATIONS + (bucket < 16 ? bucket : 16)]++;
+    cells[C_DURATION_SUM_NS + qtype] += (unsigned long long)(elapsed_ns > 0 ? elapsed_ns : 0);
+}
+
+PyDoc_STRVAR(counters_read_doc,
+"read()\n--\n\n"
+"A copy of the cells, as a list of ints (the layout of kdns.serve.tally).");
+
+static PyObject *
+counters_read(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CountersObject *counters = (CountersObject *)self;
+    PyObject *list = PyList_New(C_CELLS);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < C_CELLS; i++) {
+        PyObject *value = PyLong_FromUnsignedLongLong(counters->cells[i]);
+        if (value == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, value);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(counters_set_divert_doc,
+"set_divert(flag)\n--\n\n"
+"While true, serve() returns before its next receive (the Python loop serves then).");
+
+static PyObject *
+counters_set_divert(PyObject *self, PyObject *flag)
+{
+    int truth = PyObject_IsTrue(flag);
+    if (truth < 0) {
+        return NULL;
+    }
+    ((CountersObject *)self)->divert = truth;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef counters_methods[] = {
+    {"read", counters_read, METH_NOARGS, counters_read_doc},
+    {"set_divert", counters_set_divert, METH_O, counters_set_divert_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CountersType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kdns.serve._fastpath.Counters",
+    .tp_doc = PyDoc_STR("The per-query counts of one C serving loop (kdns/serve/tally.py cells)."),
+    .tp_basicsize = sizeof(CountersObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_methods = counters_methods,
+};
+
 /* Interned attribute and method names, made once at import. */
 static PyObject *str_table;
 static PyObject *str_records;
@@ -63,7 +272,7 @@ static PyObject *str_opt;
 static PyObject *str_opt_do;
 static PyObject *str_stopping;
 static PyObject *str_errors;
-static PyObject *str_sender;
+static PyObject *str_deferred_sender;
 static PyObject *logger; /* logging.getLogger("kdns.serve.accel"), made on first use */
 
 /* --- the fast path ------------------------------------------------------------------------- */
@@ -488,13 +697,14 @@ peer_address(const struct sockaddr_storage *peer)
 }
 
 /* The Python path for one query, as the Python loop runs it: ``responder.answer(packet)``;
- * bytes are copied to ``out`` (or sent at once when larger than SEND_CAPACITY), None drops
- * the query, and anything else is a Deferred (kdns/serve/reply.py), called with
- * ``server._sender(peer)``. Returns the length to send from ``out``, 0 for nothing, -1 for a
- * fatal exception (set). */
+ * bytes are counted (when ``cells``) and copied to ``out`` (or sent at once when larger than
+ * SEND_CAPACITY), None drops the query, and anything else is a Deferred (kdns/serve/reply.py),
+ * called with ``server.deferred_sender(peer, packet, started_ns)``. Returns the length to send
+ * from ``out``, 0 for nothing, -1 for a fatal exception (set). */
 static Py_ssize_t
 python_reply(PyObject *responder, PyObject *server, const unsigned char *packet, Py_ssize_t n,
-             unsigned char *out, int fd, const struct sockaddr_storage *peer, socklen_t peer_len)
+             unsigned char *out, int fd, const struct sockaddr_storage *peer, socklen_t peer_len,
+             unsigned long long *cells, long long started_ns)
 {
     PyObject *query = PyBytes_FromStringAndSize((const char *)packet, n);
     if (query == NULL) {
@@ -513,6 +723,10 @@ python_reply(PyObject *responder, PyObject *server, const unsigned char *packet,
     Py_ssize_t length = 0;
     if (PyBytes_Check(reply)) {
         Py_ssize_t size = PyBytes_GET_SIZE(reply);
+        if (cells != NULL) {
+            count_reply(cells, packet, n, (const unsigned char *)PyBytes_AS_STRING(reply), size,
+                        peer_family(peer), 0, monotonic_ns() - started_ns);
+        }
         if (size <= SEND_CAPACITY) {
             memcpy(out, PyBytes_AS_STRING(reply), (size_t)size);
             length = size;
@@ -526,9 +740,15 @@ python_reply(PyObject *responder, PyObject *server, const unsigned char *packet,
     }
     else if (reply != Py_None) {
         PyObject *address = peer_address(peer);
-        PyObject *send = address ? PyObject_CallMethodOneArg(server, str_sender, address) : NULL;
+        PyObject *query = address ? PyBytes_FromStringAndSize((const char *)packet, n) : NULL;
+        PyObject *started = query ? PyLong_FromLongLong(started_ns) : NULL;
+        PyObject *send = started ? PyObject_CallMethodObjArgs(server, str_deferred_sender,
+                                                              address, query, started, NULL)
+                                 : NULL;
         PyObject *done = send ? PyObject_CallOneArg(reply, send) : NULL;
         Py_XDECREF(send);
+        Py_XDECREF(started);
+        Py_XDECREF(query);
         Py_XDECREF(address);
         if (done != NULL) {
             Py_DECREF(done);
@@ -545,10 +765,13 @@ python_reply(PyObject *responder, PyObject *server, const unsigned char *packet,
 }
 
 PyDoc_STRVAR(serve_doc,
-"serve(sock_fd, responder, server)\n--\n\n"
+"serve(sock_fd, responder, server, counters=None)\n--\n\n"
 "Serve the bound UDP socket ``sock_fd`` until ``server._stopping`` is true after a\n"
 "receive returns. Replies are those of ``responder.answer``; a Deferred reply is called\n"
-"with ``server._sender(peer)``, as kdns.serve.udp does. Errors answering a packet are\n"
+"with ``server.deferred_sender(peer, packet, started_ns)``, as kdns.serve.udp does. Every\n"
+"other reply sent is counted in ``counters`` (a Counters) when given; while its divert flag\n"
+"is set, serve returns: None before its next receive, or (packet, peer) when it was set\n"
+"while serve waited (the caller answers that datagram). Errors answering a packet are\n"
 "logged and counted in ``responder.errors``; KeyboardInterrupt and SystemExit (from a signal\n"
 "handler) propagate, as from the Python loop; OSError is raised if the descriptor is no\n"
 "longer a usable socket.");
@@ -557,9 +780,19 @@ static PyObject *
 fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int fd;
-    PyObject *responder, *server;
-    if (!PyArg_ParseTuple(args, "iOO:serve", &fd, &responder, &server)) {
+    PyObject *responder, *server, *counters = Py_None;
+    if (!PyArg_ParseTuple(args, "iOO|O:serve", &fd, &responder, &server, &counters)) {
         return NULL;
+    }
+    unsigned long long *cells = NULL;
+    volatile int *divert = NULL;
+    if (counters != Py_None) {
+        if (!PyObject_TypeCheck(counters, &CountersType)) {
+            PyErr_SetString(PyExc_TypeError, "counters must be a kdns.serve._fastpath.Counters");
+            return NULL;
+        }
+        cells = ((CountersObject *)counters)->cells;
+        divert = &((CountersObject *)counters)->divert;
     }
     if (stopping(server) < 0) {
         return NULL; /* not a server with a _stopping flag: a caller's bug, say so at once */
@@ -575,28 +808,41 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
     socklen_t peer_len = 0;
     Py_ssize_t pending = 0; /* bytes of ``out`` to send to ``peer`` before the next receive */
     PyObject *result = NULL;
+    Py_INCREF(counters); /* the cells must outlive the loop */
 
     for (;;) {
-        ssize_t n;
+        ssize_t n = -1;
         int error = 0;
+        int diverted = 0;
+        long long started_ns = 0;
         Py_BEGIN_ALLOW_THREADS
         if (pending > 0) {
             send_datagram(fd, out, (size_t)pending, (struct sockaddr *)&peer, peer_len);
         }
-        peer_len = sizeof(peer);
-        n = recvfrom(fd, in, RECEIVE_SIZE, 0, (struct sockaddr *)&peer, &peer_len);
-        if (n < 0) {
-            error = errno;
-            if (error == EAGAIN || error == EWOULDBLOCK) {
-                /* A non-blocking socket: wait here (shutdown wakes the poll too). */
-                struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
-                if (poll(&pfd, 1, -1) < 0) {
-                    error = errno;
+        if (divert != NULL && *divert) {
+            diverted = 1;
+        }
+        else {
+            peer_len = sizeof(peer);
+            n = recvfrom(fd, in, RECEIVE_SIZE, 0, (struct sockaddr *)&peer, &peer_len);
+            started_ns = monotonic_ns();
+            if (n < 0) {
+                error = errno;
+                if (error == EAGAIN || error == EWOULDBLOCK) {
+                    /* A non-blocking socket: wait here (shutdown wakes the poll too). */
+                    struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
+                    if (poll(&pfd, 1, -1) < 0) {
+                        error = errno;
+                    }
                 }
             }
         }
         Py_END_ALLOW_THREADS
         pending = 0;
+        if (diverted) {
+            result = Py_None; /* the Python loop takes over (kdns.serve.udp) */
+            break;
+        }
 
         int stop = stopping(server);
         if (stop < 0) {
@@ -622,6 +868,14 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
             }
             continue; /* ECONNREFUSED, ENOBUFS, EAGAIN...: as the Python loop, go on */
         }
+        if (divert != NULL && *divert) {
+            /* Switched while we waited: this datagram is the Python loop's first. */
+            PyObject *address = peer_address(&peer);
+            if (address != NULL) {
+                result = Py_BuildValue("(y#N)", (const char *)in, (Py_ssize_t)n, address);
+            }
+            break; /* NULL with an exception: raised to the caller */
+        }
 
         Plan plan;
         if (plan_reply(responder, in, n, 0, &plan)) {
@@ -629,19 +883,27 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
                 plan_write(&plan, in, out);
                 pending = plan.total;
                 plan_release(&plan);
+                if (cells != NULL) {
+                    count_reply(cells, in, n, out, pending, peer_family(&peer), 0,
+                                monotonic_ns() - started_ns);
+                }
                 continue;
             }
             plan_release(&plan);
         }
-        pending = python_reply(responder, server, in, n, out, fd, &peer, peer_len);
+        pending = python_reply(responder, server, in, n, out, fd, &peer, peer_len, cells,
+                               started_ns);
         if (pending < 0) {
             break;
         }
     }
     PyMem_RawFree(in);
     PyMem_RawFree(out);
-    Py_XINCREF(result);
-    return result;
+    Py_DECREF(counters);
+    if (result == Py_None) {
+        Py_INCREF(result);
+    }
+    return result; /* None, a (packet, peer) the Python loop must answer, or NULL */
 }
 
 /* --- module -------------------------------------------------------------------------------- */
@@ -675,8 +937,28 @@ PyInit__fastpath(void)
         intern(&str_answer, "answer") < 0 || intern(&str_max_udp_size, "max_udp_size") < 0 ||
         intern(&str_opt, "_opt") < 0 || intern(&str_opt_do, "_opt_do") < 0 ||
         intern(&str_stopping, "_stopping") < 0 || intern(&str_errors, "errors") < 0 ||
-        intern(&str_sender, "_sender") < 0) {
+        intern(&str_deferred_sender, "deferred_sender") < 0) {
         return NULL;
     }
-    return PyModule_Create(&fastpath_module);
+    if (PyType_Ready(&CountersType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&fastpath_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    /* tally.LAYOUT: the dimensions and where each counter starts. */
+    PyObject *layout = Py_BuildValue(
+        "(iiiiiiiiiiiiii)", N_TYPES, N_FAMILIES, N_SIZES, N_DURATIONS, N_RCODES, N_PLUGINS,
+        C_REQUESTS, C_DO_REQUESTS, C_REQUEST_SIZE, C_RESPONSE_SIZE, C_RESPONSES, C_DURATION,
+        C_DURATION_SUM_NS, C_CELLS);
+    Py_INCREF(&CountersType);
+    if (layout == NULL || PyModule_AddObject(module, "LAYOUT", layout) < 0 ||
+        PyModule_AddObject(module, "Counters", (PyObject *)&CountersType) < 0) {
+        Py_XDECREF(layout);
+        Py_DECREF(&CountersType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -12,8 +12,12 @@ whether it is on and ``reason`` says why (for a log line or a benchmark report).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from kdns.serve.protocol import Responder
+
+if TYPE_CHECKING:
+    from kdns.serve._fastpath import Counters
 
 DISABLE_ENV = "KDNS_NO_ACCEL"
 
@@ -32,13 +36,29 @@ def _load() -> tuple[bool, str]:
 available, reason = _load()
 
 
-def serve(sock_fd: int, responder: Responder, server: object) -> None:
-    """Serve ``sock_fd`` from the C loop until ``server._stopping``; only when ``available``."""
+def serve(
+    sock_fd: int, responder: Responder, server: object, counters: Counters
+) -> tuple[bytes, tuple[str, int]] | None:
+    """Serve ``sock_fd`` from the C loop until ``server._stopping``, counting what it answers
+    in ``counters`` (from ``new_counters``), or until its divert flag is set: then None, or a
+    datagram (packet, peer) received meanwhile, for the Python loop. Only when ``available``."""
     if not available:
         raise RuntimeError(f"the UDP accelerator is not available: {reason}")
     from kdns.serve import _fastpath
 
-    _fastpath.serve(sock_fd, responder, server)
+    return _fastpath.serve(sock_fd, responder, server, counters)
+
+
+def new_counters() -> Counters:
+    """The C loop's own counts (``_fastpath.Counters``: kdns.serve.tally's cells)."""
+    from kdns.serve import _fastpath
+
+    return _fastpath.Counters()
+
+
+def read_counters(counters: Counters) -> list[int]:
+    """The cells of a ``new_counters`` object, as kdns.serve.tally lays them out."""
+    return counters.read()
 
 
 def responder_of(answer: object) -> Responder | None:

@@ -4,7 +4,8 @@ TCP is the rare path (truncated answers, zone-sized replies), so it runs on an a
 its own thread. Each connection reads one framed query at a time and writes its reply before
 reading the next, which keeps replies in query order. A handler may answer with a ``Stream`` of
 messages (a zone transfer): they are built on a worker thread, one at a time, and written in
-order before the next query is read.
+order before the next query is read. Every reply is counted in the tally of the listening socket
+it came through (kdns.serve.tally), on the loop's thread.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from kdns.serve.reply import Stream, TCPHandler, TCPPeerHandler
 from kdns.serve.sockets import bound_socket
+from kdns.serve.tally import count, family_of, new_cells
+
+if TYPE_CHECKING:
+    from kdns.querylog import QueryLog
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ class TCPServer:
         idle_timeout_s: float,
         deferred_timeout_s: float = 10.0,
         peer_answer: TCPPeerHandler | None = None,
+        query_log: QueryLog | None = None,
     ) -> None:
         """Give ``answer(packet)``, or ``peer_answer(packet, peer)`` when the client matters."""
         assert (answer is None) != (peer_answer is None), "exactly one handler"
@@ -48,10 +56,16 @@ class TCPServer:
         self.answer = answer
         self.peer_answer = peer_answer
         self.idle_timeout_s = idle_timeout_s
+        self.query_log = query_log
+        """Offered every answered query while it is on (kdns.querylog)."""
         self.deferred_timeout_s = deferred_timeout_s
         self._loop = asyncio.new_event_loop()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self.cells: dict[tuple[str, int], list[int]] = {
+            _local_address(sock): new_cells() for sock in socks
+        }
+        """Per listening address: the tally cells, written only by the loop's thread."""
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tcp", daemon=True)
 
@@ -79,6 +93,13 @@ class TCPServer:
             writer.close()
             return
         self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        client = (str(peer[0]), int(peer[1]))
+        family = family_of(client[0])
+        cells = self.cells.get(_local_address(writer.get_extra_info("socket")))
+        if cells is None:  # not one of our listeners (cannot happen): count it somewhere
+            cells = next(iter(self.cells.values()))
+        clock = time.perf_counter_ns
         try:
             while True:
                 try:
@@ -87,14 +108,15 @@ class TCPServer:
                     packet = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout_s)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
+                started = clock()
                 if self.answer is not None:
                     result = self.answer(packet)
                 else:
                     assert self.peer_answer is not None
-                    peer = writer.get_extra_info("peername")
-                    result = self.peer_answer(packet, (str(peer[0]), int(peer[1])))
+                    result = self.peer_answer(packet, client)
                 if result is None:
                     continue
+                deferred = not isinstance(result, bytes)
                 if isinstance(result, bytes):
                     reply = result
                 elif isinstance(result, Iterator):
@@ -108,6 +130,11 @@ class TCPServer:
                         reply = await asyncio.wait_for(future, self.deferred_timeout_s)
                     except TimeoutError:
                         continue
+                elapsed = clock() - started
+                count(cells, packet, reply, family, deferred, elapsed)
+                query_log = self.query_log
+                if query_log is not None and query_log.enabled:
+                    query_log.offer(packet, reply, client[0], client[1], "tcp", deferred, elapsed)
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -172,6 +199,12 @@ async def _send_stream(writer: asyncio.StreamWriter, messages: Stream) -> None:
         close = getattr(messages, "close", None)
         if close is not None:
             close()
+
+
+def _local_address(sock: Any) -> tuple[str, int]:
+    """A listening socket's (or an accepted connection's) own host and port."""
+    name = sock.getsockname()
+    return str(name[0]), int(name[1])
 
 
 def _threadsafe_sender(future: asyncio.Future[bytes]) -> Callable[[bytes], None]:

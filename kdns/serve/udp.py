@@ -2,7 +2,13 @@
 
 Measured on our machines, this loop is about 6x faster than an asyncio DatagramProtocol and 2x
 faster than uvloop (docs/benchmarks.md, ../shared/docs/performance.md). It knows nothing about
-DNS: every datagram goes to ``answer`` and whatever comes back is sent.
+DNS: every datagram goes to ``answer`` and whatever comes back is sent. Each answered datagram is
+counted in the server's ``Tally`` (kdns.serve.tally) by this thread; a deferred reply is counted
+by the thread that sends it, under the tally's lock.
+
+With a query log (kdns.querylog) every answered query is offered to it while it is on. The C
+loop does not log: while the log is on it hands the socket to the Python loop (its divert flag,
+set through ``QueryLog.watch``), which hands it back when the log goes off.
 """
 
 from __future__ import annotations
@@ -12,10 +18,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kdns.serve import accel, sockets
-from kdns.serve.reply import Handler, PeerHandler
+from kdns.serve.reply import Handler, Peer, PeerHandler
 from kdns.serve.sockets import bound_socket
+from kdns.serve.tally import Tally, add, count, family_of
+
+if TYPE_CHECKING:
+    from kdns.querylog import QueryLog
+    from kdns.serve._fastpath import Counters
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +48,19 @@ class UDPServer:
         sock: socket.socket,
         answer: Handler | None = None,
         peer_answer: PeerHandler | None = None,
+        query_log: QueryLog | None = None,
     ) -> None:
         """Give ``answer(packet)``, or ``peer_answer(packet, peer)`` when the client matters."""
         assert (answer is None) != (peer_answer is None), "exactly one handler"
         self.sock = sock
+        self.query_log = query_log
         self.answer = answer
         self.peer_answer = peer_answer
         self._stopping = False
+        self.tally = Tally()
+        """What the Python loop (and deferred replies) counted."""
+        self.counters: Counters | None = None
+        """The C loop's own counts (``kdns.serve._fastpath.Counters``) while it serves."""
         self._thread = threading.Thread(target=self._run, name=f"udp-{self.address}", daemon=True)
 
     @property
@@ -55,42 +73,94 @@ class UDPServer:
 
     def _run(self) -> None:
         responder = accel.responder_of(self.answer)
-        if responder is not None:
-            # The C loop (kdns/serve/_fastpath.c): the same replies, the same stop protocol.
-            accel.serve(self.sock.fileno(), responder, self)
+        if responder is None:
+            self._python_loop(False)
             return
+        # The C loop (kdns/serve/_fastpath.c): the same replies, counts and stop protocol; it
+        # returns when told to divert (the query log went on), and the Python loop returns when
+        # the log goes off again.
+        counters = self.counters = accel.new_counters()
+        if self.query_log is not None:
+            self.query_log.watch(counters.set_divert)
+        while not self._stopping:
+            first = accel.serve(self.sock.fileno(), responder, self, counters)
+            if not self._stopping:
+                self._python_loop(True, first)
+
+    def _python_loop(
+        self, until_log_off: bool, first: tuple[bytes, tuple[str, int]] | None = None
+    ) -> None:
+        """Serve until stopped (or, with ``until_log_off``, until the query log is off after
+        an answer); ``first`` is a datagram the C loop received and left to this loop."""
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
         answer = self.answer
         peer_answer = self.peer_answer
+        cells = self.tally.cells
+        clock = time.perf_counter_ns
+        # An IPv4 socket only has IPv4 clients; an IPv6 one may have mapped IPv4 clients too.
+        fixed_family = 0 if self.sock.family == socket.AF_INET else None
+        query_log = self.query_log
+        proto = "udp"
         while True:
-            try:
-                packet, peer = recvfrom(RECEIVE_SIZE)
-            except OSError:
-                if self._stopping:
-                    return
-                continue
+            if first is not None:
+                (packet, peer), first = first, None
+            else:
+                try:
+                    packet, peer = recvfrom(RECEIVE_SIZE)
+                except OSError:
+                    if self._stopping:
+                        return
+                    continue
             if self._stopping:
                 return
+            started = clock()
             reply = answer(packet) if answer is not None else peer_answer(packet, peer)  # type: ignore[misc]
             if reply is None:
                 continue
             if isinstance(reply, bytes):
+                family = fixed_family if fixed_family is not None else family_of(peer[0])
+                elapsed = clock() - started
+                count(cells, packet, reply, family, False, elapsed)
                 try:
                     sendto(reply, peer)
                 except OSError as error:
                     logger.debug("sendto %s failed: %s", peer, error)
+                if query_log is not None:
+                    if query_log.enabled:
+                        query_log.offer(packet, reply, peer[0], peer[1], proto, False, elapsed)
+                    elif until_log_off:
+                        return  # back to the C loop
             else:
-                reply(self._sender(peer))
+                reply(self.deferred_sender(peer, packet, started))
 
-    def _sender(self, peer: tuple[str, int]) -> Callable[[bytes], None]:
+    def deferred_sender(
+        self, peer: Peer, packet: bytes, started_ns: int
+    ) -> Callable[[bytes], None]:
+        """The ``send`` a Deferred reply to ``packet`` (received at ``started_ns``, on the
+        ``time.perf_counter_ns`` clock) is given: counts the reply, then sends it to ``peer``.
+        The C loop calls this too."""
+
         def send(reply: bytes) -> None:
+            elapsed = time.perf_counter_ns() - started_ns
+            self.tally.count_late(packet, reply, family_of(peer[0]), elapsed)
             try:
                 self.sock.sendto(reply, peer)
             except OSError as error:
                 logger.debug("sendto %s failed: %s", peer, error)
+            query_log = self.query_log
+            if query_log is not None and query_log.enabled:
+                query_log.offer(packet, reply, peer[0], peer[1], "udp", True, elapsed)
 
         return send
+
+    def counts(self) -> list[int]:
+        """Every query this server answered, in ``kdns.serve.tally`` cells."""
+        cells = self.tally.read()
+        counters = self.counters
+        if counters is not None:
+            add(cells, accel.read_counters(counters))
+        return cells
 
     def stop_receiving(self) -> None:
         """Take no new datagrams (a SO_REUSEPORT peer gets them), but keep answering the ones

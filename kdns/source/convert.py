@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from kdns.model import (
@@ -319,7 +320,27 @@ def _endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
         address_type=address_type,
         endpoints=endpoints,
         ports=ports,
+        changed_at=_trigger_time(obj["metadata"]),
     )
+
+
+TRIGGER_TIME_ANNOTATION: Final = "endpoints.kubernetes.io/last-change-trigger-time"
+
+
+def _trigger_time(meta: Mapping[str, Any]) -> float | None:
+    """The RFC 3339 trigger time in Unix seconds; None when absent or unreadable (CoreDNS only
+    warns and skips the measurement: it is a metric, not a reason to refuse the slice)."""
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, Mapping):
+        return None
+    text = annotations.get(TRIGGER_TIME_ANNOTATION)
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def _pod(obj: Mapping[str, Any]) -> Pod:

@@ -90,6 +90,9 @@ USAGE = [
     UsageCase("zone-invalid", ("check", "--manifests", str(DEMO), "--zone", "bad zone!"), "zone:"),
     UsageCase("missing-file", ("check", "--manifests", "/nonexistent/x.yaml"), "/nonexistent/x.yaml"),
     UsageCase("unknown-flag", ("serve", "--bogus"), "--bogus"),
+    UsageCase("metrics-listen", ("serve", "--manifests", str(DEMO), "--metrics-listen", "9153"),
+              "metrics_listen: expected HOST:PORT"),
+    UsageCase("log-format", ("serve", "--manifests", str(DEMO), "--log-format", "xml"), "--log-format"),
 ]  # fmt: skip
 
 
@@ -147,6 +150,12 @@ FLAG_TO_FIELD = [
     (["--listen", "127.0.0.1:5353"], lambda c: c.listen, (("127.0.0.1", 5353),)),
     (["--max-udp-size", "4096"], lambda c: c.max_udp_size, 4096),
     (["--log-level", "debug"], lambda c: c.log_level, "DEBUG"),
+    ([], lambda c: c.metrics_listen, ("0.0.0.0", 9153)),  # CoreDNS's prometheus port
+    (["--metrics-listen", "127.0.0.1:9300"], lambda c: c.metrics_listen, ("127.0.0.1", 9300)),
+    (["--metrics-listen", "none"], lambda c: c.metrics_listen, None),
+    (["--health-listen", "0.0.0.0:9153"], lambda c: c.metrics_listen, None),  # one listener
+    ([], lambda c: c.log_format, "text"),
+    (["--log-format", "json"], lambda c: c.log_format, "json"),
 ]
 
 

@@ -37,11 +37,13 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
 from kdns.resolver.core import Resolver
 from kdns.serve.protocol import Query, screen
 from nodecache.handler import QueryHandler
+from nodecache.metrics import Metrics
 from tests.support.cluster import fixture_objects
 from tests.support.fault_upstream import Action, FaultUpstream
 from tests.support.nsd import ZONE_TEXT, RunningNSD, running_nsd
@@ -110,13 +112,22 @@ class NodeCache:
             return error.code, error.read().decode()
 
     def metric(self, name: str, labels: str = "") -> float:
+        """One sample's value; ``labels`` as written in the text (``{a="x",b="y"}``), in any
+        order (prometheus-client writes them sorted)."""
         _status, text = self.http("/metrics")
-        found = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
-        assert found, f"{name}{labels} not in /metrics"
-        return float(found.group(1))
+        return sample_value(text, name, labels)
 
     def logged(self, text: str) -> bool:
         return any(text in line for line in list(self.log))
+
+
+def sample_value(text: str, name: str, labels: str = "") -> float:
+    wanted = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == wanted:
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} not in /metrics")
 
 
 def _raw_udp(address: tuple[str, int], packet: bytes, timeout: float) -> bytes | None:
@@ -608,3 +619,23 @@ def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith("nodecache: error: cache.max_entries: ")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_an_internal_error_is_dropped_and_counted_as_a_panic(transport: str) -> None:
+    """coredns_panics_total counts queries an internal error dropped (issue 13)."""
+    config = ResolverConfig(cluster_upstream=None, upstream=UpstreamConfig((("192.0.2.53", 53),)))
+    resolver = Resolver.from_config(config, make_upstream=lambda _c: FakeUpstream())
+    handler = QueryHandler(resolver)
+
+    def broken(*_args: object, **_kwargs: object) -> bytes:
+        raise RuntimeError("boom")
+
+    resolver.answer = broken  # type: ignore[method-assign]
+    try:
+        answer = handler.udp if transport == "udp" else handler.tcp
+        assert answer(_wire("www.example.test.", "A", True, False, None), ("127.0.0.1", 5)) is None
+        assert handler.stats.internal_errors == 1
+        assert "\ncoredns_panics_total 1.0\n" in Metrics(resolver, handler).render()
+    finally:
+        resolver.close()

@@ -23,6 +23,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from kdns.serve import tally
 from nodecache.config import build_config
 from nodecache.service import NodeCache
 from tests.fakeapi import FakeKube
@@ -163,6 +164,18 @@ def test_autopath_decides_the_pair_once_and_caches_it(tmp_path: Path) -> None:
         # www.testns.svc.cluster.local -> www.svc.cluster.local (ns www: cut) -> www.cluster.local
         # (shape) -> www.example.test: 3 candidates per type the client did not send.
         assert w.stats.client_queries_saved == 4 * 3
+
+
+def test_search_path_probes_are_not_client_requests(tmp_path: Path) -> None:
+    """The walk's own queries through the cache are the node's, not a client's: CoreDNS's
+    coredns_dns_requests_total counts only what clients sent (issue 13)."""
+    with world(tmp_path) as w:
+        for rdtype in ("A", "AAAA"):
+            w.ask("www.testns.svc.cluster.local.", rdtype)
+        assert sum(w.stats.probes.values()) > 0
+        counts = tally.read_counts(w.node.udp_servers[0].counts())
+        assert sum(counts.requests.values()) == 3  # the warmup SOA and the two questions
+        assert sum(counts.responses.values()) == 3
 
 
 LOCAL_CASES = [

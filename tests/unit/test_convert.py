@@ -124,6 +124,7 @@ class Case:
     expected: KubeObject | None
 
 
+TRIGGER = "endpoints.kubernetes.io/last-change-trigger-time"
 CART_PORTS = (ServicePort("http", 80, "TCP"), ServicePort("grpc", 9090, "TCP"))
 
 CASES = [
@@ -301,6 +302,29 @@ CASES = [
     Case(
         "slice-null-endpoints-and-ports",
         eps_obj(None, None),
+        EndpointSlice("shop", "cart-abc12", "cart", "IPv4"),
+    ),
+    # endpoints.kubernetes.io/last-change-trigger-time: DNS programming latency's start.
+    Case(
+        "slice-trigger-time",
+        with_(eps_obj(), {TRIGGER: "2026-12-02T07:00:00.5Z"}, "metadata", "annotations"),
+        EndpointSlice("shop", "cart-abc12", "cart", "IPv4", changed_at=1796194800.5),
+    ),
+    Case(
+        "slice-trigger-time-nanoseconds-and-offset",
+        with_(
+            eps_obj(), {TRIGGER: "2026-12-02T08:00:00.123456789+01:00"}, "metadata", "annotations"
+        ),
+        EndpointSlice("shop", "cart-abc12", "cart", "IPv4", changed_at=1796194800.123456),
+    ),
+    Case(
+        "slice-trigger-time-unreadable-is-ignored",
+        with_(eps_obj(), {TRIGGER: "yesterday"}, "metadata", "annotations"),
+        EndpointSlice("shop", "cart-abc12", "cart", "IPv4"),
+    ),
+    Case(
+        "slice-trigger-time-without-zone-is-ignored",
+        with_(eps_obj(), {TRIGGER: "2026-12-02T07:00:00"}, "metadata", "annotations"),
         EndpointSlice("shop", "cart-abc12", "cart", "IPv4"),
     ),
     Case(

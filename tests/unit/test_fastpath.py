@@ -39,7 +39,7 @@ from kdns.model import (
     ServicePort,
 )
 from kdns.runtime import Runtime
-from kdns.serve import accel
+from kdns.serve import accel, tally
 from kdns.serve.protocol import Responder
 from kdns.serve.reply import Reply, Send
 from kdns.serve.udp import UDPServer, bind_udp
@@ -464,7 +464,8 @@ class CServer(UDPServer):
 
     def _run(self) -> None:
         assert _fastpath is not None
-        _fastpath.serve(self.sock.fileno(), self.responder, self)
+        self.counters = _fastpath.Counters()
+        _fastpath.serve(self.sock.fileno(), self.responder, self, self.counters)
 
 
 @pytest.fixture(name="servers")
@@ -553,6 +554,19 @@ def test_serve_sends_what_the_python_loop_sends(
         assert exchange(c_loop.address, packet, timeout=0.3) is None
         assert exchange(python_loop.address, packet, timeout=0.3) is None
     assert responder.errors == 0
+    # Both loops counted the same queries the same way (only the times differ).
+    c_counts = tally.read_counts(c_loop.counts())
+    python_counts = tally.read_counts(python_loop.counts())
+    assert sum(c_counts.requests.values()) == len(packets) + len(answered)
+    assert c_counts.requests == python_counts.requests
+    assert c_counts.responses == python_counts.responses
+    assert c_counts.do_requests == python_counts.do_requests > 0
+    assert c_counts.request_size == python_counts.request_size
+    assert c_counts.response_size == python_counts.response_size
+    assert {t: sum(b) for t, (b, _) in c_counts.duration.items()} == {
+        t: sum(b) for t, (b, _) in python_counts.duration.items()
+    }
+    assert {plugin for _, plugin in c_counts.responses} == {"kubernetes", ""}
 
 
 @needs_extension
@@ -666,7 +680,8 @@ def exchange_any(address: tuple[str, int], packet: bytes, timeout: float = 2.0) 
 @pytest.mark.parametrize("family", ["v4", "v6"])
 def test_serve_hands_a_deferred_reply_its_sender(family: str) -> None:
     """A handler may answer later (kdns/serve/reply.py): the C loop calls the Deferred with
-    ``server._sender(peer)``, with the peer as Python's recvfrom gives it, like the Python loop."""
+    ``server.deferred_sender(peer, packet, started_ns)``, with the peer as Python's recvfrom gives
+    it, like the Python loop."""
     host = _loopback(family)
     responder = make_responder()
     hit = header() + question(SVC1)
@@ -689,6 +704,13 @@ def test_serve_hands_a_deferred_reply_its_sender(family: str) -> None:
         for server in (c_loop, python_loop):
             assert exchange_any(server.address, b"\x12\x34?") == b"later:\x12\x34?"
             assert exchange_any(server.address, hit) == Responder.answer(responder, hit)
+            # Both loops count the deferred reply (too short for a response) and the hit.
+            counts = tally.read_counts(server.counts())
+            assert counts.requests == {
+                ("1" if family == "v4" else "2", "other"): 1,
+                ("1" if family == "v4" else "2", "A"): 1,
+            }
+            assert counts.responses == {("NOERROR", "kubernetes"): 1}
     finally:
         c_loop.stop()
         python_loop.stop()

@@ -59,6 +59,15 @@ FLAG_CASES = [
     (["--health-listen", "none"], lambda c: c.health_listen, None),
     (["--max-udp-size", "4096"], lambda c: c.max_udp_size, 4096),
     (["--log-level", "debug"], lambda c: c.log_level, "DEBUG"),
+    ([], lambda c: c.metrics_listen, ("0.0.0.0", 9253)),  # NodeLocal's metrics port
+    (["--metrics-listen", "127.0.0.1:9300"], lambda c: c.metrics_listen, ("127.0.0.1", 9300)),
+    (["--metrics-listen", "none"], lambda c: c.metrics_listen, None),
+    # deploy/nodecache: health on 9253 already serves /metrics; no second listener to clash.
+    (["--health-listen", "0.0.0.0:9253"], lambda c: c.metrics_listen, None),
+    (["--health-listen", "10.0.0.1:9253", "--metrics-listen", "10.0.0.2:9253"],
+     lambda c: c.metrics_listen, ("10.0.0.2", 9253)),
+    ([], lambda c: c.log_format, "text"),
+    (["--log-format", "json"], lambda c: c.log_format, "json"),
 ]  # fmt: skip
 
 
@@ -276,6 +285,9 @@ ERROR_CASES = [
     ({"upstream_options": {"udp_size": 100}}, "upstream_options.udp_size"),
     ({"workers": 0}, "workers"),
     ({"drain_timeout_s": 0}, "drain_timeout_s"),
+    ({"metrics_listen": "9253"}, "metrics_listen"),
+    ({"metrics_listen": 9253}, "metrics_listen"),
+    ({"log_format": "xml"}, "log_format"),
 ]  # fmt: skip
 
 
