@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from kdns import __version__
-from kdns.config import Config, ConfigError, build_config
+from kdns.config import TCP_KEYS, Config, ConfigError, build_config
 from kdns.health import HealthServer, probe_udp, render_metrics
 from kdns.model import ClusterState, Service
 from kdns.resolver import resolvconf
@@ -104,6 +104,21 @@ def make_parser() -> argparse.ArgumentParser:
                        help="ceiling on the EDNS payload honoured (default 1232)")  # fmt: skip
     serve.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
                        help="close idle TCP connections after this long (default 10)")  # fmt: skip
+    serve.add_argument("--tcp-write-timeout", type=float, metavar="SECONDS",
+                       help="close a TCP connection whose replies are not read for this long "
+                       "(default 5)")  # fmt: skip
+    serve.add_argument("--tcp-max-connections", type=int, metavar="N",
+                       help="open TCP connections; at the cap the longest-idle one is evicted "
+                       "(default 1024)")  # fmt: skip
+    serve.add_argument("--tcp-max-per-client", type=int, metavar="N",
+                       help="open TCP connections per client address; more are refused "
+                       "(default 64)")  # fmt: skip
+    serve.add_argument("--tcp-max-queued-bytes", type=int, metavar="BYTES",
+                       help="reply bytes queued per TCP connection before it stops answering "
+                       "until the client reads (default 65536)")  # fmt: skip
+    serve.add_argument("--tcp-max-buffer-bytes", type=int, metavar="BYTES",
+                       help="bytes held by all TCP connections; past it the largest holders are "
+                       "closed (default 16777216)")  # fmt: skip
     serve.add_argument("--kubeconfig", metavar="PATH",
                        help="without --manifests: the cluster to watch (else in-cluster, "
                        "$KUBECONFIG, ~/.kube/config)")  # fmt: skip
@@ -126,8 +141,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
-    "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
-    "kubeconfig", "context", "health_listen", "startup_timeout",
+    "log_level", "listen", "max_udp_size", "upstream", "resolv_conf",
+    "kubeconfig", "context", "health_listen", "startup_timeout", *TCP_KEYS,
 )  # fmt: skip
 
 
@@ -281,7 +296,7 @@ def serve(
     tcp_server = TCPServer(
         [tcp for _, tcp in pairs],
         lambda packet: responder.answer(packet, tcp=True),
-        config.tcp_idle_timeout_s,
+        config.tcp,
     )
     for server in udp_servers:
         server.start()

@@ -110,6 +110,19 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="ceiling on the EDNS payload honoured for clients (default 1232)",
     )
+    add(
+        "--tcp-max-connections",
+        type=int,
+        metavar="N",
+        help="open client TCP connections; at the cap the longest-idle one is evicted "
+        "(default 1024)",
+    )
+    add(
+        "--tcp-max-per-client",
+        type=int,
+        metavar="N",
+        help="open TCP connections per client address; more are refused (default 64)",
+    )
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     _add_searchpath_flags(parser)
 

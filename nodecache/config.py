@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from kdns.config import ConfigError, parse_listen, parse_zone, string_list
+from kdns.config import ConfigError, parse_listen, parse_zone, string_list, tcp_limits
 from kdns.resolver import resolvconf
 from kdns.resolver.config import (
     CLUSTER_TTL,
@@ -39,6 +39,7 @@ from kdns.resolver.config import (
     ZoneTTL,
     parse_address,
 )
+from kdns.serve.tcplimits import TCPLimits
 from nodecache.searchpath import settings as searchpath_settings
 from nodecache.searchpath.settings import SearchPathConfig
 
@@ -55,22 +56,34 @@ __all__ = [
 
 FLAG_SETTINGS: Final = (
     "listen", "cluster_zone", "cluster_upstream", "upstream", "host_resolv_conf",
-    "health_listen", "max_udp_size", "log_level", *searchpath_settings.SETTINGS,
+    "health_listen", "max_udp_size", "log_level", "tcp_max_connections", "tcp_max_per_client",
+    *searchpath_settings.SETTINGS,
 )  # fmt: skip
 """Settings that have a flag (``--cluster-zone`` is ``cluster_zone``)."""
 
 FILE_ONLY: Final = (
     "stub_domains", "reverse_zones", "cluster_transport", "zone_ttls", "default_ttl", "cache",
     "prefetch", "serve_stale", "upstream_options", "workers", "max_pending",
-    "tcp_idle_timeout_s", "drain_timeout_s",
+    "tcp_idle_timeout_s", "tcp_write_timeout_s", "tcp_max_queued_bytes", "tcp_max_buffer_bytes",
+    "drain_timeout_s",
 )  # fmt: skip
 """Settings only the config file holds."""
+
+TCP_KEYS: Final = {
+    "tcp_idle_timeout_s": ("idle_timeout_s", "float_s"),
+    "tcp_write_timeout_s": ("write_timeout_s", "float_s"),
+    "tcp_max_connections": ("max_connections", "int"),
+    "tcp_max_per_client": ("max_per_client", "int"),
+    "tcp_max_queued_bytes": ("max_queued_bytes", "bytes"),
+    "tcp_max_buffer_bytes": ("max_buffer_bytes", "bytes"),
+}
+"""nodecache's setting names for the client-side ``TCPLimits`` fields, and their kinds."""
 
 DEFAULT_RESOLV_CONF: Final = "/etc/resolv.conf"
 DEFAULT_HEALTH_LISTEN: Final = "0.0.0.0:8080"  # NodeLocal's health port (nodecache.md §1.1)
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 RESTART_ONLY: Final = (
-    "listen", "health_listen", "max_udp_size", "tcp_idle_timeout_s",
+    "listen", "health_listen", "max_udp_size", "tcp",
     "cache.max_entries", "cache.max_bytes", "workers", "searchpath",
 )  # fmt: skip
 """Settings a reload cannot change (bound sockets, the cache's capacity, the pool size): a
@@ -124,8 +137,8 @@ class Config:
     """``/health``, ``/ready``, ``/metrics``; None (``none``) turns the endpoint off."""
     max_udp_size: int = 1232
     """Ceiling on the EDNS payload honoured for clients (DNS flag day 2020)."""
-    tcp_idle_timeout_s: float = 10.0
-    """Idle client TCP connections are closed after this."""
+    tcp: TCPLimits = dataclasses.field(default_factory=TCPLimits)
+    """Client TCP connections: idle and write timeouts, per-client and global caps, buffers."""
     drain_timeout_s: float = 5.0
     """On SIGTERM, how long queries already waiting for an upstream may take to finish."""
     log_level: str = "INFO"
@@ -161,7 +174,7 @@ class Config:
             listen=self.listen,
             health_listen=self.health_listen,
             max_udp_size=self.max_udp_size,
-            tcp_idle_timeout_s=self.tcp_idle_timeout_s,
+            tcp=self.tcp,
             searchpath=self.searchpath,
         )
 
@@ -320,7 +333,14 @@ def build_config(
     max_udp_size = _number(values.get("max_udp_size", 1232), "max_udp_size", "int")
     if not 512 <= max_udp_size <= 65535:
         raise ConfigError("max_udp_size", f"must be between 512 and 65535, got {max_udp_size}")
-    idle = _positive(values, "tcp_idle_timeout_s", 10.0)
+    tcp = tcp_limits(
+        {
+            key: _number(values[key], key, kind)
+            for key, (_field, kind) in TCP_KEYS.items()
+            if values.get(key) is not None
+        },
+        {key: name for key, (name, _kind) in TCP_KEYS.items()},
+    )
     drain = _positive(values, "drain_timeout_s", 5.0)
     searchpath = searchpath_settings.searchpath_config(
         values,
@@ -332,7 +352,7 @@ def build_config(
         listen=listen,
         health_listen=health,
         max_udp_size=int(max_udp_size),
-        tcp_idle_timeout_s=idle,
+        tcp=tcp,
         drain_timeout_s=drain,
         log_level=log_level,
         config_file=config_file,

@@ -110,9 +110,7 @@ class NodeCache:
         if self.searchpath is not None:
             self.searchpath.start(self.resolver)
         self.udp_servers = [UDPServer(sock, peer_answer=self.handler.udp) for sock in udp_socks]
-        self.tcp_server = TCPServer(
-            tcp_socks, None, self.config.tcp_idle_timeout_s, peer_answer=self.handler.tcp
-        )
+        self.tcp_server = TCPServer(tcp_socks, None, self.config.tcp, peer_answer=self.handler.tcp)
         for server in self.udp_servers:
             server.start()
         self.tcp_server.start()

@@ -14,7 +14,9 @@ from kdns.config import ZoneConfig
 from kdns.model import KubeObject
 from kdns.runtime import Runtime
 from kdns.serve.protocol import Forwarding, Responder
-from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.reply import Handler, Peer
+from kdns.serve.tcp import TCPServer, bind_pair, bind_tcp
+from kdns.serve.tcplimits import TCPLimits
 from kdns.serve.udp import UDPServer
 
 TIMEOUT_S = 3.0
@@ -26,6 +28,7 @@ class RunningServer:
     port: int
     runtime: Runtime
     responder: Responder
+    tcp: TCPServer
 
     def query(self, message: dns.message.Message, transport: str = "udp") -> dns.message.Message:
         if transport == "udp":
@@ -44,6 +47,19 @@ class RunningServer:
 
 
 @contextlib.contextmanager
+def running_tcp(answer: Handler, limits: TCPLimits) -> Iterator[tuple[TCPServer, Peer]]:
+    """The TCP transport alone on 127.0.0.1:0 in front of ``answer``: the server, its address."""
+    sock = bind_tcp("127.0.0.1", 0)
+    server = TCPServer([sock], answer, limits)
+    server.start()
+    try:
+        host, port = sock.getsockname()[:2]
+        yield server, (host, port)
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def running_server(
     objects: list[KubeObject],
     zone_config: ZoneConfig | None = None,
@@ -51,7 +67,9 @@ def running_server(
     idle_timeout_s: float = 10.0,
     synced: bool = True,
     forwarder: Forwarding | None = None,
+    tcp_limits: TCPLimits | None = None,
 ) -> Iterator[RunningServer]:
+    """kdns on 127.0.0.1:0; ``tcp_limits`` (default: ``TCPLimits(idle_timeout_s=...)``)."""
     responder = Responder(max_udp_size)
     runtime = Runtime(zone_config or ZoneConfig(), responder, synced=synced)
     if forwarder is not None:
@@ -61,11 +79,12 @@ def running_server(
     udp_sock, tcp_sock = bind_pair("127.0.0.1", 0)
     port = udp_sock.getsockname()[1]
     udp = UDPServer(udp_sock, responder.answer)
-    tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
+    limits = tcp_limits or TCPLimits(idle_timeout_s=idle_timeout_s)
+    tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), limits)
     udp.start()
     tcp.start()
     try:
-        yield RunningServer("127.0.0.1", port, runtime, responder)
+        yield RunningServer("127.0.0.1", port, runtime, responder, tcp)
     finally:
         tcp.stop()
         udp.stop()
