@@ -115,10 +115,13 @@ def make_parser() -> argparse.ArgumentParser:
                        "(default 64)")  # fmt: skip
     serve.add_argument("--tcp-max-queued-bytes", type=int, metavar="BYTES",
                        help="reply bytes queued per TCP connection before it stops answering "
-                       "until the client reads (default 65536)")  # fmt: skip
+                       "until the client reads (default 16384)")  # fmt: skip
     serve.add_argument("--tcp-max-buffer-bytes", type=int, metavar="BYTES",
                        help="bytes held by all TCP connections; past it the largest holders are "
-                       "closed (default 16777216)")  # fmt: skip
+                       "closed (default 8388608)")  # fmt: skip
+    serve.add_argument("--tcp-socket-buffer-bytes", type=int, metavar="BYTES",
+                       help="SO_SNDBUF and SO_RCVBUF of every TCP connection "
+                       "(default 32768)")  # fmt: skip
     serve.add_argument("--kubeconfig", metavar="PATH",
                        help="without --manifests: the cluster to watch (else in-cluster, "
                        "$KUBECONFIG, ~/.kube/config)")  # fmt: skip

@@ -135,6 +135,7 @@ TCP_KEYS: Final = {
     "tcp_max_per_client": "max_per_client",
     "tcp_max_queued_bytes": "max_queued_bytes",
     "tcp_max_buffer_bytes": "max_buffer_bytes",
+    "tcp_socket_buffer_bytes": "socket_buffer_bytes",
 }
 """kdns's setting names for the ``TCPLimits`` fields."""
 

@@ -65,7 +65,7 @@ FILE_ONLY: Final = (
     "stub_domains", "reverse_zones", "cluster_transport", "zone_ttls", "default_ttl", "cache",
     "prefetch", "serve_stale", "upstream_options", "workers", "max_pending",
     "tcp_idle_timeout_s", "tcp_write_timeout_s", "tcp_max_queued_bytes", "tcp_max_buffer_bytes",
-    "drain_timeout_s",
+    "tcp_socket_buffer_bytes", "drain_timeout_s",
 )  # fmt: skip
 """Settings only the config file holds."""
 
@@ -76,6 +76,7 @@ TCP_KEYS: Final = {
     "tcp_max_per_client": ("max_per_client", "int"),
     "tcp_max_queued_bytes": ("max_queued_bytes", "bytes"),
     "tcp_max_buffer_bytes": ("max_buffer_bytes", "bytes"),
+    "tcp_socket_buffer_bytes": ("socket_buffer_bytes", "bytes"),
 }
 """nodecache's setting names for the client-side ``TCPLimits`` fields, and their kinds."""
 

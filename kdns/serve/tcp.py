@@ -21,6 +21,8 @@ What bounds a connection, and what closes it (limits and defaults in ``TCPLimits
   connection is aborted and its buffers freed. Nothing ever waits on a drain.
 * Idle: no complete query received and no reply sent for ``idle_timeout_s`` closes it (a
   client trickling a query byte by byte is idle too).
+* Memory freed by closed connections is handed back to the OS (``kdns.serve.heap``), so the
+  RSS a burst of abusive clients raised comes down after they are gone.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from kdns.serve.heap import TRIM_INTERVAL_S, HeapTrimmer
 from kdns.serve.reply import Handler, Peer, PeerHandler
 from kdns.serve.sockets import bound_socket
 from kdns.serve.tcplimits import (
@@ -79,6 +82,8 @@ class ConnectionInfo:
     """Unread query bytes, replies waiting their turn, and reply bytes queued to the kernel."""
     idle_s: float
     nodelay: bool
+    send_buffer: int
+    """SO_SNDBUF as the kernel reports it (twice what was set)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Peer = ("", 0)
         self.nodelay = False
+        self.send_buffer = 0
         self.closed = False
         self.inbox = bytearray()
         self.slots: deque[_Slot] = deque()
@@ -133,6 +139,7 @@ class _Connection(asyncio.BufferedProtocol):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.nodelay = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            self.send_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         limits = self.server.limits
         transport.set_write_buffer_limits(
             high=limits.max_queued_bytes, low=limits.max_queued_bytes // 4
@@ -340,6 +347,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _forget(self) -> None:
         if self.closed:
             return
+        self.server.trimmer.freed(self.held_bytes())
         self.closed = True
         for timer in (self.idle_timer, self.write_timer):
             if timer is not None:
@@ -376,6 +384,7 @@ class TCPServer:
         # Every read lands here first: one buffer for the loop, not one per connection.
         self.scratch = memoryview(bytearray(MAX_FRAME))
         self.loop = asyncio.new_event_loop()
+        self.trimmer = HeapTrimmer(self.loop.time)
         self._servers: list[asyncio.Server] = []
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tcp", daemon=True)
@@ -387,11 +396,16 @@ class TCPServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         for sock in self.socks:
+            # Accepted sockets inherit these from the listener, before the handshake picks the
+            # window scale.
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, self.limits.socket_buffer_bytes)
             server = self.loop.run_until_complete(
                 self.loop.create_server(lambda: _Connection(self), sock=sock)
             )
             self._servers.append(server)
         self._ready.set()
+        self.loop.call_later(TRIM_INTERVAL_S, self._trim)
         self.loop.run_forever()
         self.loop.close()
 
@@ -423,13 +437,24 @@ class TCPServer:
             self.stats.closed_over_budget += 1
             largest.close(abort=True)
 
+    def _trim(self) -> None:
+        """Give the heap freed by closed connections back to the OS (``kdns.serve.heap``)."""
+        self.trimmer.maybe_trim()
+        self.loop.call_later(TRIM_INTERVAL_S, self._trim)
+
     def usage(self, timeout_s: float = 3.0) -> TCPUsage:
         """The open connections and the bytes they hold, measured on the loop thread."""
 
         async def measure() -> TCPUsage:
             now = time.monotonic()
             infos = tuple(
-                ConnectionInfo(conn.peer, conn.held_bytes(), now - conn.last_active, conn.nodelay)
+                ConnectionInfo(
+                    conn.peer,
+                    conn.held_bytes(),
+                    now - conn.last_active,
+                    conn.nodelay,
+                    conn.send_buffer,
+                )
                 for conn in self.table
             )
             return TCPUsage(infos, sum(info.held_bytes for info in infos))

@@ -45,11 +45,15 @@ class TCPLimits:
     write_timeout_s: float = 5.0
     """A connection whose queued replies make no progress towards the client for this long is
     closed (the client is not reading)."""
-    max_queued_bytes: int = 64 * 1024
+    max_queued_bytes: int = 16 * 1024
     """Reply bytes queued for one connection beyond what the kernel took; past it the
     connection answers nothing more until the client reads."""
-    max_buffer_bytes: int = 16 * 1024 * 1024
+    max_buffer_bytes: int = 8 * 1024 * 1024
     """Bytes held by all connections together; past it the largest holders are closed."""
+    socket_buffer_bytes: int = 32 * 1024
+    """SO_SNDBUF and SO_RCVBUF of every connection (Linux doubles it for its bookkeeping).
+    Fixed, so the kernel's autotuning cannot grow a non-reading client's send buffer to
+    ``tcp_wmem``'s 4 MiB, nor our receive queue of its unread queries."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_connections <= 1_000_000:
@@ -64,6 +68,10 @@ class TCPLimits:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 1024 <= self.max_queued_bytes <= 16 * 1024 * 1024:
             raise ValueError(f"max_queued_bytes must be 1024-16777216, got {self.max_queued_bytes}")
+        if not 4096 <= self.socket_buffer_bytes <= 4 * 1024 * 1024:
+            raise ValueError(
+                f"socket_buffer_bytes must be 4096-4194304, got {self.socket_buffer_bytes}"
+            )
         floor = self.per_connection_bytes
         if self.max_buffer_bytes < floor:
             raise ValueError(

@@ -99,6 +99,8 @@ USAGE = [
               "tcp_max_queued_bytes: must be 1024-16777216"),
     UsageCase("tcp-max-buffer-bytes", ("serve", "--manifests", str(DEMO), "--tcp-max-buffer-bytes", "1000"),
               "tcp_max_buffer_bytes: must be at least one connection's bound"),
+    UsageCase("tcp-socket-buffer-bytes", ("serve", "--manifests", str(DEMO), "--tcp-socket-buffer-bytes",
+              "100"), "tcp_socket_buffer_bytes: must be 4096-4194304"),
     UsageCase("missing-file", ("check", "--manifests", "/nonexistent/x.yaml"), "/nonexistent/x.yaml"),
     UsageCase("unknown-flag", ("serve", "--bogus"), "--bogus"),
 ]  # fmt: skip
@@ -165,6 +167,7 @@ FLAG_TO_FIELD = [
     (["--tcp-max-per-client", "8"], lambda c: c.tcp.max_per_client, 8),
     (["--tcp-max-queued-bytes", "32768"], lambda c: c.tcp.max_queued_bytes, 32768),
     (["--tcp-max-buffer-bytes", "8388608"], lambda c: c.tcp.max_buffer_bytes, 8388608),
+    (["--tcp-socket-buffer-bytes", "65536"], lambda c: c.tcp.socket_buffer_bytes, 65536),
 ]
 
 

@@ -221,6 +221,7 @@ def test_tcp_limits_from_the_file_with_units(resolv: Path) -> None:
         "listen": "127.0.0.1:53", "cluster_upstream": "10.96.0.11", "host_resolv_conf": str(resolv),
         "tcp_idle_timeout_s": "30s", "tcp_write_timeout_s": "500ms", "tcp_max_connections": 512,
         "tcp_max_per_client": 16, "tcp_max_queued_bytes": "32Ki", "tcp_max_buffer_bytes": "8Mi",
+        "tcp_socket_buffer_bytes": "16Ki",
     })  # fmt: skip
     assert config.tcp == TCPLimits(
         max_connections=512,
@@ -229,6 +230,7 @@ def test_tcp_limits_from_the_file_with_units(resolv: Path) -> None:
         write_timeout_s=0.5,
         max_queued_bytes=32 * 1024,
         max_buffer_bytes=8 * 1024 * 1024,
+        socket_buffer_bytes=16 * 1024,
     )
 
 
@@ -303,6 +305,7 @@ ERROR_CASES = [
     ({"tcp_max_per_client": 1.5}, "tcp_max_per_client"),
     ({"tcp_max_queued_bytes": "lots"}, "tcp_max_queued_bytes"),
     ({"tcp_max_buffer_bytes": "64Ki"}, "tcp_max_buffer_bytes"),  # under one connection's bound
+    ({"tcp_socket_buffer_bytes": "1Ki"}, "tcp_socket_buffer_bytes"),
 ]  # fmt: skip
 
 
