@@ -425,12 +425,14 @@ class TCPServer:
 
     def account(self, conn: _Connection) -> None:
         """Record what ``conn`` holds; over the bound, re-measure every connection (transports
-        flush without telling us) and close the largest holders until under it."""
+        flush without telling us) and close the largest holders until under 7/8 of it."""
         if not self.table.report(conn, conn.held_bytes()):
             return
         for other in self.table:
             self.table.report(other, other.held_bytes())
-        while self.table.over_budget():
+        if not self.table.over_budget():
+            return
+        while not self.table.relieved():
             largest = self.table.largest()
             if largest is None:
                 return

@@ -13,7 +13,7 @@ does the I/O and these rules can be read, and tested, on their own:
   pressure), so a client that holds many idle connections cannot lock out everyone else.
 * When the bytes held by all connections together (unread query bytes, replies waiting their
   turn and replies queued to the kernel) exceed ``max_buffer_bytes``, the largest holders are
-  closed until the total is under the bound again.
+  closed until the total is under 7/8 of the bound.
 """
 
 from __future__ import annotations
@@ -148,6 +148,11 @@ class ConnectionTable(Generic[C]):
 
     def over_budget(self) -> bool:
         return self.held_bytes > self.limits.max_buffer_bytes
+
+    def relieved(self) -> bool:
+        """Under 7/8 of the bound: where closing the largest holders stops, so that a server at
+        the bound does not re-measure every connection on each read."""
+        return self.held_bytes <= self.limits.max_buffer_bytes * 7 // 8
 
     def largest(self) -> C | None:
         """The connection holding the most bytes (closed first when over the bound)."""

@@ -81,14 +81,17 @@ def test_removal_gives_the_client_its_slot_back_and_its_bytes() -> None:
 
 def test_buffer_bound_names_the_largest_holder() -> None:
     table = table_with(("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3"))
-    assert not table.report(Conn("a"), 90_000)
-    assert not table.report(Conn("b"), 60_000)
-    assert table.report(Conn("c"), 100_000), "250,000 > 200,000"
+    assert not table.report(Conn("a"), 95_000)
+    assert not table.report(Conn("b"), 85_000)
+    assert table.report(Conn("c"), 100_000), "280,000 > 200,000"
     assert table.largest() == Conn("c")
     table.remove(Conn("c"))
     assert not table.over_budget()
+    assert not table.relieved(), "180,000 > 7/8 of 200,000"
+    table.remove(Conn("a"))
+    assert table.relieved()
     assert table.report(Conn("b"), 10_000) is False
-    assert table.held_bytes == 100_000
+    assert table.held_bytes == 10_000
     assert not table.report(Conn("gone"), 10**9), "a connection not in the table is ignored"
 
 
