@@ -14,7 +14,7 @@ from kdns.config import ZoneConfig
 from kdns.model import KubeObject
 from kdns.runtime import Runtime
 from kdns.serve.protocol import Forwarding, Responder
-from kdns.serve.reply import Handler, Peer
+from kdns.serve.reply import Handler, Peer, PeerHandler
 from kdns.serve.tcp import TCPServer, bind_pair, bind_tcp
 from kdns.serve.tcplimits import TCPLimits
 from kdns.serve.udp import UDPServer
@@ -47,10 +47,13 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_tcp(answer: Handler, limits: TCPLimits) -> Iterator[tuple[TCPServer, Peer]]:
-    """The TCP transport alone on 127.0.0.1:0 in front of ``answer``: the server, its address."""
+def running_tcp(
+    answer: Handler | None, limits: TCPLimits, peer_answer: PeerHandler | None = None
+) -> Iterator[tuple[TCPServer, Peer]]:
+    """The TCP transport alone on 127.0.0.1:0 in front of ``answer`` (or ``peer_answer``):
+    the server and its address."""
     sock = bind_tcp("127.0.0.1", 0)
-    server = TCPServer([sock], answer, limits)
+    server = TCPServer([sock], answer, limits, peer_answer=peer_answer)
     server.start()
     try:
         host, port = sock.getsockname()[:2]
