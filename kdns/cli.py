@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -31,6 +31,7 @@ from kdns.runtime import Runtime
 from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Responder
 from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.tcplimits import TCPLimits
 from kdns.serve.udp import UDPServer
 from kdns.source.manifests import ManifestError, Snapshot, SnapshotWatcher, load_snapshot
 from kdns.zonefile import count_by_type, render
@@ -102,26 +103,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="UDP and TCP address (repeatable; default 0.0.0.0:53)")  # fmt: skip
     serve.add_argument("--max-udp-size", type=int, metavar="BYTES",
                        help="ceiling on the EDNS payload honoured (default 1232)")  # fmt: skip
-    serve.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
-                       help="close idle TCP connections after this long (default 10)")  # fmt: skip
-    serve.add_argument("--tcp-write-timeout", type=float, metavar="SECONDS",
-                       help="close a TCP connection whose replies are not read for this long "
-                       "(default 5)")  # fmt: skip
-    serve.add_argument("--tcp-max-connections", type=int, metavar="N",
-                       help="open TCP connections; at the cap the longest-idle one is evicted "
-                       "(default 1024)")  # fmt: skip
-    serve.add_argument("--tcp-max-per-client", type=int, metavar="N",
-                       help="open TCP connections per client address; more are refused "
-                       "(default 64)")  # fmt: skip
-    serve.add_argument("--tcp-max-queued-bytes", type=int, metavar="BYTES",
-                       help="reply bytes queued per TCP connection before it stops answering "
-                       "until the client reads (default 16384)")  # fmt: skip
-    serve.add_argument("--tcp-max-buffer-bytes", type=int, metavar="BYTES",
-                       help="bytes held by all TCP connections; past it the largest holders are "
-                       "closed (default 8388608)")  # fmt: skip
-    serve.add_argument("--tcp-socket-buffer-bytes", type=int, metavar="BYTES",
-                       help="SO_SNDBUF and SO_RCVBUF of every TCP connection "
-                       "(default 32768)")  # fmt: skip
+    _add_tcp_flags(serve)
     serve.add_argument("--kubeconfig", metavar="PATH",
                        help="without --manifests: the cluster to watch (else in-cluster, "
                        "$KUBECONFIG, ~/.kube/config)")  # fmt: skip
@@ -140,6 +122,30 @@ def make_parser() -> argparse.ArgumentParser:
     zonefile = commands.add_parser("zonefile", help="print the zone as an RFC 1035 master file")
     _add_zone_flags(zonefile)
     return parser
+
+
+TCP_FLAGS: Final = (
+    ("tcp_idle_timeout", float, "SECONDS", "close a TCP connection idle this long"),
+    ("tcp_write_timeout", float, "SECONDS", "abort a TCP connection not reading for this long"),
+    ("tcp_max_connections", int, "N", "open TCP connections; at the cap the longest-idle goes"),
+    ("tcp_max_per_client", int, "N", "open TCP connections per client address; more are refused"),
+    ("tcp_max_queued_bytes", int, "BYTES", "reply bytes queued per TCP connection before it "
+     "waits for the client to read"),
+    ("tcp_max_buffer_bytes", int, "BYTES", "bytes held by all TCP connections before the largest "
+     "holders are closed"),
+    ("tcp_socket_buffer_bytes", int, "BYTES", "SO_SNDBUF and SO_RCVBUF of every TCP connection"),
+)  # fmt: skip
+"""The TCP limit flags (README option table): setting name, type, metavar, help."""
+
+
+def _add_tcp_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = TCPLimits()
+    for key, kind, metavar, text in TCP_FLAGS:
+        default = getattr(defaults, TCP_KEYS[key])
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        parser.add_argument(
+            "--" + key.replace("_", "-"), type=kind, metavar=metavar, help=f"{text} ({shown})"
+        )
 
 
 SETTINGS = (

@@ -27,7 +27,7 @@ from kdns.serve.tcp import TCPServer
 from kdns.serve.tcplimits import READ_AHEAD_BYTES, TCPLimits
 from nodecache.handler import QueryHandler
 from tests.support.cluster import fixture_objects
-from tests.support.servers import RunningServer, running_server, running_tcp
+from tests.support.servers import RunningServer, read_frame, running_server, running_tcp
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -41,19 +41,6 @@ SMALL = TCPLimits(
 def query_wire(qid: int, name: str = NAME) -> bytes:
     wire = dns.message.make_query(name, "A", id=qid).to_wire()
     return struct.pack(">H", len(wire)) + wire
-
-
-def read_frame(sock: socket.socket) -> bytes:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed by the server")
-            data += chunk
-        return data
-
-    return exactly(struct.unpack(">H", exactly(2))[0])
 
 
 def connect(address: tuple[str, int], source: str, *, rcvbuf: int | None = None) -> socket.socket:

@@ -46,6 +46,21 @@ class RunningServer:
                 return None
 
 
+def read_frame(sock: socket.socket) -> bytes:
+    """One length-prefixed DNS message from a TCP socket; ConnectionError if it closes first."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    return exactly(int.from_bytes(exactly(2), "big"))
+
+
 @contextlib.contextmanager
 def running_tcp(
     answer: Handler | None, limits: TCPLimits, peer_answer: PeerHandler | None = None
