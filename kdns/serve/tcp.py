@@ -127,6 +127,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.write_timer: asyncio.TimerHandle | None = None
         self.write_mark = 0
+        self.write_progress_at = 0.0
 
     # --- asyncio callbacks ---------------------------------------------------------------------
 
@@ -289,12 +290,17 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _arm_write_timer(self) -> None:
         self.write_mark = self._flushed()
+        self.write_progress_at = self.loop.time()
+        self._schedule_write_check()
+
+    def _schedule_write_check(self) -> None:
+        # A quarter of the timeout: a stalled client is closed within 1.25 write timeouts.
         self.write_timer = self.loop.call_later(
-            self.server.limits.write_timeout_s, self._check_write
+            self.server.limits.write_timeout_s / 4, self._check_write
         )
 
     def _check_write(self) -> None:
-        """Queued replies must move towards the client within each write timeout."""
+        """Queued replies must move towards the client at least once per write timeout."""
         self.write_timer = None
         if self.closed:
             return
@@ -302,11 +308,14 @@ class _Connection(asyncio.BufferedProtocol):
         if not self.transport.get_write_buffer_size():
             self.server.account(self)
             return
-        if self._flushed() > self.write_mark:
-            self._arm_write_timer()
+        flushed = self._flushed()
+        if flushed > self.write_mark:
+            self.write_mark, self.write_progress_at = flushed, self.loop.time()
+        elif self.loop.time() - self.write_progress_at >= self.server.limits.write_timeout_s:
+            self.server.stats.closed_write_timeout += 1
+            self.close(abort=True)
             return
-        self.server.stats.closed_write_timeout += 1
-        self.close(abort=True)
+        self._schedule_write_check()
 
     def _check_idle(self) -> None:
         self.idle_timer = None
