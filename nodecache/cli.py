@@ -245,6 +245,12 @@ def describe(config: Config) -> str:
             f"upstream timeouts: {group.try_timeout_s:g} s per try, {group.overall_timeout_s:g} s "
             f"per query, max_concurrent {group.max_concurrent}"
         )
+    tcp = config.tcp
+    lines.append(
+        f"tcp clients: {tcp.max_connections} connections ({tcp.max_per_client} per address), "
+        f"idle {tcp.idle_timeout_s:g} s, write {tcp.write_timeout_s:g} s, "
+        f"{tcp.max_queued_bytes} bytes queued each, {tcp.max_buffer_bytes} bytes in all"
+    )
     lines.extend(describe_searchpath(config.searchpath))
     return "\n".join(lines) + "\n"
 

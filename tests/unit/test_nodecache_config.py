@@ -374,3 +374,7 @@ def test_check_prints_the_effective_settings(
     assert "cluster upstream: 10.96.0.11:53 (tcp)" in out
     assert f"upstream: 192.0.2.1:53 (udp) from resolv.conf {resolv}" in out
     assert "ttl cluster.local: success 5-30 s, denial 5-5 s" in out
+    assert (
+        "tcp clients: 1024 connections (64 per address), idle 10 s, write 5 s, "
+        "16384 bytes queued each, 8388608 bytes in all"
+    ) in out
