@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -25,7 +25,7 @@ from prometheus_client.registry import CollectorRegistry
 from kdns import __version__, logs, metrics
 from kdns.admin import command as admin
 from kdns.admin.snapshot import ClusterDNS, KdnsAlone
-from kdns.config import Config, ConfigError, build_config
+from kdns.config import TCP_KEYS, Config, ConfigError, build_config
 from kdns.health import HealthServer, Route, probe_udp
 from kdns.model import ClusterState, Service
 from kdns.names import name_to_text
@@ -38,6 +38,7 @@ from kdns.serve import tally
 from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Responder
 from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.tcplimits import TCPLimits
 from kdns.serve.transfer import ZoneTransfer
 from kdns.serve.udp import UDPServer
 from kdns.source.manifests import ManifestError, Snapshot, SnapshotWatcher, load_snapshot
@@ -135,8 +136,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="UDP and TCP address (repeatable; default 0.0.0.0:53)")  # fmt: skip
     serve.add_argument("--max-udp-size", type=int, metavar="BYTES",
                        help="ceiling on the EDNS payload honoured (default 1232)")  # fmt: skip
-    serve.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
-                       help="close idle TCP connections after this long (default 10)")  # fmt: skip
+    _add_tcp_flags(serve)
     serve.add_argument("--kubeconfig", metavar="PATH",
                        help="without --manifests: the cluster to watch (else in-cluster, "
                        "$KUBECONFIG, ~/.kube/config)")  # fmt: skip
@@ -164,11 +164,35 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TCP_FLAGS: Final = (
+    ("tcp_idle_timeout", float, "SECONDS", "close a TCP connection idle this long"),
+    ("tcp_write_timeout", float, "SECONDS", "abort a TCP connection not reading for this long"),
+    ("tcp_max_connections", int, "N", "open TCP connections; at the cap the longest-idle goes"),
+    ("tcp_max_per_client", int, "N", "open TCP connections per client address; more are refused"),
+    ("tcp_max_queued_bytes", int, "BYTES", "reply bytes queued per TCP connection before it "
+     "waits for the client to read"),
+    ("tcp_max_buffer_bytes", int, "BYTES", "bytes held by all TCP connections before the largest "
+     "holders are closed"),
+    ("tcp_socket_buffer_bytes", int, "BYTES", "SO_SNDBUF and SO_RCVBUF of every TCP connection"),
+)  # fmt: skip
+"""The TCP limit flags (README option table): setting name, type, metavar, help."""
+
+
+def _add_tcp_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = TCPLimits()
+    for key, kind, metavar, text in TCP_FLAGS:
+        default = getattr(defaults, TCP_KEYS[key])
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        parser.add_argument(
+            "--" + key.replace("_", "-"), type=kind, metavar=metavar, help=f"{text} ({shown})"
+        )
+
+
 SETTINGS = (
     "manifests", "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "dns_service",
-    "log_level", "listen", "max_udp_size", "tcp_idle_timeout", "upstream", "resolv_conf",
+    "log_level", "listen", "max_udp_size", "upstream", "resolv_conf",
     "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance", "hosts_file",
-    "ignore_empty_service", "noendpoints", "metrics_listen", "log_format",
+    "ignore_empty_service", "noendpoints", "metrics_listen", "log_format", *TCP_KEYS,
 )  # fmt: skip
 
 
@@ -348,7 +372,7 @@ def serve(
         tcp_server = TCPServer(
             tcp_sockets,
             None,
-            config.tcp_idle_timeout_s,
+            config.tcp,
             peer_answer=transfer.answer,
             query_log=query_log,
         )
@@ -357,7 +381,7 @@ def serve(
         tcp_server = TCPServer(
             tcp_sockets,
             lambda packet: responder.answer(packet, tcp=True),
-            config.tcp_idle_timeout_s,
+            config.tcp,
             query_log=query_log,
         )
     for server in udp_servers:

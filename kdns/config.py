@@ -15,6 +15,7 @@ from typing import Any, Final
 from kdns import custom, rewrite
 from kdns.names import Name, text_to_name
 from kdns.resolver.config import parse_address
+from kdns.serve.tcplimits import TCPLimits
 
 POD_MODES: Final = ("disabled", "insecure", "verified")
 LOADBALANCE_MODES: Final = ("round_robin", "off")
@@ -211,7 +212,8 @@ class Config:
     manifests: tuple[str, ...] = ()
     max_udp_size: int = 1232
     """Ceiling on the EDNS payload we honour (DNS flag day 2020 default)."""
-    tcp_idle_timeout_s: float = 10.0
+    tcp: TCPLimits = field(default_factory=TCPLimits)
+    """TCP connection limits: idle and write timeouts, per-client and global caps, buffers."""
     log_level: str = "INFO"
     upstream: tuple[tuple[str, int], ...] | None = None
     """Where names outside our zones are forwarded: None reads ``resolv_conf``'s nameservers;
@@ -383,21 +385,46 @@ def rewrite_rules(values: Mapping[str, Any]) -> rewrite.Rules:
     return rewrite.Rules(tuple(rules))
 
 
+TCP_KEYS: Final = {
+    "tcp_idle_timeout": "idle_timeout_s",
+    "tcp_write_timeout": "write_timeout_s",
+    "tcp_max_connections": "max_connections",
+    "tcp_max_per_client": "max_per_client",
+    "tcp_max_queued_bytes": "max_queued_bytes",
+    "tcp_max_buffer_bytes": "max_buffer_bytes",
+    "tcp_socket_buffer_bytes": "socket_buffer_bytes",
+}
+"""kdns's setting names for the ``TCPLimits`` fields."""
+
+
+def tcp_limits(settings: Mapping[str, Any], keys: Mapping[str, str]) -> TCPLimits:
+    """``TCPLimits`` from type-checked ``settings`` (by setting name; absent ones default);
+    ``keys`` maps setting names to fields, so a range error names the setting as written."""
+    fields = {keys[key]: value for key, value in settings.items()}
+    try:
+        return TCPLimits(**fields)
+    except ValueError as error:
+        field_name, _, message = str(error).partition(" ")
+        key = next(key for key, name in keys.items() if name == field_name)
+        raise ConfigError(key, message) from None
+
+
 def build_config(values: Mapping[str, Any]) -> Config:
     """Validate merged settings (config file overlaid by flags) into a ``Config``.
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
-    namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, log_format,
-    dns_service, upstream, resolv_conf, health_listen, metrics_listen, loadbalance, and the
-    custom records: records, hosts, hosts_file, hosts_ttl, hosts_reverse; rewrite;
-    ignore_empty_service, noendpoints; transfer.
+    namespaces, listen, manifests, max_udp_size, log_level, log_format, dns_service, upstream,
+    resolv_conf, health_listen, metrics_listen, loadbalance, the ``TCP_KEYS``
+    (tcp_idle_timeout, tcp_max_per_client, ...), and the custom records: records, hosts,
+    hosts_file, hosts_ttl, hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
-        "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
+        "max_udp_size", "log_level", "dns_service", "upstream", "resolv_conf",
         "kubeconfig", "context", "health_listen", "startup_timeout", "records", "hosts",
         "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
         "noendpoints", "transfer", "loadbalance", "metrics_listen", "log_format", "query_log",
+        *TCP_KEYS,
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -443,9 +470,17 @@ def build_config(values: Mapping[str, Any]) -> Config:
         raise ConfigError("dns_service", f"expected NAMESPACE/NAME, got {dns_service_text!r}")
     ns_part, name_part = dns_service_text.split("/")
     glue = tuple(host for host, _ in listen if not ipaddress.ip_address(host).is_unspecified)
-    idle = values.get("tcp_idle_timeout", 10.0)
-    if isinstance(idle, bool) or not isinstance(idle, int | float) or idle <= 0:
-        raise ConfigError("tcp_idle_timeout", f"expected a positive number, got {idle!r}")
+    tcp_settings: dict[str, Any] = {}
+    for key, name in TCP_KEYS.items():
+        raw = values.get(key)
+        if raw is None:
+            continue
+        seconds = name.endswith("_s")
+        if isinstance(raw, bool) or not isinstance(raw, int | float if seconds else int):
+            kind = "a number of seconds" if seconds else "an integer"
+            raise ConfigError(key, f"expected {kind}, got {raw!r}")
+        tcp_settings[key] = float(raw) if seconds else raw
+    tcp = tcp_limits(tcp_settings, TCP_KEYS)
     log_level = str(values.get("log_level", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("log_level", f"unknown level {log_level!r}")
@@ -494,7 +529,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         listen=listen,
         manifests=tuple(strings("manifests", [])),
         max_udp_size=integer("max_udp_size", 1232, 512, 65535),
-        tcp_idle_timeout_s=float(idle),
+        tcp=tcp,
         log_level=log_level,
         upstream=upstream,
         resolv_conf=resolv_conf,

@@ -124,6 +124,19 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="ceiling on the EDNS payload honoured for clients (default 1232)",
     )
+    add(
+        "--tcp-max-connections",
+        type=int,
+        metavar="N",
+        help="open client TCP connections; at the cap the longest-idle one is evicted "
+        "(default 1024)",
+    )
+    add(
+        "--tcp-max-per-client",
+        type=int,
+        metavar="N",
+        help="open TCP connections per client address; more are refused (default 64)",
+    )
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     add(
         "--kube-dns-configmap",
@@ -265,6 +278,12 @@ def describe(config: Config) -> str:
             f"upstream timeouts: {group.try_timeout_s:g} s per try, {group.overall_timeout_s:g} s "
             f"per query, max_concurrent {group.max_concurrent}"
         )
+    tcp = config.tcp
+    lines.append(
+        f"tcp clients: {tcp.max_connections} connections ({tcp.max_per_client} per address), "
+        f"idle {tcp.idle_timeout_s:g} s, write {tcp.write_timeout_s:g} s, "
+        f"{tcp.max_queued_bytes} bytes queued each, {tcp.max_buffer_bytes} bytes in all"
+    )
     lines.extend(describe_searchpath(config.searchpath))
     return "\n".join(lines) + "\n"
 

@@ -33,6 +33,7 @@ from kdns.config import (
     parse_zone,
     query_log_of,
     string_list,
+    tcp_limits,
 )
 from kdns.resolver import resolvconf
 from kdns.resolver.config import (
@@ -49,6 +50,7 @@ from kdns.resolver.config import (
     ZoneTTL,
     parse_address,
 )
+from kdns.serve.tcplimits import TCPLimits
 from nodecache import kubedns
 from nodecache.kubedns import KubeDnsSettings
 from nodecache.searchpath import settings as searchpath_settings
@@ -68,23 +70,35 @@ __all__ = [
 FLAG_SETTINGS: Final = (
     "listen", "cluster_zone", "cluster_upstream", "upstream", "host_resolv_conf",
     "health_listen", "metrics_listen", "max_udp_size", "log_level", "log_format",
-    *searchpath_settings.SETTINGS, *kubedns.SETTINGS,
+    "tcp_max_connections", "tcp_max_per_client", *searchpath_settings.SETTINGS, *kubedns.SETTINGS,
 )  # fmt: skip
 """Settings that have a flag (``--cluster-zone`` is ``cluster_zone``)."""
 
 FILE_ONLY: Final = (
     "stub_domains", "reverse_zones", "cluster_transport", "zone_ttls", "default_ttl", "cache",
     "prefetch", "serve_stale", "upstream_options", "workers", "max_pending",
-    "tcp_idle_timeout_s", "drain_timeout_s", "query_log",
+    "tcp_idle_timeout_s", "tcp_write_timeout_s", "tcp_max_queued_bytes", "tcp_max_buffer_bytes",
+    "tcp_socket_buffer_bytes", "drain_timeout_s", "query_log",
 )  # fmt: skip
 """Settings only the config file holds."""
+
+TCP_KEYS: Final = {
+    "tcp_idle_timeout_s": ("idle_timeout_s", "float_s"),
+    "tcp_write_timeout_s": ("write_timeout_s", "float_s"),
+    "tcp_max_connections": ("max_connections", "int"),
+    "tcp_max_per_client": ("max_per_client", "int"),
+    "tcp_max_queued_bytes": ("max_queued_bytes", "bytes"),
+    "tcp_max_buffer_bytes": ("max_buffer_bytes", "bytes"),
+    "tcp_socket_buffer_bytes": ("socket_buffer_bytes", "bytes"),
+}
+"""nodecache's setting names for the client-side ``TCPLimits`` fields, and their kinds."""
 
 DEFAULT_RESOLV_CONF: Final = "/etc/resolv.conf"
 DEFAULT_HEALTH_LISTEN: Final = "0.0.0.0:8080"  # NodeLocal's health port (nodecache.md §1.1)
 DEFAULT_METRICS_LISTEN: Final = "0.0.0.0:9253"  # NodeLocal's metrics port
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 RESTART_ONLY: Final = (
-    "listen", "health_listen", "metrics_listen", "max_udp_size", "tcp_idle_timeout_s", "log_format",
+    "listen", "health_listen", "metrics_listen", "max_udp_size", "tcp", "log_format",
     "cache.max_entries", "cache.max_bytes", "workers", "searchpath", "kube_dns",
 )  # fmt: skip
 """Settings a reload cannot change (bound sockets, the cache's capacity, the pool size): a
@@ -140,8 +154,8 @@ class Config:
     """``/metrics`` alone, on NodeLocal's port; None (``none``) turns it off."""
     max_udp_size: int = 1232
     """Ceiling on the EDNS payload honoured for clients (DNS flag day 2020)."""
-    tcp_idle_timeout_s: float = 10.0
-    """Idle client TCP connections are closed after this."""
+    tcp: TCPLimits = dataclasses.field(default_factory=TCPLimits)
+    """Client TCP connections: idle and write timeouts, per-client and global caps, buffers."""
     drain_timeout_s: float = 5.0
     """On SIGTERM, how long queries already waiting for an upstream may take to finish."""
     log_level: str = "INFO"
@@ -185,7 +199,7 @@ class Config:
             metrics_listen=self.metrics_listen,
             log_format=self.log_format,
             max_udp_size=self.max_udp_size,
-            tcp_idle_timeout_s=self.tcp_idle_timeout_s,
+            tcp=self.tcp,
             searchpath=self.searchpath,
             kube_dns=self.kube_dns,
         )
@@ -344,7 +358,14 @@ def build_config(
     max_udp_size = _number(values.get("max_udp_size", 1232), "max_udp_size", "int")
     if not 512 <= max_udp_size <= 65535:
         raise ConfigError("max_udp_size", f"must be between 512 and 65535, got {max_udp_size}")
-    idle = _positive(values, "tcp_idle_timeout_s", 10.0)
+    tcp = tcp_limits(
+        {
+            key: _number(values[key], key, kind)
+            for key, (_field, kind) in TCP_KEYS.items()
+            if values.get(key) is not None
+        },
+        {key: name for key, (name, _kind) in TCP_KEYS.items()},
+    )
     drain = _positive(values, "drain_timeout_s", 5.0)
     searchpath = searchpath_settings.searchpath_config(
         values,
@@ -357,7 +378,7 @@ def build_config(
         health_listen=health,
         metrics_listen=metrics_listen,
         max_udp_size=int(max_udp_size),
-        tcp_idle_timeout_s=idle,
+        tcp=tcp,
         drain_timeout_s=drain,
         log_level=log_level,
         log_format=log_format_of(values),

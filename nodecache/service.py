@@ -122,7 +122,7 @@ class NodeCache:
         self.tcp_server = TCPServer(
             tcp_socks,
             None,
-            self.config.tcp_idle_timeout_s,
+            self.config.tcp,
             peer_answer=self.handler.tcp,
             query_log=self.query_log,
         )

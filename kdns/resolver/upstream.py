@@ -270,6 +270,8 @@ class _TCPConnection:
         self.idle_s = idle_s
         self.stats = stats
         self.sock = socket.create_connection(address, timeout=connect_timeout)
+        # Pipelined queries must not wait for the ACK of the one before (Nagle vs delayed ACK).
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(idle_s)
         self.closed = False
         self.last_used = time.monotonic()

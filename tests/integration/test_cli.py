@@ -24,6 +24,7 @@ import dns.zone
 import pytest
 
 from kdns.cli import load_settings, make_parser
+from kdns.serve.tcplimits import TCPLimits
 from tests.fakeapi import FakeKube
 from tests.support.waiting import wait_until
 
@@ -88,6 +89,20 @@ USAGE = [
               "listen: 'example.com' is not an IP address"),
     UsageCase("max-udp-size", ("serve", "--manifests", str(DEMO), "--max-udp-size", "100"), "max_udp_size"),
     UsageCase("zone-invalid", ("check", "--manifests", str(DEMO), "--zone", "bad zone!"), "zone:"),
+    UsageCase("tcp-per-client-over-cap", ("serve", "--manifests", str(DEMO), "--tcp-max-connections", "8",
+              "--tcp-max-per-client", "9"), "tcp_max_per_client: must be 1-max_connections (8)"),
+    UsageCase("tcp-max-connections", ("serve", "--manifests", str(DEMO), "--tcp-max-connections", "0"),
+              "tcp_max_connections: must be"),
+    UsageCase("tcp-write-timeout", ("serve", "--manifests", str(DEMO), "--tcp-write-timeout", "0"),
+              "tcp_write_timeout: must be > 0"),
+    UsageCase("tcp-idle-timeout", ("serve", "--manifests", str(DEMO), "--tcp-idle-timeout", "-1"),
+              "tcp_idle_timeout: must be > 0"),
+    UsageCase("tcp-max-queued-bytes", ("serve", "--manifests", str(DEMO), "--tcp-max-queued-bytes", "10"),
+              "tcp_max_queued_bytes: must be 1024-16777216"),
+    UsageCase("tcp-max-buffer-bytes", ("serve", "--manifests", str(DEMO), "--tcp-max-buffer-bytes", "1000"),
+              "tcp_max_buffer_bytes: must be at least one connection's bound"),
+    UsageCase("tcp-socket-buffer-bytes", ("serve", "--manifests", str(DEMO), "--tcp-socket-buffer-bytes",
+              "100"), "tcp_socket_buffer_bytes: must be 4096-4194304"),
     UsageCase("missing-file", ("check", "--manifests", "/nonexistent/x.yaml"), "/nonexistent/x.yaml"),
     UsageCase("unknown-flag", ("serve", "--bogus"), "--bogus"),
     UsageCase("metrics-listen", ("serve", "--manifests", str(DEMO), "--metrics-listen", "9153"),
@@ -127,6 +142,10 @@ def test_config_file_errors_name_the_field(tmp_path: Path) -> None:
     result = kdns("check", "--manifests", str(DEMO), "--config", str(config))
     assert result.returncode == 2
     assert "bogus: unknown setting" in result.stderr
+    config.write_text("tcp_max_per_client: many\n")
+    result = kdns("check", "--manifests", str(DEMO), "--config", str(config))
+    assert result.returncode == 2
+    assert "tcp_max_per_client: expected an integer" in result.stderr
     config.write_text("ttl: five\n")
     result = kdns("check", "--manifests", str(DEMO), "--config", str(config))
     assert result.returncode == 2
@@ -156,6 +175,14 @@ FLAG_TO_FIELD = [
     (["--health-listen", "0.0.0.0:9153"], lambda c: c.metrics_listen, None),  # one listener
     ([], lambda c: c.log_format, "text"),
     (["--log-format", "json"], lambda c: c.log_format, "json"),
+    ([], lambda c: c.tcp, TCPLimits()),
+    (["--tcp-idle-timeout", "3"], lambda c: c.tcp.idle_timeout_s, 3.0),
+    (["--tcp-write-timeout", "2.5"], lambda c: c.tcp.write_timeout_s, 2.5),
+    (["--tcp-max-connections", "256"], lambda c: c.tcp.max_connections, 256),
+    (["--tcp-max-per-client", "8"], lambda c: c.tcp.max_per_client, 8),
+    (["--tcp-max-queued-bytes", "32768"], lambda c: c.tcp.max_queued_bytes, 32768),
+    (["--tcp-max-buffer-bytes", "8388608"], lambda c: c.tcp.max_buffer_bytes, 8388608),
+    (["--tcp-socket-buffer-bytes", "65536"], lambda c: c.tcp.socket_buffer_bytes, 65536),
 ]
 
 

@@ -231,7 +231,7 @@ def test_kdns_serve_wires_transfer_custom_records_and_rewrite_from_its_config(
         port = wait_until(
             lambda: _logged(log, r"serving on 127\.0\.0\.1:(\d+)"), timeout=20, message="no port"
         )
-        served = RunningServer("127.0.0.1", port, None, None)  # type: ignore[arg-type]
+        served = RunningServer("127.0.0.1", port, None, None, None)  # type: ignore[arg-type]
         assert "192.0.2.10" in dig(served, "+short", "db.corp.test.")
         assert "10.96.10.11" in dig(served, "+short", "cart.shop.corp.example.")
         lines = record_lines(dig(served, "cluster.local.", "AXFR"))

@@ -13,7 +13,7 @@ import dns.rcode
 import pytest
 
 from tests.support.cluster import fixture_objects
-from tests.support.servers import RunningServer, running_server
+from tests.support.servers import RunningServer, read_frame, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -27,20 +27,6 @@ def _server() -> RunningServer:
 def framed(message: dns.message.Message) -> bytes:
     wire = message.to_wire()
     return struct.pack(">H", len(wire)) + wire
-
-
-def read_frame(sock: socket.socket) -> bytes:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return data
-
-    (length,) = struct.unpack(">H", exactly(2))
-    return exactly(length)
 
 
 def test_udp_drops_responses_and_runts(server: RunningServer) -> None:

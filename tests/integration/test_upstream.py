@@ -8,6 +8,7 @@ TTL behaviour is tested with an injected clock even here: only the network is re
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -142,6 +143,28 @@ def test_tcp_connection_is_reused_and_pipelined(fault: FaultUpstream) -> None:
         assert result.facts.records[0].rdata == bytes([192, 0, 2, i + 1])
     assert fault.tcp_connections == 1
     assert client.stats.tcp_connects == 1
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("transport", "action"),
+    [
+        pytest.param(Transport.TCP, None, id="tcp-only-route"),
+        pytest.param(Transport.UDP, "truncate", id="tc-fallback-to-tcp"),
+    ],
+)
+def test_upstream_tcp_connections_disable_nagle(
+    fault: FaultUpstream, transport: Transport, action: str | None
+) -> None:
+    """Issue 11 item 3: pipelined queries to an upstream must not wait for the ACK of the one
+    before them (Nagle against delayed ACK, 40 ms on Linux)."""
+    if action is not None:
+        fault.plan(WWW, action)
+    client = client_for(fault, transport=transport)
+    assert isinstance(ask(client), Reply)
+    pooled = list(client._connections.values())  # the pool has no public view of its sockets
+    assert len(pooled) == 1
+    assert pooled[0].sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     client.close()
 
 

@@ -17,7 +17,9 @@ from kdns.resolver.core import Resolver
 from kdns.runtime import Runtime
 from kdns.serve.forward import Forwarder
 from kdns.serve.protocol import Forwarding, Responder
-from kdns.serve.tcp import TCPServer, bind_pair
+from kdns.serve.reply import Handler, Peer, PeerHandler
+from kdns.serve.tcp import TCPServer, bind_pair, bind_tcp
+from kdns.serve.tcplimits import TCPLimits
 from kdns.serve.transfer import Network, ZoneTransfer
 from kdns.serve.udp import UDPServer
 
@@ -30,6 +32,7 @@ class RunningServer:
     port: int
     runtime: Runtime
     responder: Responder
+    tcp: TCPServer
     transfer: ZoneTransfer | None = None
 
     def query(self, message: dns.message.Message, transport: str = "udp") -> dns.message.Message:
@@ -48,6 +51,37 @@ class RunningServer:
                 return None
 
 
+def read_frame(sock: socket.socket) -> bytes:
+    """One length-prefixed DNS message from a TCP socket; ConnectionError if it closes first."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    return exactly(int.from_bytes(exactly(2), "big"))
+
+
+@contextlib.contextmanager
+def running_tcp(
+    answer: Handler | None, limits: TCPLimits, peer_answer: PeerHandler | None = None
+) -> Iterator[tuple[TCPServer, Peer]]:
+    """The TCP transport alone on 127.0.0.1:0 in front of ``answer`` (or ``peer_answer``):
+    the server and its address."""
+    sock = bind_tcp("127.0.0.1", 0)
+    server = TCPServer([sock], answer, limits, peer_answer=peer_answer)
+    server.start()
+    try:
+        host, port = sock.getsockname()[:2]
+        yield server, (host, port)
+    finally:
+        server.stop()
+
+
 @contextlib.contextmanager
 def running_server(
     objects: list[KubeObject],
@@ -59,10 +93,12 @@ def running_server(
     python_udp_loop: bool = False,
     transfer_to: tuple[Network, ...] = (),
     transfer_limit: int = 2,
+    tcp_limits: TCPLimits | None = None,
 ) -> Iterator[RunningServer]:
-    """``python_udp_loop`` serves UDP from the pure-Python loop even when the C accelerator is
-    built (it takes only the unwrapped ``Responder.answer``), so a test can cover both.
-    ``transfer_to`` puts a ``ZoneTransfer`` (at most ``transfer_limit`` at once) on TCP."""
+    """kdns on 127.0.0.1:0. ``python_udp_loop`` serves UDP from the pure-Python loop even when
+    the C accelerator is built (it takes only the unwrapped ``Responder.answer``), so a test can
+    cover both. ``transfer_to`` puts a ``ZoneTransfer`` (at most ``transfer_limit`` at once) on
+    TCP. ``tcp_limits`` defaults to ``TCPLimits(idle_timeout_s=...)``."""
     responder = Responder(max_udp_size)
     runtime = Runtime(zone_config or ZoneConfig(), responder, synced=synced)
     if forwarder is not None:
@@ -74,15 +110,16 @@ def running_server(
     udp = UDPServer(
         udp_sock, (lambda p: responder.answer(p)) if python_udp_loop else responder.answer
     )
+    limits = tcp_limits or TCPLimits(idle_timeout_s=idle_timeout_s)
     transfer = ZoneTransfer(responder, transfer_to, transfer_limit) if transfer_to else None
     if transfer is not None:
-        tcp = TCPServer([tcp_sock], None, idle_timeout_s, peer_answer=transfer.answer)
+        tcp = TCPServer([tcp_sock], None, limits, peer_answer=transfer.answer)
     else:
-        tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), idle_timeout_s)
+        tcp = TCPServer([tcp_sock], lambda p: responder.answer(p, tcp=True), limits)
     udp.start()
     tcp.start()
     try:
-        yield RunningServer("127.0.0.1", port, runtime, responder, transfer)
+        yield RunningServer("127.0.0.1", port, runtime, responder, tcp, transfer)
     finally:
         tcp.stop()
         udp.stop()

@@ -15,6 +15,7 @@ import pytest
 
 from kdns.config import ConfigError
 from kdns.resolver.config import CLUSTER_TTL, OTHER_TTL, StaleMode, Transport, ZoneTTL
+from kdns.serve.tcplimits import TCPLimits
 from nodecache import cli
 from nodecache.config import Config, build_config, resolv_conf_nameservers
 
@@ -68,6 +69,8 @@ FLAG_CASES = [
      lambda c: c.metrics_listen, ("10.0.0.2", 9253)),
     ([], lambda c: c.log_format, "text"),
     (["--log-format", "json"], lambda c: c.log_format, "json"),
+    (["--tcp-max-connections", "256"], lambda c: c.tcp.max_connections, 256),
+    (["--tcp-max-per-client", "8"], lambda c: c.tcp.max_per_client, 8),
 ]  # fmt: skip
 
 
@@ -222,16 +225,35 @@ def test_flags_win_over_the_file(tmp_path: Path, resolv: Path) -> None:
     assert config.max_udp_size == 4096  # not given as a flag: the file's
 
 
+def test_tcp_limits_from_the_file_with_units(resolv: Path) -> None:
+    config = build_config({
+        "listen": "127.0.0.1:53", "cluster_upstream": "10.96.0.11", "host_resolv_conf": str(resolv),
+        "tcp_idle_timeout_s": "30s", "tcp_write_timeout_s": "500ms", "tcp_max_connections": 512,
+        "tcp_max_per_client": 16, "tcp_max_queued_bytes": "32Ki", "tcp_max_buffer_bytes": "8Mi",
+        "tcp_socket_buffer_bytes": "16Ki",
+    })  # fmt: skip
+    assert config.tcp == TCPLimits(
+        max_connections=512,
+        max_per_client=16,
+        idle_timeout_s=30.0,
+        write_timeout_s=0.5,
+        max_queued_bytes=32 * 1024,
+        max_buffer_bytes=8 * 1024 * 1024,
+        socket_buffer_bytes=16 * 1024,
+    )
+
+
 def test_reload_keeps_restart_only_settings(resolv: Path) -> None:
     common = {"cluster_upstream": "10.96.0.11", "host_resolv_conf": str(resolv)}
     old = build_config({**common, "listen": "127.0.0.1:53", "cache": {"max_entries": 100}})
     new = build_config({
         **common, "listen": "127.0.0.1:54", "cache": {"max_entries": 200, "servfail_s": 1},
-        "serve_stale": {"mode": "off"},
+        "serve_stale": {"mode": "off"}, "tcp_max_per_client": 8,
     })  # fmt: skip
-    assert old.restart_only_changes(new) == ["listen", "cache.max_entries"]
+    assert old.restart_only_changes(new) == ["listen", "tcp", "cache.max_entries"]
     applied = old.keeping_restart_only(new)
     assert applied.listen == old.listen
+    assert applied.tcp == old.tcp
     assert applied.resolver.cache.max_entries == 100
     assert applied.resolver.cache.servfail_s == 1  # not restart-only: applied
     assert applied.resolver.stale.mode is StaleMode.OFF
@@ -288,6 +310,14 @@ ERROR_CASES = [
     ({"metrics_listen": "9253"}, "metrics_listen"),
     ({"metrics_listen": 9253}, "metrics_listen"),
     ({"log_format": "xml"}, "log_format"),
+    ({"tcp_idle_timeout_s": 0}, "tcp_idle_timeout_s"),
+    ({"tcp_write_timeout_s": "soon"}, "tcp_write_timeout_s"),
+    ({"tcp_max_connections": 0}, "tcp_max_connections"),
+    ({"tcp_max_per_client": 2000}, "tcp_max_per_client"),  # over the 1024 cap
+    ({"tcp_max_per_client": 1.5}, "tcp_max_per_client"),
+    ({"tcp_max_queued_bytes": "lots"}, "tcp_max_queued_bytes"),
+    ({"tcp_max_buffer_bytes": "64Ki"}, "tcp_max_buffer_bytes"),  # under one connection's bound
+    ({"tcp_socket_buffer_bytes": "1Ki"}, "tcp_socket_buffer_bytes"),
 ]  # fmt: skip
 
 
@@ -356,3 +386,7 @@ def test_check_prints_the_effective_settings(
     assert "cluster upstream: 10.96.0.11:53 (tcp)" in out
     assert f"upstream: 192.0.2.1:53 (udp) from resolv.conf {resolv}" in out
     assert "ttl cluster.local: success 5-30 s, denial 5-5 s" in out
+    assert (
+        "tcp clients: 1024 connections (64 per address), idle 10 s, write 5 s, "
+        "16384 bytes queued each, 8388608 bytes in all"
+    ) in out
