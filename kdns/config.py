@@ -76,6 +76,15 @@ class Config:
     """/health, /ready, /metrics; None disables the endpoint."""
     startup_timeout_s: float = 5.0
     """Serve anyway after this long if the initial lists have not completed (R8.2)."""
+    forward_workers: int = 32
+    """Forwarded names (and ExternalName chases): upstream fetches running at once."""
+    forward_max_pending: int = 4096
+    """Forwarded queries waiting on the upstream at once; more are SERVFAIL (or stale) at once."""
+    forward_max_queue_wait_s: float = 2.0
+    """A forwarded query that waited this long for a worker is dropped, not answered late
+    (``kdns.resolver.config.ResolverConfig.max_queue_wait_s`` says why 2 s)."""
+    forward_max_refreshes: int = 4
+    """Prefetches and stale refreshes of forwarded names at once (always leaving a worker)."""
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -131,12 +140,14 @@ def build_config(values: Mapping[str, Any]) -> Config:
 
     Keys are the long flag names with ``_`` for ``-``: zone, ttl, pods, endpoint_pod_names,
     namespaces, listen, manifests, max_udp_size, tcp_idle_timeout, log_level, dns_service,
-    upstream, resolv_conf.
+    upstream, resolv_conf, forward_workers, forward_max_pending, forward_max_queue_wait,
+    forward_max_refreshes.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
         "max_udp_size", "tcp_idle_timeout", "log_level", "dns_service", "upstream", "resolv_conf",
-        "kubeconfig", "context", "health_listen", "startup_timeout",
+        "kubeconfig", "context", "health_listen", "startup_timeout", "forward_workers",
+        "forward_max_pending", "forward_max_queue_wait", "forward_max_refreshes",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -202,6 +213,13 @@ def build_config(values: Mapping[str, Any]) -> Config:
     startup = values.get("startup_timeout", 5.0)
     if isinstance(startup, bool) or not isinstance(startup, int | float) or startup < 0:
         raise ConfigError("startup_timeout", f"expected seconds >= 0, got {startup!r}")
+    queue_wait = values.get("forward_max_queue_wait", 2.0)
+    if queue_wait is None:
+        queue_wait = 2.0
+    if isinstance(queue_wait, bool) or not isinstance(queue_wait, int | float) or queue_wait <= 0:
+        raise ConfigError(
+            "forward_max_queue_wait", f"expected a positive number of seconds, got {queue_wait!r}"
+        )
     zone_config = ZoneConfig(
         zones=zones,
         ttl_s=integer("ttl", 5, 0, 3600),
@@ -224,4 +242,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         context=optional_paths["context"],
         health_listen=health_listen,
         startup_timeout_s=float(startup),
+        forward_workers=integer("forward_workers", 32, 1, 4096),
+        forward_max_pending=integer("forward_max_pending", 4096, 1, 1_000_000),
+        forward_max_queue_wait_s=float(queue_wait),
+        forward_max_refreshes=integer("forward_max_refreshes", 4, 0, 4096),
     )

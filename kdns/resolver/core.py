@@ -633,9 +633,8 @@ class Resolver:
             return self._fit(message.error_reply(query, wire.SERVFAIL), query, tcp)
 
         # Dropped after waiting too long: nothing over UDP (the client has asked again or given
-        # up, and a late SERVFAIL would end its retry: glibc and musl take a SERVFAIL as the
-        # answer); SERVFAIL over TCP, where a reply never sent holds up the connection's later
-        # ones.
+        # up, and a late SERVFAIL would match its retry's ID and end it); SERVFAIL over TCP,
+        # where a reply never sent holds up the connection's later ones.
         dropped_reply = self._fit(message.error_reply(query, wire.SERVFAIL), query, tcp)
         client = _Client(done, lane, now, dropped_reply if tcp else None, self.stats)
         once = client.once

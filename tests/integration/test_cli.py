@@ -88,6 +88,11 @@ USAGE = [
     UsageCase("zone-invalid", ("check", "--manifests", str(DEMO), "--zone", "bad zone!"), "zone:"),
     UsageCase("missing-file", ("check", "--manifests", "/nonexistent/x.yaml"), "/nonexistent/x.yaml"),
     UsageCase("unknown-flag", ("serve", "--bogus"), "--bogus"),
+    UsageCase("forward-workers", ("serve", "--manifests", str(DEMO), "--forward-workers", "0"),
+              "forward_workers: must be between 1 and 4096"),
+    UsageCase("forward-max-queue-wait",
+              ("serve", "--manifests", str(DEMO), "--forward-max-queue-wait", "0"),
+              "forward_max_queue_wait: expected a positive number"),
 ]  # fmt: skip
 
 
@@ -141,6 +146,10 @@ FLAG_TO_FIELD = [
     (["--listen", "127.0.0.1:5353"], lambda c: c.listen, (("127.0.0.1", 5353),)),
     (["--max-udp-size", "4096"], lambda c: c.max_udp_size, 4096),
     (["--log-level", "debug"], lambda c: c.log_level, "DEBUG"),
+    (["--forward-workers", "8"], lambda c: c.forward_workers, 8),
+    (["--forward-max-pending", "100"], lambda c: c.forward_max_pending, 100),
+    (["--forward-max-queue-wait", "0.5"], lambda c: c.forward_max_queue_wait_s, 0.5),
+    (["--forward-max-refreshes", "0"], lambda c: c.forward_max_refreshes, 0),
 ]
 
 

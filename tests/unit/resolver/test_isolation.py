@@ -18,6 +18,7 @@ import pytest
 from kdns.resolver.cache import Cache
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
 from kdns.resolver.core import Resolver, Router, ttl_policy_for
+from kdns.resolver.lanes import LaneLimits
 from kdns.resolver.upstream import Failure
 from tests.unit.resolver.fakes import (
     FakeClock,
@@ -302,3 +303,24 @@ def test_a_queued_refresh_waits_for_client_queries() -> None:
     asked = [name for name, *_ in world.default.calls[1:]]
     assert asked == ["c0.example.test.", "c1.example.test.", "c2.example.test.", "p0.example.test."]
     assert [_rcode(d) for d in (*busy, later)] == [dns.rcode.NOERROR] * 3
+
+
+# --- reload ---------------------------------------------------------------------------------
+
+
+def test_a_reload_applies_the_limits_to_every_route_but_keeps_its_workers() -> None:
+    world = World(workers=2)
+    before = world.resolver.lanes()
+    config = ResolverConfig(
+        upstream=UpstreamConfig((("192.0.2.54", 53),)),
+        workers=9,
+        max_pending=7,
+        max_queue_wait_s=3.0,
+        max_refreshes=1,
+    )
+    world.resolver.reconfigure(config, lambda _c: FakeUpstream())
+    after = world.resolver.lanes()
+    assert after["default"] is before["default"]  # same queue, same workers, same counters
+    assert {name: lane.limits for name, lane in after.items()} == dict.fromkeys(
+        after, LaneLimits(workers=2, max_pending=7, max_queue_wait_s=3.0, max_refreshes=1)
+    )
