@@ -487,14 +487,24 @@ class Resolver:
         self.router.close()
 
     def _prefetch_loop(self) -> None:
+        """Due prefetches, and the queue-age sweep four times per ``max_queue_wait_s``."""
         while not self._stop.is_set():
             try:
                 self.run_prefetch()
+                self.expire_waiting()
             except Exception:
-                logger.exception("prefetch pass failed")
+                logger.exception("prefetch or expiry pass failed")
             due = self.cache.next_due()
-            wait = 1.0 if due is None else min(1.0, max(0.05, due - self.clock()))
-            self._stop.wait(wait)
+            sweep = self._limits.max_queue_wait_s / 4
+            wait = min(1.0, sweep) if due is None else min(1.0, sweep, due - self.clock())
+            self._stop.wait(max(0.05, wait))
+
+    def expire_waiting(self) -> int:
+        """Drop the queued client queries, on every route, that have waited longer than
+        ``max_queue_wait_s`` (a worker taking a job drops its own too); return how many."""
+        with self._lock:
+            lanes = list(self._lanes.values())
+        return sum(lane.expire() for lane in lanes)
 
     def run_prefetch(self, now: float | None = None) -> list[Key]:
         """Start every due prefetch its route's refresh budget allows (skipping keys with a

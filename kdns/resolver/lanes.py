@@ -232,6 +232,33 @@ class Lane:
             self._start_worker()
         return result
 
+    def expire(self) -> int:
+        """Drop every queued client query that has waited too long, wherever it is in the
+        queue (the resolver calls this a few times per ``max_queue_wait_s``: with every worker
+        stuck on a dead upstream, no worker would take, and so drop, them for a while).
+        Returns how many were dropped."""
+        cancelled: list[Job] = []
+        dropped: list[Waiter] = []
+        now = self.clock()
+        max_wait = self.limits.max_queue_wait_s
+        with self._lock:
+            kept: deque[Job] = deque()
+            for job in self._clients:
+                if job.deadline(max_wait) >= now:
+                    live = [w for w in job.waiters if now - w.arrived <= max_wait]
+                    dropped.extend(w for w in job.waiters if now - w.arrived > max_wait)
+                    job.waiters = live
+                    kept.append(job)
+                    continue
+                job.state = _State.CANCELLED
+                dropped.extend(job.waiters)
+                self.stats.abandoned += 1
+                cancelled.append(job)
+            self._clients = kept
+            self.stats.expired += len(dropped)
+        self._settle(cancelled, dropped)
+        return len(dropped)
+
     def close(self) -> list[Job]:
         """Stop taking jobs; the queued ones are returned (cancelled ``closed``)."""
         with self._lock:

@@ -324,3 +324,17 @@ def test_a_reload_applies_the_limits_to_every_route_but_keeps_its_workers() -> N
     assert {name: lane.limits for name, lane in after.items()} == dict.fromkeys(
         after, LaneLimits(workers=2, max_pending=7, max_queue_wait_s=3.0, max_refreshes=1)
     )
+
+
+def test_queries_behind_a_dead_upstream_are_dropped_at_their_deadline_not_when_it_frees() -> None:
+    world = World(workers=1, default_latency_s=5.0)
+    world.default.handler = lambda _name, _qtype: Failure("timeout", "no server answered")
+    deliveries = [world.ask(f"q{i}.example.test.", at=0.0) for i in range(3)]
+    world.clock.now = 1.9
+    assert world.resolver.expire_waiting() == 0
+    world.clock.now = 2.5  # no worker has taken them yet (the one there is frees at 5 s)
+    assert world.resolver.expire_waiting() == 3
+    assert [(d.reply, d.delivered_at) for d in deliveries] == [(None, 2.5)] * 3
+    world.pool.run()
+    assert world.default.count() == 0
+    assert world.resolver.lanes()["default"].waiting == 0
