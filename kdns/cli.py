@@ -120,7 +120,7 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--forward-workers", type=int, metavar="N",
                        help="forwarded names: upstream fetches at once (32)")  # fmt: skip
     serve.add_argument("--forward-max-pending", type=int, metavar="N",
-                       help="forwarded queries waiting; more: SERVFAIL at once (4096)")  # fmt: skip
+                       help="forwarded queries waiting; more: SERVFAIL at once (1024)")  # fmt: skip
     serve.add_argument("--forward-max-queue-wait", type=float, metavar="SECONDS",
                        help="a forwarded query queued this long is dropped, not answered "
                        "late (2)")  # fmt: skip

@@ -78,7 +78,7 @@ class Config:
     """Serve anyway after this long if the initial lists have not completed (R8.2)."""
     forward_workers: int = 32
     """Forwarded names (and ExternalName chases): upstream fetches running at once."""
-    forward_max_pending: int = 4096
+    forward_max_pending: int = 1024
     """Forwarded queries waiting on the upstream at once; more are SERVFAIL (or stale) at once."""
     forward_max_queue_wait_s: float = 2.0
     """A forwarded query that waited this long for a worker is dropped, not answered late
@@ -243,7 +243,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         health_listen=health_listen,
         startup_timeout_s=float(startup),
         forward_workers=integer("forward_workers", 32, 1, 4096),
-        forward_max_pending=integer("forward_max_pending", 4096, 1, 1_000_000),
+        forward_max_pending=integer("forward_max_pending", 1024, 1, 1_000_000),
         forward_max_queue_wait_s=float(queue_wait),
         forward_max_refreshes=integer("forward_max_refreshes", 4, 0, 4096),
     )

@@ -130,7 +130,7 @@ def _add_route_limit_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="per route: client queries waiting on its upstream; more are answered SERVFAIL "
-        "(or stale) at once (default 4096)",
+        "(or stale) at once (default 1024)",
     )
     add(
         "--max-queue-wait-s",

@@ -260,9 +260,14 @@ class ResolverConfig:
     workers: int = 32
     """Per route: threads running its upstream fetches (misses, refreshes, prefetches), which
     is also how many of its fetches are in flight at once."""
-    max_pending: int = 4096
+    max_pending: int = 1024
     """Per route: client queries waiting on its upstream at once (queued or in flight); more
-    are answered at once, SERVFAIL (or stale), instead of queueing behind them."""
+    are answered at once, SERVFAIL (or stale), instead of queueing behind them. More could not
+    be answered in time anyway: ``workers`` serve ``workers x max_queue_wait_s / latency``
+    queries within the queue-age bound, 1,024 for an upstream that answers in 60 ms, 64 at 1 s
+    (CoreDNS forward's ``max_concurrent`` is 1,000). And every waiting query is some 35
+    objects the cyclic GC walks: with 4,096 waiting, its full passes under a flood stopped
+    every thread, cluster lookups included, for 100-300 ms (bench/starvation.py)."""
     max_queue_wait_s: float = 2.0
     """Per route: a client query that has waited this long for a worker is dropped, not
     answered late. Both glibc (``timeout:5`` per try) and musl (5 s in all, resending every

@@ -42,6 +42,7 @@ The matched zone is the upstream's bailiwick.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import itertools
 import logging
@@ -347,7 +348,7 @@ class Resolver:
         policy: SearchPathPolicy | None = None,
         executor: Executor | None = None,
         workers: int = 32,
-        max_pending: int = 4096,
+        max_pending: int = 1024,
         max_queue_wait_s: float = 2.0,
         max_refreshes: int = 4,
         clock: Callable[[], float] | None = None,
@@ -739,9 +740,12 @@ class Resolver:
                     self.stats.coalesced += 1
                     return running.future
             future: Future[Outcome] = Future()
+            # partial, not closures over the _Fetch: a fetch -> job -> closure -> fetch cycle
+            # per query would leave every query's objects to the cyclic GC, whose full passes
+            # under a flood stopped every thread for 100-400 ms (measured, bench/starvation.py).
             job = Job(
-                run=lambda: self._run_fetch(fetch, key, question, route, demand),
-                cancel=lambda reason: self._cancel_fetch(fetch, key, reason),
+                run=functools.partial(self._run_fetch, future, key, question, route, demand),
+                cancel=functools.partial(self._cancel_fetch, future, key),
                 background=client is None,
                 queued_at=self.clock(),
                 waiters=[] if client is None else [client],
@@ -749,9 +753,7 @@ class Resolver:
             fetch = _Fetch(future, job)
             self._inflight[key] = fetch
         if not lane.submit(job):
-            with self._lock:
-                if self._inflight.get(key) is fetch:
-                    del self._inflight[key]
+            self._forget(future, key)
             if client is None:
                 self.stats.refreshes_skipped += 1
                 future.set_result(Outcome(None, None, Failure("overloaded", "refresh budget")))
@@ -761,26 +763,29 @@ class Resolver:
         self.stats.fetches += 1
         return future
 
-    def _cancel_fetch(self, fetch: _Fetch, key: Key, reason: str) -> None:
+    def _cancel_fetch(self, future: Future[Outcome], key: Key, reason: str) -> None:
         """A queued fetch that will not run: every client waiting on it was dropped
         (``expired``: nothing is cached, it says nothing about the name) or we closed."""
-        with self._lock:
-            if self._inflight.get(key) is fetch:
-                del self._inflight[key]
-        fetch.future.set_result(Outcome(self.cache.peek(key), None, Failure(reason, "not run")))
+        self._forget(future, key)
+        future.set_result(Outcome(self.cache.peek(key), None, Failure(reason, "not run")))
 
     def _run_fetch(
-        self, fetch: _Fetch, key: Key, question: bytes, route: Route, demand: bool
+        self, future: Future[Outcome], key: Key, question: bytes, route: Route, demand: bool
     ) -> None:
         try:
             outcome = self._fetch_and_store(key, question, route, demand)
         except Exception as error:
             logger.exception("fetch failed unexpectedly")
             outcome = Outcome(None, None, Failure("internal", str(error)))
+        self._forget(future, key)
+        future.set_result(outcome)
+
+    def _forget(self, future: Future[Outcome], key: Key) -> None:
+        """The fetch of ``future`` is no longer the one in flight for ``key``."""
         with self._lock:
-            if self._inflight.get(key) is fetch:
+            fetch = self._inflight.get(key)
+            if fetch is not None and fetch.future is future:
                 del self._inflight[key]
-        fetch.future.set_result(outcome)
 
     def _fetch_and_store(self, key: Key, question: bytes, route: Route, demand: bool) -> Outcome:
         qname = question[:-4]

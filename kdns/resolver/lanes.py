@@ -49,7 +49,7 @@ class LaneLimits:
     """One route's capacity (``ResolverConfig`` documents the defaults and why)."""
 
     workers: int = 32
-    max_pending: int = 4096
+    max_pending: int = 1024
     max_queue_wait_s: float = 2.0
     max_refreshes: int = 4
 
@@ -104,11 +104,6 @@ class Job:
     queued_at: float
     waiters: list[Waiter] = field(default_factory=list)
     state: _State = _State.QUEUED
-
-    def deadline(self, max_wait_s: float) -> float:
-        """When its last waiter has waited too long (a refresh: when it has)."""
-        latest = max((waiter.arrived for waiter in self.waiters), default=self.queued_at)
-        return latest + max_wait_s
 
 
 class Joined(enum.Enum):
@@ -176,7 +171,7 @@ class Lane:
             if self._waiting < self.limits.max_pending:
                 self._waiting += 1
                 return True
-            self._expire_head(self.clock(), cancelled, dropped)
+            self._expire_locked(self.clock(), cancelled, dropped)
         self._settle(cancelled, dropped)  # the dropped give their slots back
         with self._lock:
             if self._waiting < self.limits.max_pending:
@@ -233,29 +228,13 @@ class Lane:
         return result
 
     def expire(self) -> int:
-        """Drop every queued client query that has waited too long, wherever it is in the
-        queue (the resolver calls this a few times per ``max_queue_wait_s``: with every worker
-        stuck on a dead upstream, no worker would take, and so drop, them for a while).
-        Returns how many were dropped."""
+        """Drop every queued client query that has waited too long (the resolver calls this a
+        few times per ``max_queue_wait_s``: with every worker stuck on a dead upstream, no
+        worker would take, and so drop, them for a while). Returns how many were dropped."""
         cancelled: list[Job] = []
         dropped: list[Waiter] = []
-        now = self.clock()
-        max_wait = self.limits.max_queue_wait_s
         with self._lock:
-            kept: deque[Job] = deque()
-            for job in self._clients:
-                if job.deadline(max_wait) >= now:
-                    live = [w for w in job.waiters if now - w.arrived <= max_wait]
-                    dropped.extend(w for w in job.waiters if now - w.arrived > max_wait)
-                    job.waiters = live
-                    kept.append(job)
-                    continue
-                job.state = _State.CANCELLED
-                dropped.extend(job.waiters)
-                self.stats.abandoned += 1
-                cancelled.append(job)
-            self._clients = kept
-            self.stats.expired += len(dropped)
+            self._expire_locked(self.clock(), cancelled, dropped)
         self._settle(cancelled, dropped)
         return len(dropped)
 
@@ -351,17 +330,27 @@ class Lane:
         self._settle(cancelled, dropped)
         return job
 
-    def _expire_head(self, now: float, cancelled: list[Job], dropped: list[Waiter]) -> None:
-        """Under the lock: drop the queued client fetches, oldest first, whose every waiter
-        has waited too long (stopping at the first with a live one)."""
+    def _expire_locked(self, now: float, cancelled: list[Job], dropped: list[Waiter]) -> None:
+        """Under the lock: drop the queued client queries that have waited too long, oldest
+        first, and the fetches left with none. The queue is in order of each fetch's oldest
+        waiter (waiters join in arrival order, fetches queue in arrival order), so this stops
+        at the first fetch whose oldest waiter is live: O(what it drops)."""
         max_wait = self.limits.max_queue_wait_s
-        while self._clients and self._clients[0].deadline(max_wait) < now:
-            job = self._clients.popleft()
-            job.state = _State.CANCELLED
-            dropped.extend(job.waiters)
-            self.stats.expired += len(job.waiters)
-            self.stats.abandoned += 1
-            cancelled.append(job)
+        kept: list[Job] = []
+        clients = self._clients
+        while clients and now - clients[0].waiters[0].arrived > max_wait:
+            job = clients.popleft()
+            live = [w for w in job.waiters if now - w.arrived <= max_wait]
+            dropped.extend(job.waiters[: len(job.waiters) - len(live)])
+            self.stats.expired += len(job.waiters) - len(live)
+            job.waiters = live
+            if live:
+                kept.append(job)  # a retry joined it: it stays, at the front
+            else:
+                job.state = _State.CANCELLED
+                self.stats.abandoned += 1
+                cancelled.append(job)
+        clients.extendleft(reversed(kept))
 
     def _settle(self, cancelled: list[Job], dropped: list[Waiter]) -> None:
         """Outside the lock: tell dropped waiters, then cancel abandoned fetches."""

@@ -150,7 +150,7 @@ def test_example_config_file_loads_into_every_field(resolv: Path) -> None:
     assert resolver.stale.verify_timeout_s == 1.8
     assert stubs["acme.internal"].max_concurrent == 256
     assert resolver.workers == 32
-    assert (resolver.max_pending, resolver.max_queue_wait_s, resolver.max_refreshes) == (4096, 2, 4)
+    assert (resolver.max_pending, resolver.max_queue_wait_s, resolver.max_refreshes) == (1024, 2, 4)
     assert config.drain_timeout_s == 5.0
     assert config.config_file == str(EXAMPLE)
 

@@ -10,6 +10,8 @@ from that clock. No threads, no sockets, no sleeps.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dns.rcode
@@ -338,3 +340,61 @@ def test_queries_behind_a_dead_upstream_are_dropped_at_their_deadline_not_when_i
     world.pool.run()
     assert world.default.count() == 0
     assert world.resolver.lanes()["default"].waiting == 0
+
+
+# --- garbage ---------------------------------------------------------------------------------
+
+
+def _answered(world: World) -> None:
+    for i in range(50):
+        world.ask(f"a{i}.example.test.", at=0.0)
+        world.ask(f"a{i}.example.test.", at=0.0)  # joins the queued fetch
+    world.pool.run()
+
+
+def _expired(world: World) -> None:
+    for i in range(50):
+        world.ask(f"e{i}.example.test.", at=0.0)
+    world.clock.now = 10.0
+    world.resolver.expire_waiting()
+    world.pool.run()
+
+
+def _overflowed(world: World) -> None:
+    for i in range(50):
+        world.ask(f"o{i}.example.test.", at=0.0)
+    world.pool.run()
+
+
+def _refreshed(world: World) -> None:
+    _warm(world, 20)
+    world.clock.now = 28.0
+    world.resolver.run_prefetch()
+    world.pool.run()
+
+
+GARBAGE_CASES = [
+    pytest.param(_answered, {}, id="answered-and-joined"),
+    pytest.param(_expired, {}, id="dropped-after-max-queue-wait"),
+    pytest.param(_overflowed, {"max_pending": 5}, id="overflow-servfail"),
+    pytest.param(_refreshed, {}, id="prefetched-and-skipped"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "options"), GARBAGE_CASES)
+def test_a_query_leaves_no_reference_cycles_for_the_garbage_collector(
+    scenario: Callable[[World], None], options: dict[str, int]
+) -> None:
+    """Under a flood, objects in cycles pile up until a full GC pass, which stops every thread
+    (cluster lookups included) for as long as it walks the heap: 100-400 ms measured with
+    4,096 queries waiting. Every query's objects must go by reference counting."""
+    world = World(**options)  # type: ignore[arg-type]
+    gc.collect()
+    gc.disable()
+    try:
+        scenario(world)
+        world.resolver.lanes()
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert unreachable == 0
