@@ -73,7 +73,8 @@ while True:
 class Sample:
     sent: float
     latency: float
-    lost: bool
+    rcode: int
+    """The reply's rcode; -1 for a lookup that timed out (its latency is the timeout)."""
 
 
 @dataclass
@@ -98,18 +99,18 @@ class Prober:
                 self.samples.append(Sample(sent, *self._wait(sock, query_id, sent)))
                 self.stop.wait(self.every_s)
 
-    def _wait(self, sock: socket.socket, query_id: int, sent: float) -> tuple[float, bool]:
+    def _wait(self, sock: socket.socket, query_id: int, sent: float) -> tuple[float, int]:
         while True:
             left = sent + self.timeout_s - time.monotonic()
             if left <= 0:
-                return self.timeout_s, True
+                return self.timeout_s, -1
             sock.settimeout(left)
             try:
                 reply = sock.recv(4096)
             except TimeoutError:
-                return self.timeout_s, True
+                return self.timeout_s, -1
             if len(reply) >= 12 and struct.unpack_from(">H", reply)[0] == query_id:
-                return time.monotonic() - sent, False
+                return time.monotonic() - sent, reply[3] & 0xF
             # else a late reply to an earlier probe: keep waiting for ours
 
 
@@ -162,13 +163,21 @@ def metrics(health_port: int) -> dict[str, float]:
     return {match.group(1): float(match.group(2)) for match in wanted.finditer(text)}
 
 
+NXDOMAIN = 3  # what kdns answers for every probe name
+
+
 def summary(samples: list[Sample]) -> str:
+    """p50/p99/max over every lookup (lost ones at the timeout), how many, how many lost,
+    how many answered with anything but kdns's NXDOMAIN (SERVFAIL from an overloaded cache)."""
     if not samples:
-        return "| — | — | — | 0 | 0 |"
+        return "| — | — | — | 0 | 0 | 0 |"
     ms = sorted(sample.latency * 1000 for sample in samples)
     p99 = statistics.quantiles(ms, n=100, method="inclusive")[98] if len(ms) > 1 else ms[0]
-    lost = sum(sample.lost for sample in samples)
-    return f"| {statistics.median(ms):.1f} | {p99:.1f} | {ms[-1]:.1f} | {len(ms)} | {lost} |"
+    lost = sum(sample.rcode < 0 for sample in samples)
+    wrong = sum(sample.rcode not in (-1, NXDOMAIN) for sample in samples)
+    return (
+        f"| {statistics.median(ms):.1f} | {p99:.1f} | {ms[-1]:.1f} | {len(ms)} | {lost} | {wrong} |"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -249,14 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.rate}/s for {flood_ended - flood_started:.1f} s)",
         "",
         f"Tree `{args.tree}` at `{commit}`; cluster lookups every {args.probe_every * 1000:g} ms, "
-        f"timeout {args.timeout:g} s (lost = timed out, counted at the timeout).",
+        f"timeout {args.timeout:g} s (lost = timed out, counted at the timeout; SERVFAIL = "
+        "answered, but not with kdns's NXDOMAIN).",
         "",
-        "| cluster-name lookups | p50 ms | p99 ms | max ms | lookups | lost |",
-        "|---|---|---|---|---|---|",
+        "| cluster-name lookups | p50 ms | p99 ms | max ms | lookups | lost | SERVFAIL |",
+        "|---|---|---|---|---|---|---|",
         f"| before the flood (1 s) {summary(before)}",
         f"| during the flood {summary(during)}",
         f"| after the flood ({args.after:g} s) {summary(after)}",
         "",
+        f"Command: `python3 bench/starvation.py {shlex.join(sys.argv[1:])}`. "
         "nodecache counters at the end of the flood / at the end: "
         + ", ".join(
             f"`{name}` {counters_at_end.get(name, 0):g} / {value:g}"

@@ -732,26 +732,32 @@ class Resolver:
         """The fetch for ``key`` (joined if one is in flight, else queued on the route's lane),
         with ``client`` waiting on it; None if a refresh (no client) was over the budget."""
         lane = self._lane(route)
-        with self._lock:
-            running = self._inflight.get(key)
-            if running is not None:
-                joined = Joined.RUNNING if client is None else lane.join(running.job, client)
-                if joined is not Joined.GONE:
-                    self.stats.coalesced += 1
-                    return running.future
-            future: Future[Outcome] = Future()
-            # partial, not closures over the _Fetch: a fetch -> job -> closure -> fetch cycle
-            # per query would leave every query's objects to the cyclic GC, whose full passes
-            # under a flood stopped every thread for 100-400 ms (measured, bench/starvation.py).
-            job = Job(
-                run=functools.partial(self._run_fetch, future, key, question, route, demand),
-                cancel=functools.partial(self._cancel_fetch, future, key),
-                background=client is None,
-                queued_at=self.clock(),
-                waiters=[] if client is None else [client],
-            )
-            fetch = _Fetch(future, job)
-            self._inflight[key] = fetch
+        while True:
+            with self._lock:
+                running = self._inflight.get(key)
+                if running is None:
+                    future: Future[Outcome] = Future()
+                    # partial, not closures over the _Fetch: a fetch -> job -> closure -> fetch
+                    # cycle per query would leave every query's objects to the cyclic GC, whose
+                    # full passes under a flood stopped every thread for 100-400 ms (measured,
+                    # bench/starvation.py).
+                    job = Job(
+                        run=functools.partial(
+                            self._run_fetch, future, key, question, route, demand
+                        ),
+                        cancel=functools.partial(self._cancel_fetch, future, key),
+                        background=client is None,
+                        queued_at=self.clock(),
+                        waiters=[] if client is None else [client],
+                    )
+                    self._inflight[key] = _Fetch(future, job)
+                    break
+            # Outside our lock: joining a refresh may start a worker, which takes our lock.
+            joined = Joined.RUNNING if client is None else lane.join(running.job, client)
+            if joined is not Joined.GONE:
+                self.stats.coalesced += 1
+                return running.future
+            self._forget(running.future, key)  # cancelled: every waiter had expired
         if not lane.submit(job):
             self._forget(future, key)
             if client is None:
