@@ -302,23 +302,14 @@ class Lane:
         cancelled: list[Job] = []
         dropped: list[Waiter] = []
         now = self.clock()
-        max_wait = self.limits.max_queue_wait_s
         job = None
         with self._lock:
             while self._clients:
                 candidate = self._clients.popleft()
-                live = [w for w in candidate.waiters if now - w.arrived <= max_wait]
-                if len(live) != len(candidate.waiters):
-                    expired = [w for w in candidate.waiters if now - w.arrived > max_wait]
-                    dropped.extend(expired)
-                    self.stats.expired += len(expired)
-                    candidate.waiters = live
-                if live:
+                if self._shed(candidate, now, dropped):
                     job = candidate
                     break
-                candidate.state = _State.CANCELLED
-                self.stats.abandoned += 1
-                cancelled.append(candidate)
+                self._abandon(candidate, cancelled)
             if job is None and self._startable():
                 job = self._refreshes.popleft()
             if job is None:
@@ -332,25 +323,38 @@ class Lane:
 
     def _expire_locked(self, now: float, cancelled: list[Job], dropped: list[Waiter]) -> None:
         """Under the lock: drop the queued client queries that have waited too long, oldest
-        first, and the fetches left with none. The queue is in order of each fetch's oldest
-        waiter (waiters join in arrival order, fetches queue in arrival order), so this stops
-        at the first fetch whose oldest waiter is live: O(what it drops)."""
+        first, and the fetches left with none. The queue is (to within the microseconds two
+        threads may race by) in order of each fetch's first waiter, so this stops at the first
+        fetch whose first waiter is live: O(what it drops). What it misses, a worker's ``_take``
+        or the next sweep drops."""
         max_wait = self.limits.max_queue_wait_s
         kept: list[Job] = []
         clients = self._clients
         while clients and now - clients[0].waiters[0].arrived > max_wait:
             job = clients.popleft()
-            live = [w for w in job.waiters if now - w.arrived <= max_wait]
-            dropped.extend(job.waiters[: len(job.waiters) - len(live)])
-            self.stats.expired += len(job.waiters) - len(live)
-            job.waiters = live
-            if live:
+            if self._shed(job, now, dropped):
                 kept.append(job)  # a retry joined it: it stays, at the front
             else:
-                job.state = _State.CANCELLED
-                self.stats.abandoned += 1
-                cancelled.append(job)
+                self._abandon(job, cancelled)
         clients.extendleft(reversed(kept))
+
+    def _shed(self, job: Job, now: float, dropped: list[Waiter]) -> bool:
+        """Under the lock: move ``job``'s waiters that waited too long to ``dropped``
+        (counted); whether any is left."""
+        max_wait = self.limits.max_queue_wait_s
+        live = [waiter for waiter in job.waiters if now - waiter.arrived <= max_wait]
+        if len(live) != len(job.waiters):
+            gone = [waiter for waiter in job.waiters if now - waiter.arrived > max_wait]
+            dropped.extend(gone)
+            self.stats.expired += len(gone)
+            job.waiters = live
+        return bool(live)
+
+    def _abandon(self, job: Job, cancelled: list[Job]) -> None:
+        """Under the lock: ``job`` will not run (cancelled outside the lock, by ``_settle``)."""
+        job.state = _State.CANCELLED
+        self.stats.abandoned += 1
+        cancelled.append(job)
 
     def _settle(self, cancelled: list[Job], dropped: list[Waiter]) -> None:
         """Outside the lock: tell dropped waiters, then cancel abandoned fetches."""
