@@ -307,6 +307,23 @@ def test_a_queued_refresh_waits_for_client_queries() -> None:
     assert [_rcode(d) for d in (*busy, later)] == [dns.rcode.NOERROR] * 3
 
 
+def test_a_client_that_joins_a_queued_refresh_is_served_as_a_client() -> None:
+    world = World(workers=2, limits={"max_refreshes": 1})
+    _warm(world, 1)
+    world.clock.now = 28.0
+    busy = [world.ask(f"c{i}.example.test.", at=28.0) for i in range(2)]  # both workers
+    assert len(world.resolver.run_prefetch()) == 1  # p0's refresh queued
+    stale = world.ask("p0.example.test.", at=31.0)  # expired: VERIFY waits on the refresh
+    later = world.ask("c2.example.test.", at=31.0)
+    world.pool.run()
+    asked = [name for name, *_ in world.default.calls[1:]]
+    assert asked == ["c0.example.test.", "c1.example.test.", "p0.example.test.", "c2.example.test."]
+    assert world.default.count("p0.example.test.") == 2  # the warm-up and the one refresh
+    assert [_rcode(d) for d in (*busy, stale, later)] == [dns.rcode.NOERROR] * 4
+    assert stale.latency <= 2 * world.default_latency_s  # behind c0/c1 only, as a client
+    assert world.resolver.lanes()["default"].waiting == 0
+
+
 # --- reload ---------------------------------------------------------------------------------
 
 
