@@ -11,6 +11,14 @@ forget) and a prober that asks a unique cluster-zone name (a miss each time: NXD
 kdns) every ``--probe-every`` seconds, from before the flood until ``--after`` seconds after it,
 each with a ``--timeout`` (a lookup that times out counts as lost, at the timeout).
 
+``--autopath``: the same through nodecache's search-path absorption, as a ClusterFirst pod in
+namespace ``default`` sees it: both the flood and the prober send from ``POD_SOURCE`` (trusted
+with ``--autopath-clients``), the flood as first search expansions of external names
+(``x....flood.example.default.svc.cluster.local``, which nodecache walks, ending at the slow
+upstream), the prober as first expansions of pod names that exist
+(``10-244-A-B.shop.pod.default.svc.cluster.local``: the walk finds
+``10-244-A-B.shop.pod.cluster.local`` and answers a CNAME and its A; every step is asked of kdns).
+
 It prints a Markdown section: cluster-name latency p50/p99/max and lost lookups during the flood
 and after it, and nodecache's overload counters (whichever the tree exports). Progress goes to
 stderr. Bounded: ``rate x flood`` packets, ``flood + after`` seconds of probing; every process is
@@ -44,6 +52,10 @@ sys.path.insert(0, str(HERE))
 
 import run  # noqa: E402  (bench/run.py: Server, free_port, probe, wait_answering, log)
 from run import Server, log  # noqa: E402
+
+POD_SOURCE = "127.0.0.2"
+"""``--autopath``: the address the flood and the prober send from, a trusted ClusterFirst pod."""
+NXDOMAIN, NOERROR = 3, 0
 
 # A UDP upstream that answers every A query with 192.0.2.1 (TTL 300) after DELAY seconds, or
 # never with a negative DELAY: one thread, a heap of due replies, select() for the next one.
@@ -84,16 +96,23 @@ class Prober:
     port: int
     every_s: float
     timeout_s: float
+    autopath: bool = False
     samples: list[Sample] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         index = 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            if self.autopath:
+                sock.bind((POD_SOURCE, 0))
             while not self.stop.is_set() and index < 100_000:
                 index += 1
                 query_id = random.randrange(65536)
-                name = f"probe{index}.shop.svc.cluster.local"
+                name = (
+                    f"10-244-{index // 250}-{index % 250}.shop.pod.default.svc.cluster.local"
+                    if self.autopath
+                    else f"probe{index}.shop.svc.cluster.local"
+                )
                 sent = time.monotonic()
                 sock.sendto(run.encode_query(name, query_id=query_id), ("127.0.0.1", self.port))
                 self.samples.append(Sample(sent, *self._wait(sock, query_id, sent)))
@@ -114,18 +133,22 @@ class Prober:
             # else a late reply to an earlier probe: keep waiting for ours
 
 
-def flood(port: int, rate: int, seconds: float) -> int:
-    """Unique external names at ``rate`` a second for ``seconds``, fire and forget."""
+def flood(port: int, rate: int, seconds: float, autopath: bool) -> int:
+    """Unique external names at ``rate`` a second for ``seconds``, fire and forget (with
+    ``autopath``, as a pod's first search expansions, from ``POD_SOURCE``)."""
     total = int(rate * seconds)
     chunk = max(1, rate // 100)
     run_id = random.randrange(1 << 30)
+    suffix = ".default.svc.cluster.local" if autopath else ""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        if autopath:
+            sock.bind((POD_SOURCE, 0))
         sock.setblocking(False)
         started = time.monotonic()
         for first in range(0, total, chunk):
             for index in range(first, min(total, first + chunk)):
                 packet = run.encode_query(
-                    f"x{run_id}-{index}.flood.example", query_id=index & 0xFFFF
+                    f"x{run_id}-{index}.flood.example{suffix}", query_id=index & 0xFFFF
                 )
                 try:
                     sock.sendto(packet, ("127.0.0.1", port))
@@ -163,18 +186,15 @@ def metrics(health_port: int) -> dict[str, float]:
     return {match.group(1): float(match.group(2)) for match in wanted.finditer(text)}
 
 
-NXDOMAIN = 3  # what kdns answers for every probe name
-
-
-def summary(samples: list[Sample]) -> str:
+def summary(samples: list[Sample], expected: int) -> str:
     """p50/p99/max over every lookup (lost ones at the timeout), how many, how many lost,
-    how many answered with anything but kdns's NXDOMAIN (SERVFAIL from an overloaded cache)."""
+    how many answered with anything but ``expected`` (SERVFAIL from an overloaded cache)."""
     if not samples:
         return "| — | — | — | 0 | 0 | 0 |"
     ms = sorted(sample.latency * 1000 for sample in samples)
     p99 = statistics.quantiles(ms, n=100, method="inclusive")[98] if len(ms) > 1 else ms[0]
     lost = sum(sample.rcode < 0 for sample in samples)
-    wrong = sum(sample.rcode not in (-1, NXDOMAIN) for sample in samples)
+    wrong = sum(sample.rcode not in (-1, expected) for sample in samples)
     return (
         f"| {statistics.median(ms):.1f} | {p99:.1f} | {ms[-1]:.1f} | {len(ms)} | {lost} | {wrong} |"
     )
@@ -191,6 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--probe-every", type=float, default=0.02, help="seconds between probes")
     parser.add_argument("--timeout", type=float, default=2.0, help="a probe's timeout")
     parser.add_argument("--label", default="", help="name of the run in the output")
+    parser.add_argument("--autopath", action="store_true",
+                        help="through search-path absorption, as a ClusterFirst pod")  # fmt: skip
     parser.add_argument("--nodecache-arg", action="append", default=[],
                         help="one more nodecache flag (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -216,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
             slow = start("slow-upstream", [args.python, "-c", SLOW_UPSTREAM, str(slow_port),
                                            str(args.delay)], args.tree, workdir, slow_port)  # fmt: skip
             servers.append(slow)
+            absorption = (
+                ["--autopath", "on", "--local-nxdomain", "on", "--autopath-clients",
+                 f"{POD_SOURCE}/32"]
+                if args.autopath
+                else ["--autopath", "off", "--local-nxdomain", "off"]
+            )  # fmt: skip
             resolv = workdir / "resolv.conf"
             resolv.write_text("nameserver 127.0.0.1\n")
             node = start("nodecache", [args.python, "-m", "nodecache", "serve",
@@ -223,20 +251,20 @@ def main(argv: list[str] | None = None) -> int:
                                        "--cluster-upstream", f"127.0.0.1:{kdns_port}",
                                        "--upstream", f"127.0.0.1:{slow_port}",
                                        "--health-listen", f"127.0.0.1:{health_port}",
-                                       "--host-resolv-conf", str(resolv), "--autopath", "off",
-                                       "--local-nxdomain", "off", "--log-level", "WARNING",
+                                       "--host-resolv-conf", str(resolv),
+                                       *absorption, "--log-level", "WARNING",
                                        *args.nodecache_arg],
                          args.tree, workdir, node_port)  # fmt: skip
             servers.append(node)
             run.wait_answering(kdns, "cart.shop.svc.cluster.local", 30)
             run.wait_answering(node, "cart.shop.svc.cluster.local", 30)
-            prober = Prober(node_port, args.probe_every, args.timeout)
+            prober = Prober(node_port, args.probe_every, args.timeout, args.autopath)
             thread = threading.Thread(target=prober.run, daemon=True)
             log(f"{args.label or commit}: probing; flood {args.rate}/s for {args.flood:g} s")
             thread.start()
             prober.stop.wait(1.0)  # a baseline second before the flood
             flood_started = time.monotonic()
-            sent = flood(node_port, args.rate, args.flood)
+            sent = flood(node_port, args.rate, args.flood, args.autopath)
             flood_ended = time.monotonic()
             counters_at_end = metrics(health_port)
             prober.stop.wait(args.after)
@@ -249,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             for server in reversed(servers):
                 server.stop()
 
+    expected = NOERROR if args.autopath else NXDOMAIN
     before = [s for s in prober.samples if s.sent < flood_started]
     during = [s for s in prober.samples if flood_started <= s.sent < flood_ended]
     after = [s for s in prober.samples if s.sent >= flood_ended]
@@ -259,13 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Tree `{args.tree}` at `{commit}`; cluster lookups every {args.probe_every * 1000:g} ms, "
         f"timeout {args.timeout:g} s (lost = timed out, counted at the timeout; SERVFAIL = "
-        "answered, but not with kdns's NXDOMAIN).",
+        f"answered, but not with {'NOERROR (the CNAME)' if args.autopath else 'NXDOMAIN'})."
+        + (" Through autopath, as a pod (`--autopath`)." if args.autopath else ""),
         "",
         "| cluster-name lookups | p50 ms | p99 ms | max ms | lookups | lost | SERVFAIL |",
         "|---|---|---|---|---|---|---|",
-        f"| before the flood (1 s) {summary(before)}",
-        f"| during the flood {summary(during)}",
-        f"| after the flood ({args.after:g} s) {summary(after)}",
+        f"| before the flood (1 s) {summary(before, expected)}",
+        f"| during the flood {summary(during, expected)}",
+        f"| after the flood ({args.after:g} s) {summary(after, expected)}",
         "",
         f"Command: `python3 bench/starvation.py {shlex.join(sys.argv[1:])}`. "
         "nodecache counters at the end of the flood / at the end: "
