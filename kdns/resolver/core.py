@@ -230,6 +230,9 @@ class ResolverStats:
     """Client queries dropped after waiting ``max_queue_wait_s`` for a worker (all routes)."""
     refreshes_skipped: int = 0
     """Prefetches and stale refreshes not started: their route's refresh budget was in use."""
+    internal_shed: int = 0
+    """The node's own queries (``ask``) answered SERVFAIL at once: a fetch was needed and
+    every worker of the route was busy."""
     by_route: dict[str, int] = field(default_factory=dict)
 
 
@@ -597,7 +600,7 @@ class Resolver:
             box.append(reply)
             ready.set()
 
-        reply = self._answer(query, done, True)
+        reply = self._answer(query, done, True, internal=True)
         if reply is None:
             if not ready.wait(timeout_s) or box[0] is None:
                 return message.error_reply(query, wire.SERVFAIL)
@@ -606,8 +609,11 @@ class Resolver:
             return message.error_reply(query, wire.SERVFAIL)
         return reply
 
-    def _answer(self, query: ClientQuery, done: Done, tcp: bool) -> bytes | None:
-        """``answer`` after the policy: cache, route, upstream."""
+    def _answer(
+        self, query: ClientQuery, done: Done, tcp: bool, *, internal: bool = False
+    ) -> bytes | None:
+        """``answer`` after the policy: cache, route, upstream. ``internal``: the node's own
+        query (``ask``), which never waits for a busy route's worker."""
         key = Key.of(query)
         now = self.clock()
         hit = self.cache.lookup(key, now)
@@ -634,6 +640,12 @@ class Resolver:
         else:
             self.stats.misses += 1
         lane = self._lane(route)
+        if internal and key not in self._inflight and lane.busy >= lane.limits.workers:
+            # A search-path walk would hold the policy's pool (every route's) for as long as
+            # this route's queue takes; SERVFAIL declines the walk, and the client walks
+            # itself through its own queries, which this route queues as clients.
+            self.stats.internal_shed += 1
+            return message.error_reply(query, wire.SERVFAIL)
         if not lane.admit():
             # The route is full: answer now rather than queue behind it (issue 11).
             self.stats.overloaded += 1

@@ -324,6 +324,42 @@ def test_a_client_that_joins_a_queued_refresh_is_served_as_a_client() -> None:
     assert world.resolver.lanes()["default"].waiting == 0
 
 
+# --- the node's own queries ----------------------------------------------------------------
+
+
+def test_the_nodes_own_query_never_waits_for_a_busy_routes_worker() -> None:
+    """A search-path walk's probe (``Resolver.ask``) that would queue behind the route's busy
+    workers is SERVFAIL at once: the walk declines and the client walks itself, instead of
+    holding the policy's pool (shared by every route) for a slow upstream's time."""
+    world = World(workers=1)
+    client = world.ask("c.example.test.", at=0.0)  # the one worker is taken
+    reply = world.resolver.ask(b"\x01y\x07example\x04test\x00", 1, timeout_s=0.05)
+    assert parse(reply).rcode() == dns.rcode.SERVFAIL
+    lane = world.resolver.lanes()["default"]
+    assert lane.queued == 1  # the client's fetch only: the probe was never queued
+    world.pool.run()
+    assert _rcode(client) == dns.rcode.NOERROR
+    assert [name for name, *_ in world.default.calls] == ["c.example.test."]
+    assert world.resolver.stats.internal_shed == 1
+
+
+def test_the_nodes_own_query_joins_a_fetch_in_flight_and_uses_free_workers() -> None:
+    world = World(workers=2)
+    world.ask("c.example.test.", at=0.0)  # one worker of two taken
+    lane = world.resolver.lanes()["default"]
+    # Neither is answered within its 10 ms (the pool has not run): both wait, neither is shed.
+    world.resolver.ask(b"\x01c\x07example\x04test\x00", 1, timeout_s=0.01)
+    assert lane.queued == 1  # joined the client's fetch of the same name
+    world.resolver.ask(b"\x01z\x07example\x04test\x00", 1, timeout_s=0.01)
+    assert lane.queued == 2  # the second worker was free: queued for it
+    world.pool.run()
+    assert sorted(name for name, *_ in world.default.calls) == [
+        "c.example.test.",
+        "z.example.test.",
+    ]
+    assert world.resolver.stats.internal_shed == 0
+
+
 # --- reload ---------------------------------------------------------------------------------
 
 
