@@ -68,6 +68,11 @@ _RESOLVER: Final = (
         "Queries dropped after waiting max_queue_wait_s for a worker, all routes.",
     ),
     (
+        "nodecache_internal_shed_total",
+        "internal_shed",
+        "Search-path probes answered SERVFAIL at once: their route's workers were all busy.",
+    ),
+    (
         "nodecache_dropped_records_total",
         "dropped_records",
         "Records removed by the bailiwick rule.",
