@@ -152,6 +152,16 @@ def make_parser() -> argparse.ArgumentParser:
                        "nameservers in --resolv-conf; 'none' answers them REFUSED)")  # fmt: skip
     serve.add_argument("--resolv-conf", metavar="PATH",
                        help="source of the default upstreams (/etc/resolv.conf)")  # fmt: skip
+    serve.add_argument("--forward-workers", type=int, metavar="N",
+                       help="forwarded names: upstream fetches at once (32)")  # fmt: skip
+    serve.add_argument("--forward-max-pending", type=int, metavar="N",
+                       help="forwarded queries waiting; more: SERVFAIL at once (1024)")  # fmt: skip
+    serve.add_argument("--forward-max-queue-wait", type=float, metavar="SECONDS",
+                       help="a forwarded query queued this long is dropped, not answered "
+                       "late (2)")  # fmt: skip
+    serve.add_argument("--forward-max-refreshes", type=int, metavar="N",
+                       help="prefetches and stale refreshes of forwarded names at once "
+                       "(4; 0: off)")  # fmt: skip
     check = commands.add_parser("check", help="validate a snapshot and summarize it")
     _add_zone_flags(check)
     zonefile = commands.add_parser("zonefile", help="print the zone as an RFC 1035 master file")
@@ -193,6 +203,7 @@ SETTINGS = (
     "log_level", "listen", "max_udp_size", "upstream", "resolv_conf",
     "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance", "hosts_file",
     "ignore_empty_service", "noendpoints", "metrics_listen", "log_format", *TCP_KEYS,
+    "forward_workers", "forward_max_pending", "forward_max_queue_wait", "forward_max_refreshes",
 )  # fmt: skip
 
 
@@ -560,6 +571,10 @@ def make_forwarder(config: Config) -> Forwarder | None:
             cluster_upstream=None,
             reverse_zones=(),
             upstream=UpstreamConfig(kept),
+            workers=config.forward_workers,
+            max_pending=config.forward_max_pending,
+            max_queue_wait_s=config.forward_max_queue_wait_s,
+            max_refreshes=config.forward_max_refreshes,
         )
     )
     resolver.start()

@@ -234,6 +234,15 @@ class Config:
     transfer_to: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     """Client networks allowed to transfer the cluster zones (AXFR/IXFR over TCP); none when
     empty."""
+    forward_workers: int = 32
+    """Forwarded names (and ExternalName chases): upstream fetches running at once."""
+    forward_max_pending: int = 1024
+    """Forwarded queries waiting on the upstream at once; more are SERVFAIL (or stale) at once."""
+    forward_max_queue_wait_s: float = 2.0
+    """A forwarded query that waited this long for a worker is dropped, not answered late
+    (``kdns.resolver.config.ResolverConfig.max_queue_wait_s`` says why 2 s)."""
+    forward_max_refreshes: int = 4
+    """Prefetches and stale refreshes of forwarded names at once (always leaving a worker)."""
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -416,7 +425,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
     namespaces, listen, manifests, max_udp_size, log_level, log_format, dns_service, upstream,
     resolv_conf, health_listen, metrics_listen, loadbalance, the ``TCP_KEYS``
     (tcp_idle_timeout, tcp_max_per_client, ...), and the custom records: records, hosts,
-    hosts_file, hosts_ttl, hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer.
+    hosts_file, hosts_ttl, hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer;
+    forward_workers, forward_max_pending, forward_max_queue_wait, forward_max_refreshes.
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
@@ -424,7 +434,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         "kubeconfig", "context", "health_listen", "startup_timeout", "records", "hosts",
         "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
         "noendpoints", "transfer", "loadbalance", "metrics_listen", "log_format", "query_log",
-        *TCP_KEYS,
+        *TCP_KEYS, "forward_workers", "forward_max_pending", "forward_max_queue_wait",
+        "forward_max_refreshes",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -510,6 +521,13 @@ def build_config(values: Mapping[str, Any]) -> Config:
         raise ConfigError("startup_timeout", f"expected seconds >= 0, got {startup!r}")
     ttl_s = integer("ttl", 5, 0, 3600)
     hosts_ttl = integer("hosts_ttl", custom.HOSTS_TTL, 0, 2**31 - 1)
+    queue_wait = values.get("forward_max_queue_wait", 2.0)
+    if queue_wait is None:
+        queue_wait = 2.0
+    if isinstance(queue_wait, bool) or not isinstance(queue_wait, int | float) or queue_wait <= 0:
+        raise ConfigError(
+            "forward_max_queue_wait", f"expected a positive number of seconds, got {queue_wait!r}"
+        )
     zone_config = ZoneConfig(
         zones=zones,
         ttl_s=ttl_s,
@@ -541,4 +559,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         query_log=query_log_of(values),
         startup_timeout_s=float(startup),
         transfer_to=transfer_networks(values.get("transfer")),
+        forward_workers=integer("forward_workers", 32, 1, 4096),
+        forward_max_pending=integer("forward_max_pending", 1024, 1, 1_000_000),
+        forward_max_queue_wait_s=float(queue_wait),
+        forward_max_refreshes=integer("forward_max_refreshes", 4, 0, 4096),
     )

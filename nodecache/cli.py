@@ -151,7 +151,40 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         "read every 10 s",
     )
     add("--log-format", choices=("text", "json"), help="log lines as text (default) or JSON")
+    _add_route_limit_flags(parser)
     _add_searchpath_flags(parser)
+
+
+def _add_route_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """Each route's own capacity (README "Capacity per route"); every route gets these."""
+    add = parser.add_argument
+    add(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="per route: upstream fetches running at once, one thread each (default 32; "
+        "restart to change)",
+    )
+    add(
+        "--max-pending",
+        type=int,
+        metavar="N",
+        help="per route: client queries waiting on its upstream; more are answered SERVFAIL "
+        "(or stale) at once (default 1024)",
+    )
+    add(
+        "--max-queue-wait-s",
+        metavar="SECONDS",
+        help="per route: a query that waited this long for a worker is dropped, not answered "
+        "late (default 2; also 500ms, 2s)",
+    )
+    add(
+        "--max-refreshes",
+        type=int,
+        metavar="N",
+        help="per route: prefetches and stale refreshes queued or running at once, always "
+        "leaving a worker to clients (default 4; 0 turns background refreshes off)",
+    )
 
 
 def _add_searchpath_flags(parser: argparse.ArgumentParser) -> None:
@@ -278,6 +311,10 @@ def describe(config: Config) -> str:
             f"upstream timeouts: {group.try_timeout_s:g} s per try, {group.overall_timeout_s:g} s "
             f"per query, max_concurrent {group.max_concurrent}"
         )
+    lines.append(
+        f"per route: {resolver.workers} workers, max_pending {resolver.max_pending}, "
+        f"max_queue_wait {resolver.max_queue_wait_s:g} s, max_refreshes {resolver.max_refreshes}"
+    )
     tcp = config.tcp
     lines.append(
         f"tcp clients: {tcp.max_connections} connections ({tcp.max_per_client} per address), "

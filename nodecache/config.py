@@ -71,12 +71,13 @@ FLAG_SETTINGS: Final = (
     "listen", "cluster_zone", "cluster_upstream", "upstream", "host_resolv_conf",
     "health_listen", "metrics_listen", "max_udp_size", "log_level", "log_format",
     "tcp_max_connections", "tcp_max_per_client", *searchpath_settings.SETTINGS, *kubedns.SETTINGS,
+    *("workers", "max_pending", "max_queue_wait_s", "max_refreshes"),
 )  # fmt: skip
 """Settings that have a flag (``--cluster-zone`` is ``cluster_zone``)."""
 
 FILE_ONLY: Final = (
     "stub_domains", "reverse_zones", "cluster_transport", "zone_ttls", "default_ttl", "cache",
-    "prefetch", "serve_stale", "upstream_options", "workers", "max_pending",
+    "prefetch", "serve_stale", "upstream_options",
     "tcp_idle_timeout_s", "tcp_write_timeout_s", "tcp_max_queued_bytes", "tcp_max_buffer_bytes",
     "tcp_socket_buffer_bytes", "drain_timeout_s", "query_log",
 )  # fmt: skip
@@ -137,6 +138,14 @@ _UPSTREAM_KEYS: Final = {
     "tcp_idle_s": "float_s",
     "udp_size": "int",
 }
+
+_ROUTE_LIMITS: Final = {
+    "workers": "int",
+    "max_pending": "int",
+    "max_queue_wait_s": "float_s",
+    "max_refreshes": "int",
+}
+"""``ResolverConfig``'s per-route capacity settings (top-level keys and flags)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,9 +354,10 @@ def build_config(
     }
     if reverse_zones is not None:
         resolver_options["reverse_zones"] = reverse_zones
-    for key in ("workers", "max_pending"):
+    # Per-route capacity (kdns.resolver.lanes): each route gets its own of each.
+    for key, kind in _ROUTE_LIMITS.items():
         if values.get(key) is not None:
-            resolver_options[key] = _number(values[key], key, "int")
+            resolver_options[key] = _number(values[key], key, kind)
     resolver = _make("", ResolverConfig, resolver_options)
 
     log_level = str(values.get("log_level") or "INFO").upper()

@@ -298,8 +298,9 @@ class QueryHandler:
                     self._inflight -= 1
                     self._idle.notify_all()
 
-        def done(reply: bytes) -> None:
-            later.done(reply)
+        def done(reply: bytes | None) -> None:
+            if reply is not None:  # None: dropped after waiting too long; send nothing
+                later.done(reply)
             settle()
 
         try:

@@ -70,7 +70,21 @@ _RESOLVER: Final = (
     ("nodecache_fetch_failures_total", "failures", "Fetches that got no usable answer."),
     ("nodecache_servfail_total", "servfail", "SERVFAIL replies sent for upstream failures."),
     ("nodecache_refused_total", "refused", "Queries for names no route covers (REFUSED)."),
-    ("nodecache_overloaded_total", "overloaded", "Queries over max_pending (SERVFAIL or stale)."),
+    (
+        "nodecache_overloaded_total",
+        "overloaded",
+        "Queries over their route's max_pending (SERVFAIL or stale), all routes.",
+    ),
+    (
+        "nodecache_expired_total",
+        "expired",
+        "Queries dropped after waiting max_queue_wait_s for a worker, all routes.",
+    ),
+    (
+        "nodecache_internal_shed_total",
+        "internal_shed",
+        "Search-path probes answered SERVFAIL at once: their route's workers were all busy.",
+    ),
     (
         "nodecache_dropped_records_total",
         "dropped_records",
@@ -196,6 +210,7 @@ class Metrics:
         metric("nodecache_route_queries_total", "counter",
                "Queries that needed an upstream, by route.",
                [(f'{{route="{_escape(route)}"}}', n) for route, n in routes])  # fmt: skip
+        _route_capacity(metric, resolver)
         metric("nodecache_bad_queries_total", "counter",
                "Queries screened out: dropped (responses, runts) or rejected with an error.",
                [('{action="dropped"}', handler.stats.dropped),
@@ -237,6 +252,40 @@ class Metrics:
         if self.node is not None:
             self.node(metric)
         yield from families.values()
+
+
+_LANE_COUNTERS: Final = (
+    # (metric, LaneStats field, help)
+    ("nodecache_route_overflows_total", "overflows",
+     "Client queries answered SERVFAIL (or stale) at once: max_pending were waiting on the route."),
+    ("nodecache_route_expired_total", "expired",
+     "Client queries dropped after waiting max_queue_wait_s for one of the route's workers."),
+    ("nodecache_route_abandoned_total", "abandoned",
+     "Queued fetches not run because every query waiting on them had been dropped."),
+    ("nodecache_route_refreshes_skipped_total", "refreshes_skipped",
+     "Prefetches and stale refreshes not started: the route's max_refreshes were in use."),
+    ("nodecache_route_fetches_total", "fetches", "Fetches the route's workers ran."),
+)  # fmt: skip
+
+_LANE_GAUGES: Final = (
+    ("nodecache_route_waiting_queries", "waiting",
+     "Client queries waiting on the route (queued or in flight), at most max_pending."),
+    ("nodecache_route_queued_fetches", "queued", "Fetches waiting for one of the route's workers."),
+    ("nodecache_route_busy_workers", "busy", "The route's workers running a fetch."),
+)  # fmt: skip
+
+
+def _route_capacity(metric: Metric, resolver: Resolver) -> None:
+    """Each route's own capacity (``kdns.resolver.lanes``), by route."""
+    lanes = sorted(resolver.lanes().items())
+    for name, attribute, help_text in _LANE_COUNTERS:
+        metric(name, "counter", help_text,
+               [(f'{{route="{_escape(route)}"}}', getattr(lane.stats, attribute))
+                for route, lane in lanes])  # fmt: skip
+    for name, attribute, help_text in _LANE_GAUGES:
+        metric(name, "gauge", help_text,
+               [(f'{{route="{_escape(route)}"}}', getattr(lane, attribute))
+                for route, lane in lanes])  # fmt: skip
 
 
 def _counts(stats: UpstreamStats) -> dict[str, int]:

@@ -309,8 +309,7 @@ class NodeCache:
             self.query_log.configure(applied.query_log)
         if applied.resolver != self.config.resolver:
             old_router = self.resolver.router
-            self.resolver.reconfigure(applied.resolver)
-            self.resolver.max_pending = applied.resolver.max_pending
+            self.resolver.reconfigure(applied.resolver)  # and the per-route limits
             self.metrics.retire(old_router)
         if applied.log_level != self.config.log_level:
             logging.getLogger().setLevel(applied.log_level)

@@ -274,10 +274,30 @@ class ResolverConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     stale: StaleConfig = field(default_factory=StaleConfig)
+    # Capacity, per route (kdns.resolver.lanes): every route (each cluster and reverse zone,
+    # each stub domain, the default) has its own of each, so one slow upstream delays no other.
     workers: int = 32
-    """Threads that run upstream fetches (misses, refreshes, prefetches)."""
-    max_pending: int = 4096
-    """Client queries waiting for an upstream at once; more are answered SERVFAIL at once."""
+    """Per route: threads running its upstream fetches (misses, refreshes, prefetches), which
+    is also how many of its fetches are in flight at once."""
+    max_pending: int = 1024
+    """Per route: client queries waiting on its upstream at once (queued or in flight); more
+    are answered at once, SERVFAIL (or stale), instead of queueing behind them. More could not
+    be answered in time anyway: ``workers`` serve ``workers x max_queue_wait_s / latency``
+    queries within the queue-age bound, 1,024 for an upstream that answers in 60 ms, 64 at 1 s
+    (CoreDNS forward's ``max_concurrent`` is 1,000). And every waiting query is some 35
+    objects the cyclic GC walks: with 4,096 waiting, its full passes under a flood stopped
+    every thread, cluster lookups included, for 100-300 ms (bench/starvation.py)."""
+    max_queue_wait_s: float = 2.0
+    """Per route: a client query that has waited this long for a worker is dropped, not
+    answered late. Both glibc (``timeout:5`` per try) and musl (5 s in all, resending every
+    2.5 s) stop listening after 5 s; 2 s of queueing plus one upstream try (``try_timeout_s``
+    2 s) still lands inside that, and by 2.5 s musl has resent the query, which joins the same
+    fetch as a new arrival. Over UDP nothing is sent (a late SERVFAIL would end the client's
+    retry); over TCP SERVFAIL, so later replies on the connection are not held up."""
+    max_refreshes: int = 4
+    """Per route: prefetches and serve-stale refreshes (no client waiting) queued or running at
+    once, never all of ``workers`` (one is left to clients); a worker takes one only when no
+    client query is queued; one over the budget is skipped (its entry's next query asks)."""
 
     def __post_init__(self) -> None:
         for name in (*self.cluster_zones, *self.reverse_zones):
@@ -286,6 +306,8 @@ class ResolverConfig:
             zone.to_wire(name)
         _positive("workers", self.workers)
         _positive("max_pending", self.max_pending)
+        _positive("max_queue_wait_s", self.max_queue_wait_s)
+        _positive("max_refreshes", self.max_refreshes, allow_zero=True)
 
     def zone_ttls(self) -> tuple[tuple[str, ZoneTTL], ...]:
         """The TTL table NodeLocal ships for this routing: cluster zones ``CLUSTER_TTL``,

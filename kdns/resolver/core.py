@@ -22,11 +22,17 @@
    (``prefer_positive``), else SERVFAIL (EDE 22 "No Reachable Authority"), cached
    ``servfail_s``.
 
-Upstream fetches run on a small thread pool (the executor is injectable: tests run tasks
-inline or by hand, with no threads). ``answer`` never blocks its caller: it returns the reply
-when no upstream is needed, else None and calls ``done(reply)`` later, exactly once, from a pool
-or timer thread. ``resolve`` is the blocking form. ``run_prefetch`` starts due prefetches
-(``Cache.due_prefetches``); ``start`` runs it on a thread, woken at the next due time.
+Upstream fetches run on each route's own lane (``kdns.resolver.lanes``: its workers, its bound
+on waiting queries, its queue-age drop, its refresh budget), so a slow, dead or flooded upstream
+for one zone never delays another. A route that is full answers its overflow at once (SERVFAIL,
+or stale); a client query that waited longer than ``max_queue_wait_s`` for a worker is dropped
+(``done(None)``: no reply over UDP, SERVFAIL over TCP, where a silent drop would hold up every
+later reply on the connection). The executor is injectable: tests run tasks inline, by hand or
+in virtual time, with no threads. ``answer`` never blocks its caller: it returns the reply when
+no upstream is needed, else None and calls ``done(reply)`` later, exactly once, from a pool or
+timer thread. ``resolve`` is the blocking form. ``run_prefetch`` starts due prefetches
+(``Cache.due_prefetches``) within each route's refresh budget; ``start`` runs it on a thread,
+woken at the next due time.
 
 ``Router`` maps zones to upstream groups by longest suffix: the cluster zones and reverse zones
 to the cluster DNS, stub domains to their servers, everything else (``.``) to ``--upstream``.
@@ -35,6 +41,8 @@ The matched zone is the upstream's bailiwick.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import heapq
 import itertools
 import logging
@@ -55,13 +63,15 @@ from kdns.resolver.config import (
     StaleMode,
     UpstreamConfig,
 )
+from kdns.resolver.lanes import Job, Joined, Lane, LaneLimits
 from kdns.resolver.message import Built, ClientQuery, Kind, Record
 from kdns.resolver.upstream import Failure, Reply, Upstream, UpstreamClient
 
 logger = logging.getLogger(__name__)
 
 ClientAddress = tuple[str, int]
-Done = Callable[[bytes], None]
+Done = Callable[[bytes | None], None]
+"""Settles a query: its reply, or None when it was dropped (it waited too long; send nothing)."""
 
 
 class Deferred:
@@ -214,6 +224,15 @@ class ResolverStats:
     dropped_records: int = 0
     """Records removed by the bailiwick rule."""
     overloaded: int = 0
+    """Client queries refused at once because their route had ``max_pending`` waiting (all
+    routes; per route in ``Lane.stats.overflows``)."""
+    expired: int = 0
+    """Client queries dropped after waiting ``max_queue_wait_s`` for a worker (all routes)."""
+    refreshes_skipped: int = 0
+    """Prefetches and stale refreshes not started: their route's refresh budget was in use."""
+    internal_shed: int = 0
+    """The node's own queries (``ask``) answered SERVFAIL at once: a fetch was needed and
+    every worker of the route was busy."""
     by_route: dict[str, int] = field(default_factory=dict)
 
 
@@ -269,12 +288,56 @@ class _Once:
         self._lock = threading.Lock()
         self.delivered = False
 
-    def __call__(self, reply: bytes) -> None:
+    def __call__(self, reply: bytes | None) -> None:
         with self._lock:
             if self.delivered:
                 return
             self.delivered = True
         self._done(reply)
+
+
+class _Client:
+    """A client query waiting on its route's fetch (a ``lanes.Waiter``): its reply goes out
+    once, and its slot on the lane is given back once, whichever of the fetch, the VERIFY
+    fallback and the queue-age drop comes first."""
+
+    __slots__ = ("_dropped_reply", "_lane", "_lock", "_released", "_stats", "arrived", "once")
+
+    def __init__(
+        self,
+        done: Done,
+        lane: Lane,
+        arrived: float,
+        dropped_reply: bytes | None,
+        stats: ResolverStats,
+    ) -> None:
+        self.once = _Once(done)
+        self.arrived = arrived
+        self._lane = lane
+        self._stats = stats
+        self._dropped_reply = dropped_reply
+        self._lock = threading.Lock()
+        self._released = False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._lane.release()
+
+    def drop(self) -> None:
+        self._stats.expired += 1
+        self.release()
+        self.once(self._dropped_reply)
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """A fetch in flight for one key: its result, and its place on the route's lane."""
+
+    future: Future[Outcome]
+    job: Job
 
 
 class Resolver:
@@ -288,20 +351,24 @@ class Resolver:
         policy: SearchPathPolicy | None = None,
         executor: Executor | None = None,
         workers: int = 32,
-        max_pending: int = 4096,
+        max_pending: int = 1024,
+        max_queue_wait_s: float = 2.0,
+        max_refreshes: int = 4,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        """``workers``, ``max_pending``, ``max_queue_wait_s`` and ``max_refreshes`` are per
+        route (``ResolverConfig``). ``executor``: where every route's fetches run (tests);
+        None gives each route its own pool of ``workers`` threads."""
         self.cache = cache
         self.router = router
         self.policy = policy
         self.clock = clock or cache.clock
-        self.max_pending = max_pending
         self.stats = ResolverStats()
-        self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="resolver")
-        self._inflight: dict[Key, Future[Outcome]] = {}
+        self._limits = LaneLimits(workers, max_pending, max_queue_wait_s, max_refreshes)
+        self._executor = executor
+        self._lanes: dict[str, Lane] = {}
+        self._inflight: dict[Key, _Fetch] = {}
         self._lock = threading.Lock()
-        self._pending = 0
         self._deadlines = _Deadlines()
         self._stop = threading.Event()
         self._prefetcher: threading.Thread | None = None
@@ -328,11 +395,53 @@ class Resolver:
             policy=policy,
             workers=config.workers,
             max_pending=config.max_pending,
+            max_queue_wait_s=config.max_queue_wait_s,
+            max_refreshes=config.max_refreshes,
         )
 
     @property
     def stale(self) -> StaleConfig:
         return self.cache.stale
+
+    @property
+    def limits(self) -> LaneLimits:
+        """Every route's capacity (each route has its own of these)."""
+        return self._limits
+
+    @property
+    def max_pending(self) -> int:
+        return self._limits.max_pending
+
+    def set_limits(self, limits: LaneLimits) -> None:
+        """New per-route limits for every route; a route's ``workers`` stays as its pool was
+        built (a restart changes it)."""
+        with self._lock:
+            self._limits = limits
+            for lane in self._lanes.values():
+                lane.limits = dataclasses.replace(limits, workers=lane.limits.workers)
+
+    def lanes(self) -> dict[str, Lane]:
+        """Each route's lane by route name (``default``, ``cluster:cluster.local``, ...),
+        created for every route the router has."""
+        for route in self.router.routes():
+            self._lane(route)
+        with self._lock:
+            return dict(self._lanes)
+
+    def _lane(self, route: Route) -> Lane:
+        lane = self._lanes.get(route.name)
+        if lane is not None:
+            return lane
+        with self._lock:
+            lane = self._lanes.get(route.name)
+            if lane is None:
+                limits = self._limits
+                executor = self._executor or ThreadPoolExecutor(
+                    limits.workers, thread_name_prefix=f"resolver-{route.name}"
+                )
+                lane = Lane(route.name, limits, executor, self.clock)
+                self._lanes[route.name] = lane
+            return lane
 
     def reconfigure(
         self,
@@ -347,6 +456,14 @@ class Resolver:
         old, self.router = self.router, router
         self.cache.reconfigure(
             prefetch=config.prefetch, stale=config.stale, ttl_policy=ttl_policy_for(config)
+        )
+        self.set_limits(
+            LaneLimits(
+                self._limits.workers,
+                config.max_pending,
+                config.max_queue_wait_s,
+                config.max_refreshes,
+            )
         )
         old.close()
 
@@ -365,22 +482,37 @@ class Resolver:
         if self._prefetcher is not None:
             self._prefetcher.join(timeout=2)
         self._deadlines.stop()
-        if self._own_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.close()
+            if self._executor is None:
+                lane.executor.shutdown(wait=False, cancel_futures=True)
         self.router.close()
 
     def _prefetch_loop(self) -> None:
+        """Due prefetches, and the queue-age sweep four times per ``max_queue_wait_s``."""
         while not self._stop.is_set():
             try:
                 self.run_prefetch()
+                self.expire_waiting()
             except Exception:
-                logger.exception("prefetch pass failed")
+                logger.exception("prefetch or expiry pass failed")
             due = self.cache.next_due()
-            wait = 1.0 if due is None else min(1.0, max(0.05, due - self.clock()))
-            self._stop.wait(wait)
+            sweep = self._limits.max_queue_wait_s / 4
+            wait = min(1.0, sweep) if due is None else min(1.0, sweep, due - self.clock())
+            self._stop.wait(max(0.05, wait))
+
+    def expire_waiting(self) -> int:
+        """Drop the queued client queries, on every route, that have waited longer than
+        ``max_queue_wait_s`` (a worker taking a job drops its own too); return how many."""
+        with self._lock:
+            lanes = list(self._lanes.values())
+        return sum(lane.expire() for lane in lanes)
 
     def run_prefetch(self, now: float | None = None) -> list[Key]:
-        """Start every due prefetch (skipping keys with a fetch in flight); return their keys."""
+        """Start every due prefetch its route's refresh budget allows (skipping keys with a
+        fetch in flight); return the keys started."""
         started = []
         for refresh in self.cache.due_prefetches(now):
             route = self.router.route(refresh.key.name)
@@ -390,8 +522,9 @@ class Resolver:
                 busy = refresh.key in self._inflight
             if busy:
                 continue
+            if self._fetch(refresh.key, refresh.question, route, demand=False) is None:
+                continue
             self.stats.prefetches += 1
-            self._fetch(refresh.key, refresh.question, route, demand=False)
             started.append(refresh.key)
         return started
 
@@ -406,17 +539,17 @@ class Resolver:
         timeout_s: float = 30.0,
     ) -> bytes:
         """The reply to ``query``, blocking until it is known (SERVFAIL after ``timeout_s``)."""
-        box: list[bytes] = []
+        box: list[bytes | None] = []
         ready = threading.Event()
 
-        def done(reply: bytes) -> None:
+        def done(reply: bytes | None) -> None:
             box.append(reply)
             ready.set()
 
         immediate = self.answer(query, done, client, tcp=tcp)
         if immediate is not None:
             return immediate
-        if not ready.wait(timeout_s):
+        if not ready.wait(timeout_s) or box[0] is None:
             return self._fit(message.error_reply(query, wire.SERVFAIL), query, tcp)
         return box[0]
 
@@ -460,24 +593,27 @@ class Resolver:
         served stale (RFC 8767) comes back as SERVFAIL, as does a timeout."""
         self.stats.internal_queries += 1
         query = InternalQuery.of(qname, qtype)
-        box: list[bytes] = []
+        box: list[bytes | None] = []
         ready = threading.Event()
 
-        def done(reply: bytes) -> None:
+        def done(reply: bytes | None) -> None:
             box.append(reply)
             ready.set()
 
-        reply = self._answer(query, done, True)
+        reply = self._answer(query, done, True, internal=True)
         if reply is None:
-            if not ready.wait(timeout_s):
+            if not ready.wait(timeout_s) or box[0] is None:
                 return message.error_reply(query, wire.SERVFAIL)
             reply = box[0]
         if reply.endswith(_STALE_EDE):
             return message.error_reply(query, wire.SERVFAIL)
         return reply
 
-    def _answer(self, query: ClientQuery, done: Done, tcp: bool) -> bytes | None:
-        """``answer`` after the policy: cache, route, upstream."""
+    def _answer(
+        self, query: ClientQuery, done: Done, tcp: bool, *, internal: bool = False
+    ) -> bytes | None:
+        """``answer`` after the policy: cache, route, upstream. ``internal``: the node's own
+        query (``ask``), which never waits for a busy route's worker."""
         key = Key.of(query)
         now = self.clock()
         hit = self.cache.lookup(key, now)
@@ -503,13 +639,15 @@ class Resolver:
                 return self._fit(hit.reply(query, message.EDE_STALE_ANSWER), query, tcp)
         else:
             self.stats.misses += 1
-        with self._lock:
-            if self._pending >= self.max_pending:
-                overloaded = True
-            else:
-                overloaded = False
-                self._pending += 1
-        if overloaded:
+        lane = self._lane(route)
+        if internal and key not in self._inflight and lane.busy >= lane.limits.workers:
+            # A search-path walk would hold the policy's pool (every route's) for as long as
+            # this route's queue takes; SERVFAIL declines the walk, and the client walks
+            # itself through its own queries, which this route queues as clients.
+            self.stats.internal_shed += 1
+            return message.error_reply(query, wire.SERVFAIL)
+        if not lane.admit():
+            # The route is full: answer now rather than queue behind it (issue 11).
             self.stats.overloaded += 1
             if hit is not None:
                 self.stats.stale_served += 1
@@ -517,30 +655,30 @@ class Resolver:
             self.stats.servfail += 1
             return self._fit(message.error_reply(query, wire.SERVFAIL), query, tcp)
 
-        once = _Once(done)
-
-        def finish(reply: bytes) -> None:
-            with self._lock:
-                self._pending -= 1
-            try:
-                once(self._fit(reply, query, tcp))
-            except Exception:
-                logger.exception("delivering a reply failed")
+        # Dropped after waiting too long: nothing over UDP (the client has asked again or given
+        # up, and a late SERVFAIL would match its retry's ID and end it); SERVFAIL over TCP,
+        # where a reply never sent holds up the connection's later ones.
+        dropped_reply = self._fit(message.error_reply(query, wire.SERVFAIL), query, tcp)
+        client = _Client(done, lane, now, dropped_reply if tcp else None, self.stats)
+        once = client.once
 
         stale_hit = hit
-        future = self._fetch(key, question, route, demand=True)
+        future = self._fetch(key, question, route, demand=True, client=client)
+        assert future is not None  # a client fetch is always queued (or joined)
 
         def fetched(result: Future[Outcome]) -> None:
+            client.release()
             if once.delivered:
-                with self._lock:
-                    self._pending -= 1
                 return
             try:
                 reply = self._reply(result.result(), query, stale_hit)
             except Exception:
                 logger.exception("building a reply failed; answering SERVFAIL")
                 reply = message.error_reply(query, wire.SERVFAIL)
-            finish(reply)
+            try:
+                once(self._fit(reply, query, tcp))
+            except Exception:
+                logger.exception("delivering a reply failed")
 
         # Registered first: with an inline executor the fetch is already done, and a fresh
         # answer must win over VERIFY's fallback even when verify_timeout_s is 0.
@@ -594,23 +732,60 @@ class Resolver:
 
     # --- fetching ----------------------------------------------------------------------------
 
-    def _fetch(self, key: Key, question: bytes, route: Route, *, demand: bool) -> Future[Outcome]:
-        """The in-flight fetch for ``key``, started if there is none."""
-        with self._lock:
-            running = self._inflight.get(key)
-            if running is not None:
-                self.stats.coalesced += 1
-                return running
-            future: Future[Outcome] = Future()
-            self._inflight[key] = future
-        self.stats.fetches += 1
-        try:
-            self._executor.submit(self._run_fetch, future, key, question, route, demand)
-        except RuntimeError:  # executor shut down
+    def _fetch(
+        self,
+        key: Key,
+        question: bytes,
+        route: Route,
+        *,
+        demand: bool,
+        client: _Client | None = None,
+    ) -> Future[Outcome] | None:
+        """The fetch for ``key`` (joined if one is in flight, else queued on the route's lane),
+        with ``client`` waiting on it; None if a refresh (no client) was over the budget."""
+        lane = self._lane(route)
+        while True:
             with self._lock:
-                self._inflight.pop(key, None)
-            future.set_result(Outcome(None, None, Failure("closed", "resolver closed")))
+                running = self._inflight.get(key)
+                if running is None:
+                    future: Future[Outcome] = Future()
+                    # partial, not closures over the _Fetch: a fetch -> job -> closure -> fetch
+                    # cycle per query would leave every query's objects to the cyclic GC, whose
+                    # full passes under a flood stopped every thread for 100-400 ms (measured,
+                    # bench/starvation.py).
+                    job = Job(
+                        run=functools.partial(
+                            self._run_fetch, future, key, question, route, demand
+                        ),
+                        cancel=functools.partial(self._cancel_fetch, future, key),
+                        background=client is None,
+                        queued_at=self.clock(),
+                        waiters=[] if client is None else [client],
+                    )
+                    self._inflight[key] = _Fetch(future, job)
+                    break
+            # Outside our lock: joining a refresh may start a worker, which takes our lock.
+            joined = Joined.RUNNING if client is None else lane.join(running.job, client)
+            if joined is not Joined.GONE:
+                self.stats.coalesced += 1
+                return running.future
+            self._forget(running.future, key)  # cancelled: every waiter had expired
+        if not lane.submit(job):
+            self._forget(future, key)
+            if client is None:
+                self.stats.refreshes_skipped += 1
+                future.set_result(Outcome(None, None, Failure("overloaded", "refresh budget")))
+                return None
+            future.set_result(Outcome(self.cache.peek(key), None, Failure("closed", "closed")))
+            return future
+        self.stats.fetches += 1
         return future
+
+    def _cancel_fetch(self, future: Future[Outcome], key: Key, reason: str) -> None:
+        """A queued fetch that will not run: every client waiting on it was dropped
+        (``expired``: nothing is cached, it says nothing about the name) or we closed."""
+        self._forget(future, key)
+        future.set_result(Outcome(self.cache.peek(key), None, Failure(reason, "not run")))
 
     def _run_fetch(
         self, future: Future[Outcome], key: Key, question: bytes, route: Route, demand: bool
@@ -620,10 +795,15 @@ class Resolver:
         except Exception as error:
             logger.exception("fetch failed unexpectedly")
             outcome = Outcome(None, None, Failure("internal", str(error)))
-        with self._lock:
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
+        self._forget(future, key)
         future.set_result(outcome)
+
+    def _forget(self, future: Future[Outcome], key: Key) -> None:
+        """The fetch of ``future`` is no longer the one in flight for ``key``."""
+        with self._lock:
+            fetch = self._inflight.get(key)
+            if fetch is not None and fetch.future is future:
+                del self._inflight[key]
 
     def _fetch_and_store(self, key: Key, question: bytes, route: Route, demand: bool) -> Outcome:
         qname = question[:-4]

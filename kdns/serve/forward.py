@@ -33,7 +33,12 @@ class Forwarder:
 
     def forward(self, query: Query, tcp: bool) -> Reply:
         later = Later()
-        immediate = self.resolver.answer(query, later.done, None, tcp=tcp)
+
+        def done(reply: bytes | None) -> None:
+            if reply is not None:  # None: dropped after waiting too long; send nothing
+                later.done(reply)
+
+        immediate = self.resolver.answer(query, done, None, tcp=tcp)
         return immediate if immediate is not None else later
 
     def chase(self, query: Query, target: Name, cname_ttl: int, tcp: bool) -> Reply:
@@ -80,7 +85,9 @@ class Forwarder:
             return query.error(wire.SERVFAIL)
         later = Later()
 
-        def finish(reply: bytes) -> None:
+        def finish(reply: bytes | None) -> None:
+            if reply is None:  # dropped after waiting too long (never over TCP, as here)
+                return
             try:
                 later.done(reply_from(reply))
             except Exception:

@@ -108,6 +108,11 @@ USAGE = [
     UsageCase("metrics-listen", ("serve", "--manifests", str(DEMO), "--metrics-listen", "9153"),
               "metrics_listen: expected HOST:PORT"),
     UsageCase("log-format", ("serve", "--manifests", str(DEMO), "--log-format", "xml"), "--log-format"),
+    UsageCase("forward-workers", ("serve", "--manifests", str(DEMO), "--forward-workers", "0"),
+              "forward_workers: must be between 1 and 4096"),
+    UsageCase("forward-max-queue-wait",
+              ("serve", "--manifests", str(DEMO), "--forward-max-queue-wait", "0"),
+              "forward_max_queue_wait: expected a positive number"),
 ]  # fmt: skip
 
 
@@ -183,6 +188,10 @@ FLAG_TO_FIELD = [
     (["--tcp-max-queued-bytes", "32768"], lambda c: c.tcp.max_queued_bytes, 32768),
     (["--tcp-max-buffer-bytes", "8388608"], lambda c: c.tcp.max_buffer_bytes, 8388608),
     (["--tcp-socket-buffer-bytes", "65536"], lambda c: c.tcp.socket_buffer_bytes, 65536),
+    (["--forward-workers", "8"], lambda c: c.forward_workers, 8),
+    (["--forward-max-pending", "100"], lambda c: c.forward_max_pending, 100),
+    (["--forward-max-queue-wait", "0.5"], lambda c: c.forward_max_queue_wait_s, 0.5),
+    (["--forward-max-refreshes", "0"], lambda c: c.forward_max_refreshes, 0),
 ]
 
 

@@ -71,6 +71,11 @@ FLAG_CASES = [
     (["--log-format", "json"], lambda c: c.log_format, "json"),
     (["--tcp-max-connections", "256"], lambda c: c.tcp.max_connections, 256),
     (["--tcp-max-per-client", "8"], lambda c: c.tcp.max_per_client, 8),
+    (["--workers", "8"], lambda c: c.resolver.workers, 8),
+    (["--max-pending", "100"], lambda c: c.resolver.max_pending, 100),
+    (["--max-queue-wait-s", "500ms"], lambda c: c.resolver.max_queue_wait_s, 0.5),
+    (["--max-queue-wait-s", "3"], lambda c: c.resolver.max_queue_wait_s, 3.0),
+    (["--max-refreshes", "0"], lambda c: c.resolver.max_refreshes, 0),
 ]  # fmt: skip
 
 
@@ -157,6 +162,7 @@ def test_example_config_file_loads_into_every_field(resolv: Path) -> None:
     assert resolver.stale.verify_timeout_s == 1.8
     assert stubs["acme.internal"].max_concurrent == 256
     assert resolver.workers == 32
+    assert (resolver.max_pending, resolver.max_queue_wait_s, resolver.max_refreshes) == (1024, 2, 4)
     assert config.drain_timeout_s == 5.0
     assert config.config_file == str(EXAMPLE)
 
@@ -306,6 +312,11 @@ ERROR_CASES = [
     ({"upstream_options": {"max_concurrent": 0}}, "upstream_options.max_concurrent"),
     ({"upstream_options": {"udp_size": 100}}, "upstream_options.udp_size"),
     ({"workers": 0}, "workers"),
+    ({"max_pending": 0}, "max_pending"),
+    ({"max_pending": "many"}, "max_pending"),
+    ({"max_queue_wait_s": 0}, "max_queue_wait_s"),
+    ({"max_queue_wait_s": "soon"}, "max_queue_wait_s"),
+    ({"max_refreshes": -1}, "max_refreshes"),
     ({"drain_timeout_s": 0}, "drain_timeout_s"),
     ({"metrics_listen": "9253"}, "metrics_listen"),
     ({"metrics_listen": 9253}, "metrics_listen"),

@@ -3,6 +3,8 @@ for queries and replies (dnspython for the bytes, ``kdns.serve.protocol.screen``
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
@@ -58,6 +60,47 @@ class ManualExecutor(Executor):
         while self.tasks:
             fn, _args, future = self.tasks.pop(0)
             future.set_result(fn())
+            count += 1
+        return count
+
+
+class SimulatedPool(Executor):
+    """A thread pool played in virtual time, for the isolation tests: ``size`` workers (None:
+    as many as there are tasks) start tasks in submit order as they free up. A task takes the
+    time the clock moved while it ran (a ``FakeUpstream`` with ``latency_s`` moves it), so a
+    ``done`` callback reads its delivery time from the clock. ``run`` plays every task,
+    including those submitted while playing. (With ``size`` None, tasks start at their submit
+    time, in that order; the clock may step back between tasks of different routes, which
+    these tests never compare.)"""
+
+    def __init__(self, clock: FakeClock, size: int | None = None) -> None:
+        self.clock = clock
+        self.size = size
+        self._sequence = itertools.count()
+        self._pending: list[tuple[float, int, Callable[[], Any], Future[Any]]] = []
+        self._free: list[float] = [clock.now] * (size or 0)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        task = (self.clock.now, next(self._sequence), lambda: fn(*args, **kwargs), future)
+        if self.size is None:
+            heapq.heappush(self._pending, task)
+        else:
+            self._pending.append(task)
+        return future
+
+    def run(self, limit: int = 100_000) -> int:
+        count = 0
+        while self._pending and count < limit:
+            if self.size is None:
+                start, _seq, fn, future = heapq.heappop(self._pending)
+            else:
+                submitted, _seq, fn, future = self._pending.pop(0)
+                start = max(submitted, heapq.heappop(self._free))
+            self.clock.now = start
+            future.set_result(fn())
+            if self.size is not None:
+                heapq.heappush(self._free, self.clock.now)
             count += 1
         return count
 
@@ -147,6 +190,9 @@ class FakeUpstream:
     handler: Handler | None = None
     calls: list[tuple[str, str, bool, bool]] = field(default_factory=list)
     default: bytes | Failure = field(default_factory=lambda: Failure("timeout", "no script"))
+    clock: FakeClock | None = None
+    latency_s: float = 0.0
+    """With ``clock``: how far each query moves it (a slow upstream, under ``SimulatedPool``)."""
 
     def query(
         self, qname: bytes, qtype: int, qclass: int, *, do: bool = False, cd: bool = False
@@ -154,6 +200,8 @@ class FakeUpstream:
         name = dns.name.from_wire(qname + b"", 0)[0].to_text().lower()
         type_text = dns.rdatatype.to_text(qtype)
         self.calls.append((name, type_text, do, cd))
+        if self.clock is not None:
+            self.clock.advance(self.latency_s)
         if self.handler is not None:
             result = self.handler(name, type_text)
         else:
