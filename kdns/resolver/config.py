@@ -222,13 +222,8 @@ class UpstreamConfig:
     """EDNS payload size we advertise upstream (DNS flag day 2020)."""
     policy: Policy = Policy.SEQUENTIAL
     """Which healthy server is asked first; down servers always come last."""
-    except_zones: tuple[str, ...] = ()
-    """Names under these zones are not sent to this group (CoreDNS ``forward`` ``except``):
-    they are answered REFUSED unless a more specific route takes them."""
 
     def __post_init__(self) -> None:
-        for name in self.except_zones:
-            zone.to_wire(name)
         if not self.servers:
             raise ValueError("servers must not be empty")
         for host, port in self.servers:
