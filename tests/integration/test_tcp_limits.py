@@ -109,14 +109,20 @@ def pipelined_burst_s(
     return elapsed
 
 
+NAGLE_FREE_S = 0.020
+"""Half of Linux's 40 ms delayed ACK: a burst slower than this was held back by Nagle."""
+
+
 def test_accepted_connections_have_nodelay_and_a_burst_is_answered_at_once(
     kdns: RunningServer,
 ) -> None:
-    """Issue 11 item 3: a pipelined burst of 10 over loopback fully answered in under 5 ms (the
-    best of 5 bursts: the machine is shared), and TCP_NODELAY set on the accepted socket."""
+    """Issue 11 item 3: a pipelined burst of 10 over loopback fully answered in under 20 ms (the
+    best of 5 bursts), and TCP_NODELAY set on the accepted socket. With Nagle on, replies 2..n
+    wait for the client's delayed ACK (40 ms on Linux), so 20 ms separates the two cases while
+    leaving room for a loaded 2-core machine (an idle one takes about 1 ms)."""
     address = (kdns.host, kdns.port)
     best = min(pipelined_burst_s(address, 10) for _ in range(5))
-    assert best < 0.005, f"best burst of 10 took {best * 1000:.1f} ms"
+    assert best < NAGLE_FREE_S, f"best burst of 10 took {best * 1000:.1f} ms"
     with connect(address, "127.0.0.1") as sock:
         assert answered(sock, 7)
         (info,) = kdns.tcp.usage().connections
@@ -127,7 +133,8 @@ def test_accepted_connections_have_nodelay_and_a_burst_is_answered_at_once(
 
 def test_nodecache_answers_a_pipelined_burst_at_once(kdns: RunningServer) -> None:
     """The same through nodecache's handler (cluster names from kdns over TCP, as deployed):
-    ten cache misses go upstream together, then ten hits are answered in under 5 ms."""
+    ten cache misses go upstream together, then ten hits are answered well inside one delayed
+    ACK (40 ms)."""
     cluster = UpstreamConfig(((kdns.host, kdns.port),), transport=Transport.TCP)
     resolver = Resolver.from_config(ResolverConfig(cluster_upstream=cluster, upstream=None))
     resolver.start()
@@ -137,7 +144,7 @@ def test_nodecache_answers_a_pipelined_burst_at_once(kdns: RunningServer) -> Non
         with running_tcp(None, TCPLimits(), peer_answer=handler.tcp) as (server, address):
             misses = pipelined_burst_s(address, 10, names)
             best_hits = min(pipelined_burst_s(address, 10, names) for _ in range(5))
-            assert best_hits < 0.005, f"best burst of 10 hits took {best_hits * 1000:.1f} ms"
+            assert best_hits < NAGLE_FREE_S, f"best burst of 10 hits took {best_hits * 1000:.1f} ms"
             assert misses < 0.5, f"10 misses took {misses * 1000:.0f} ms"
             assert server.stats.deferred_timeouts == 0
     finally:
