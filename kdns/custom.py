@@ -53,6 +53,9 @@ class CustomRecords:
     """Wire form of every custom name (the answer table's name keys)."""
     has_aliases: bool = field(init=False, compare=False, hash=False, repr=False)
     """Whether some custom name is a CNAME (its answer follows the cluster's data)."""
+    ancestors: frozenset[Name] = field(init=False, compare=False, hash=False, repr=False)
+    """Every proper ancestor of a custom name: inside a served zone these are empty
+    non-terminals, NODATA rather than NXDOMAIN (RFC 8020: NXDOMAIN denies the whole subtree)."""
 
     def __post_init__(self) -> None:
         grouped: dict[Name, dict[int, list[wire.RR]]] = {}
@@ -71,6 +74,9 @@ class CustomRecords:
         object.__setattr__(self, "by_name", MappingProxyType(frozen))
         object.__setattr__(self, "name_keys", frozenset(wire.name_wire(n) for n in frozen))
         object.__setattr__(self, "has_aliases", any(wire.CNAME in t for t in frozen.values()))
+        object.__setattr__(
+            self, "ancestors", frozenset(name[i:] for name in frozen for i in range(1, len(name)))
+        )
 
     def __bool__(self) -> bool:
         return bool(self.records)

@@ -75,12 +75,21 @@ def resolve(index: Index, qname: Name, qtype: int, depth: int = 0) -> Answer | N
     """Decide the answer; None means the name is not ours (REFUSED, or forwarded later).
 
     A custom record's name is answered from the config alone: it wins over the cluster's
-    answer for that name (the collision is reported by ``custom_collisions``).
+    answer for that name (the collision is reported by ``custom_collisions``). A name above a
+    custom name in a served zone exists, as an empty non-terminal: where the cluster would deny
+    it, it is NODATA, because NXDOMAIN would deny the custom name below too (RFC 8020), and
+    resolvers (nodecache's namespace cut among them) act on that.
     """
-    rrsets = index.config.custom.by_name.get(qname)
+    custom = index.config.custom
+    rrsets = custom.by_name.get(qname)
     if rrsets is not None:
         return _custom_answer(index, qname, qtype, rrsets, depth)
-    return resolve_cluster(index, qname, qtype, depth)
+    answer = resolve_cluster(index, qname, qtype, depth)
+    if answer is not None and answer.rcode == wire.NXDOMAIN and qname in custom.ancestors:
+        found = split_zone(qname, index.config.all_zones)
+        if found is not None:
+            return negative(index, found[0], wire.NOERROR)
+    return answer
 
 
 def resolve_cluster(index: Index, qname: Name, qtype: int, depth: int = 0) -> Answer | None:

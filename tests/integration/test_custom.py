@@ -40,6 +40,8 @@ RECORDS = [
     f"svc1.{T} 5 IN A 10.9.9.9",
     "ext.interwebs.test. 40 IN AAAA 2001:db8::40",
     "ptr.corp.example. 30 IN PTR db.corp.example.",
+    "web.ghost.svc.cluster.local. 5 IN A 10.2.2.2",
+    "deep.under.cluster.local. 5 IN A 10.1.1.2",
 ]
 HOSTS = [
     "192.0.2.50 files.corp.example files  # the file server",
@@ -84,6 +86,14 @@ CASES = [
     Case("records-in-zone-NODATA-has-zone-SOA", "legacy.cluster.local.", "AAAA", authority=(SOA,)),
     Case("records-in-zone-below-is-cluster-NXDOMAIN", "x.legacy.cluster.local.", "A", "NXDOMAIN",
          authority=(SOA,)),
+    Case("records-in-zone-ENT-namespace-is-NODATA-RFC8020", "ghost.svc.cluster.local.", "A",
+         authority=(SOA,)),
+    Case("records-in-zone-ENT-namespace-name-answered", "web.ghost.svc.cluster.local.", "A",
+         answer=("web.ghost.svc.cluster.local. 5 IN A 10.2.2.2",)),
+    Case("records-in-zone-ENT-sibling-stays-NXDOMAIN", "db.ghost.svc.cluster.local.", "A",
+         "NXDOMAIN", authority=(SOA,)),
+    Case("records-in-zone-ENT-off-grammar-is-NODATA-RFC8020", "under.cluster.local.", "AAAA",
+         authority=(SOA,)),
     Case("records-collision-custom-wins", f"svc1.{T}", "A", answer=(f"svc1.{T} 5 IN A 10.9.9.9",)),
     Case("records-collision-other-type-NODATA", f"svc1.{T}", "SRV", authority=(SOA,)),
     Case("records-ExternalName-target-is-custom", f"ext.{T}", "AAAA",
@@ -99,6 +109,9 @@ CASES = [
          answer=(f"{rev('192.0.2.50')} 3600 IN PTR files.corp.example.", f"{rev('192.0.2.50')} 3600 IN PTR files.")),
     Case("hosts-PTR-v6", rev("2001:db8::50"), "PTR",
          answer=(f"{rev('2001:db8::50')} 3600 IN PTR files.corp.example.",)),
+    # Above a custom PTR, as above any PTR outside the cluster's addresses, the name is not
+    # ours (forwarded; REFUSED here): kdns denies nothing there, so RFC 8020 is not at stake.
+    refused("hosts-reverse-ancestor-is-not-ours", "2.0.192.in-addr.arpa.", "PTR"),
     Case("hosts-reverse-other-type-NODATA-reverse-SOA", rev("192.0.2.50"), "A",
          authority=("in-addr.arpa. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5",)),
 ]  # fmt: skip
