@@ -203,6 +203,13 @@ def _add_searchpath_flags(parser: argparse.ArgumentParser) -> None:
         "zone's name shape) and names under a missing namespace (RFC 8020 cut) (default on)",
     )
     add(
+        "--local-nxdomain-except",
+        action="append",
+        metavar="NAME",
+        help="a kdns custom record name in a cluster zone that the zone's name shape would "
+        "deny (legacy.cluster.local): its subtree goes to kdns (repeatable)",
+    )
+    add(
         "--autopath-clients",
         action="append",
         metavar="CIDR",

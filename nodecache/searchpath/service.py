@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from kdns.names import name_to_text, text_to_name
 from nodecache.searchpath.clients import ClientFilter, PodDirectory
 from nodecache.searchpath.policy import LOCAL_MECHANISMS, OUTCOMES, PROBES, Asker, SearchPath
 from nodecache.searchpath.settings import SearchPathConfig
+from nodecache.searchpath.shape import unshaped_subtrees
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class SearchPathService:
     ) -> SearchPathService | None:
         if not config.autopath and not config.local_nxdomain:
             return None
+        cluster_zones = tuple(cluster_zones)
         directory = PodDirectory(config.node_name) if config.watch_pods else None
         clients = ClientFilter(config.autopath_clients, directory, config.autopath_namespaces)
         policy = SearchPath(
@@ -50,7 +53,7 @@ class SearchPathService:
             host_search=config.host_search,
             autopath_on=config.autopath,
             local_nxdomain=config.local_nxdomain,
-            excluded=config.excluded_zones,
+            excluded=(*config.excluded_zones, *_unshaped(config, cluster_zones)),
             clock=clock,
         )
         return cls(policy, directory, config)
@@ -141,3 +144,10 @@ class SearchPathService:
                 "Pod addresses on this node known to the autopath client filter.",
                 [("", len(self.directory))],
             )
+
+
+def _unshaped(config: SearchPathConfig, cluster_zones: Iterable[str]) -> list[str]:
+    """The subtrees kdns's custom names need kept from the shape (README "Local NXDOMAIN")."""
+    zones = tuple(text_to_name(zone) for zone in cluster_zones)
+    names = [text_to_name(name) for name in config.local_nxdomain_except]
+    return [name_to_text(subtree) for subtree in unshaped_subtrees(names, zones)]

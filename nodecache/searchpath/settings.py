@@ -7,6 +7,8 @@ file overlaid by flags); errors are ``ConfigError``s naming the setting. The fla
 ``--autopath on|off``      on           node-scoped autopath (``nodecache.searchpath.policy``)
 ``--local-nxdomain on|off`` on          NXDOMAIN on the node from the zone's shape and the
                                         namespace cuts
+``--local-nxdomain-except`` none        kdns custom names in a cluster zone outside its grammar
+                                        (``legacy.cluster.local``): passed to kdns (repeatable)
 ``--autopath-clients CIDR`` none        trust these source ranges as ClusterFirst pods (repeatable)
 ``--autopath-namespaces NS`` all        autopath only for these namespaces (repeatable)
 ``--node-name NAME``       $NODE_NAME   watch this node's Pods (with a cluster config)
@@ -25,11 +27,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kdns.config import ConfigError, string_list
+from kdns.custom import RecordError, parse_domain
+from kdns.names import name_to_text
 from nodecache.searchpath.clients import IPNetwork, parse_cidr
 
 SETTINGS: Final = (
     "autopath", "local_nxdomain", "autopath_clients", "autopath_namespaces", "node_name",
-    "kubeconfig",
+    "kubeconfig", "local_nxdomain_except",
 )  # fmt: skip
 """The setting names this module reads (all have flags)."""
 
@@ -47,6 +51,9 @@ class SearchPathConfig:
     excluded_zones: tuple[str, ...] = ()
     """Stub domains: names another route serves, where the cluster zone's shape says nothing
     (one may sit inside a cluster zone)."""
+    local_nxdomain_except: tuple[str, ...] = ()
+    """kdns custom record names the cluster zone's shape must not deny (``shape.unshaped_subtrees``
+    turns them into the subtrees passed to kdns)."""
     watch_pods: bool = False
     """Whether the Pod watch runs: autopath on, a node name, and a cluster to ask (a
     kubeconfig or the in-cluster environment)."""
@@ -83,6 +90,12 @@ def searchpath_config(
         except ValueError:
             raise ConfigError("autopath_clients", f"{text!r} is not a CIDR") from None
     namespaces = _strings(values, "autopath_namespaces")
+    custom_names = []
+    for text in _strings(values, "local_nxdomain_except"):
+        try:
+            custom_names.append(name_to_text(parse_domain(text, "local_nxdomain_except")))
+        except RecordError as error:
+            raise ConfigError("local_nxdomain_except", error.message) from None
     node_name = values.get("node_name")
     if node_name is None:
         node_name = environ.get("NODE_NAME", "")
@@ -107,6 +120,7 @@ def searchpath_config(
         kubeconfig=kubeconfig or None,
         host_search=host_search,
         excluded_zones=excluded_zones,
+        local_nxdomain_except=tuple(custom_names),
         watch_pods=autopath and bool(node_name.strip()) and has_cluster,
     )
 
@@ -121,8 +135,10 @@ def describe_searchpath(config: SearchPathConfig) -> list[str]:
     else:
         clients = "none (autopath cannot act: no --autopath-clients and no Pod watch)"
     namespaces = ", ".join(sorted(config.autopath_namespaces or ())) or "all"
+    excepted = " ".join(config.local_nxdomain_except)
     return [
-        f"local NXDOMAIN (zone shape, namespace cuts): {'on' if config.local_nxdomain else 'off'}",
+        f"local NXDOMAIN (zone shape, namespace cuts): {'on' if config.local_nxdomain else 'off'}"
+        + (f"; except {excepted}" if excepted else ""),
         f"autopath: {'on' if config.autopath else 'off'}; clients: {clients}; "
         f"namespaces: {namespaces}",
         f"host search domains: {' '.join(config.host_search) or '(none)'}",

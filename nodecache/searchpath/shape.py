@@ -31,6 +31,7 @@ cluster states.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -85,6 +86,25 @@ def place(name: Name, qtype: int, zones: tuple[Name, ...]) -> Place:
     if request.protocol and request.protocol not in PORT_PROTOCOLS:
         return Place(Kind.IMPOSSIBLE, zone)
     return Place(Kind.NAMESPACE, zone, request.namespace)
+
+
+def unshaped_subtrees(names: Iterable[Name], zones: tuple[Name, ...]) -> tuple[Name, ...]:
+    """The subtrees the shape must not deny because kdns serves names in them outside its
+    grammar (custom records such as ``legacy.cluster.local``): for each name in a cluster zone,
+    its shortest ancestor the shape calls IMPOSSIBLE. Above that ancestor the shape allows the
+    name (kdns answers an ancestor of a custom name NODATA, so no cut is learned there)."""
+    out: dict[Name, None] = {}
+    for name in names:
+        found = split_zone(name, zones)
+        if found is None:
+            continue
+        zone, relative = zones[found[0]], found[1]
+        for depth in range(1, len(relative) + 1):
+            ancestor = (*relative[-depth:], *zone)
+            if place(ancestor, wire.A, zones).kind is Kind.IMPOSSIBLE:
+                out[ancestor] = None
+                break
+    return tuple(out)
 
 
 def to_labels(name: bytes) -> Name:

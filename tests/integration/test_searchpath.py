@@ -23,6 +23,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from kdns.config import ZoneConfig
+from kdns.config import build_config as kdns_build_config
 from kdns.serve import tally
 from nodecache.config import build_config
 from nodecache.service import NodeCache
@@ -63,8 +65,10 @@ class World:
 
 
 @contextlib.contextmanager
-def world(tmp_path: Path, *flags: tuple[str, object]) -> Iterator[World]:
-    with running_server(fixture_objects()) as kdns, running_nsd() as nsd:
+def world(
+    tmp_path: Path, *flags: tuple[str, object], kdns_config: ZoneConfig | None = None
+) -> Iterator[World]:
+    with running_server(fixture_objects(), kdns_config) as kdns, running_nsd() as nsd:
         resolv = tmp_path / "resolv.conf"
         resolv.write_text("nameserver 127.0.0.1\nsearch example.test\noptions ndots:5\n")
         values: dict[str, object] = {
@@ -313,3 +317,37 @@ def cname_of(reply: dns.message.Message) -> str | None:
         if rrset.rdtype == dns.rdatatype.CNAME:
             return str(rrset[0].target)
     return None
+
+
+CUSTOM = ["legacy.cluster.local. 5 IN A 10.1.1.1", "web.ghost.svc.cluster.local. 5 IN A 10.2.2.2"]
+CUSTOM_CASES = [
+    # (custom names nodecache is told about, the questions in order, the expected answers)
+    pytest.param((), [("probe.ghost.svc.cluster.local.", "NXDOMAIN"),
+                      ("web.ghost.svc.cluster.local.", "10.2.2.2"),
+                      ("ghost.svc.cluster.local.", "NOERROR")],
+                 id="RFC8020-custom-under-absent-namespace-no-cut-learned"),
+    pytest.param((), [("legacy.cluster.local.", "NXDOMAIN")],
+                 id="R1.4-custom-off-grammar-denied-by-shape-unless-listed"),
+    pytest.param(("legacy.cluster.local",), [("legacy.cluster.local.", "10.1.1.1"),
+                                             ("x.legacy.cluster.local.", "NXDOMAIN"),
+                                             ("api.github.com.cluster.local.", "NXDOMAIN")],
+                 id="R1.4-custom-off-grammar-listed-passes-to-kdns"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("listed", "questions"), CUSTOM_CASES)
+def test_kdns_custom_records_in_the_cluster_zone(
+    tmp_path: Path, listed: tuple[str, ...], questions: list[tuple[str, str]]
+) -> None:
+    """kdns custom records inside cluster.local through nodecache with local NXDOMAIN on: a
+    grammar-shaped one needs nothing (kdns answers its ancestors NODATA, so no namespace cut is
+    learned); an off-grammar one is denied by the shape unless ``local_nxdomain_except`` names
+    it, and then only that subtree goes to kdns."""
+    zone = kdns_build_config({"records": CUSTOM, "upstream": "none"}).zone
+    with world(
+        tmp_path, ("autopath", "off"), ("local_nxdomain_except", list(listed)), kdns_config=zone
+    ) as w:
+        for name, expected in questions:
+            reply = w.ask(name, source=STRANGER)
+            got = sorted(addresses(reply)) or [dns.rcode.to_text(reply.rcode())]
+            assert got == [expected], name

@@ -32,6 +32,9 @@ BASE = {"listen": ["127.0.0.1:53"], "cluster_upstream": ["10.96.0.11:53"], "upst
                      id="kubeconfig"),
         pytest.param({"autopath": "off"}, {"NODE_NAME": "n", "KUBERNETES_SERVICE_HOST": "x"},
                      {"watch_pods": False}, id="no-watch-without-autopath"),
+        pytest.param({"local_nxdomain_except": ["Legacy.cluster.local", "x.cluster.local."]}, {},
+                     {"local_nxdomain_except": ("legacy.cluster.local.", "x.cluster.local.")},
+                     id="except-names-normalised"),
         pytest.param({"autopath_namespaces": ["shop", "data"]}, {},
                      {"autopath_namespaces": frozenset({"shop", "data"})}, id="namespaces"),
     ],
@@ -54,6 +57,11 @@ def test_settings(
         pytest.param({"autopath_clients": 7}, "autopath_clients", id="cidr-not-string"),
         pytest.param({"kubeconfig": "/k"}, "node_name", id="kubeconfig-needs-node-name"),
         pytest.param({"node_name": 3}, "node_name", id="node-name-not-string"),
+        pytest.param(
+            {"local_nxdomain_except": ["bad name!"]},
+            "local_nxdomain_except",
+            id="except-not-a-name",
+        ),
     ],
 )
 def test_errors_name_the_setting(values: dict[str, Any], field: str) -> None:
