@@ -42,6 +42,7 @@ from kdns.serve.tcplimits import TCPLimits
 from kdns.serve.transfer import ZoneTransfer
 from kdns.serve.udp import UDPServer
 from kdns.source.manifests import ManifestError, Snapshot, SnapshotWatcher, load_snapshot
+from kdns.synth.resolve import custom_names_off_grammar
 from kdns.zonefile import count_by_type, render
 
 logger = logging.getLogger("kdns")
@@ -272,6 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if runtime.collisions:
         names = ", ".join(name_to_text(name) for name in runtime.collisions)
         sys.stdout.write(f"custom records shadowing cluster names (custom wins): {names}\n")
+    off_grammar = custom_names_off_grammar(table.index)
+    if off_grammar:
+        names = " ".join(name_to_text(name) for name in off_grammar)
+        sys.stdout.write(
+            f"custom records outside the cluster name grammar: {names}\n"
+            f"  (a nodecache in front denies them on the node unless given "
+            f"local_nxdomain_except: [{names.replace(' ', ', ')}])\n"
+        )
     return 0
 
 

@@ -284,6 +284,18 @@ def custom_collisions(index: Index) -> list[Name]:
     return out
 
 
+def custom_names_off_grammar(index: Index) -> list[Name]:
+    """Custom names in a cluster zone that the cluster grammar calls impossible
+    (``legacy.cluster.local``): kdns answers them, but a nodecache in front denies them by the
+    zone's shape unless its ``local_nxdomain_except`` lists them (``kdns check`` says so)."""
+    out: list[Name] = []
+    for name in index.config.custom.by_name:
+        found = split_zone(name, index.config.zones)
+        if found is not None and found[1] and parse_request(found[1]) == INVALID:
+            out.append(name)
+    return out
+
+
 def _find_services(index: Index, request: Request, zone: Name) -> list[Target] | None:
     """Candidates for a svc-kind request (CoreDNS ``findServices``); None means NXDOMAIN."""
     if not index.exposed(request.namespace):

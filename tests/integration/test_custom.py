@@ -206,3 +206,13 @@ def test_hosts_file_errors_name_the_file_line_and_check_reports_collisions(tmp_p
     assert result.returncode == 0, result.stderr
     assert "shadowing cluster names (custom wins): cart.shop.svc.cluster.local." in result.stdout
     assert "shadows the cluster's name" in result.stderr
+
+
+def test_check_names_custom_records_nodecache_would_deny(tmp_path: Path) -> None:
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo-cluster.yaml"
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.1.1.1 legacy.cluster.local web.ghost.svc.cluster.local\n")
+    result = kdns("check", "--manifests", str(demo), "--hosts-file", str(hosts))
+    assert result.returncode == 0, result.stderr
+    assert "outside the cluster name grammar: legacy.cluster.local.\n" in result.stdout
+    assert "local_nxdomain_except: [legacy.cluster.local.]" in result.stdout
