@@ -15,7 +15,6 @@ TTL, prefetch and serve-stale semantics are unit-tested with an injected clock
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -47,6 +46,7 @@ from nodecache.metrics import Metrics
 from tests.support.cluster import fixture_objects
 from tests.support.fault_upstream import Action, FaultUpstream
 from tests.support.nsd import ZONE_TEXT, RunningNSD, running_nsd
+from tests.support.programs import launched
 from tests.support.servers import RunningServer, running_server
 from tests.support.waiting import wait_until
 from tests.unit.resolver.fakes import FakeClock, FakeUpstream, make_reply
@@ -144,35 +144,11 @@ def _raw_udp(address: tuple[str, int], packet: bytes, timeout: float) -> bytes |
 def nodecache(directory: Path, *flags: str, config: str = BASE_CONFIG) -> Iterator[NodeCache]:
     path = directory / "nodecache.yaml"
     path.write_text(config)
-    command = [sys.executable, "-m", "nodecache", "serve", "--listen", "127.0.0.1:0",
-               "--health-listen", "127.0.0.1:0", "--config", str(path), *flags]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=ROOT, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    assert process.stderr is not None
-    log: list[str] = []
-    stderr = process.stderr
-    threading.Thread(target=lambda: log.extend(iter(stderr.readline, "")), daemon=True).start()
-
-    def reported(what: str) -> int:
-        if process.poll() is not None:  # not an AssertionError: wait_until stops at once
-            raise RuntimeError(f"nodecache exited {process.returncode}: {''.join(log)}")
-        for line in list(log):
-            if match := re.search(rf"{what} on 127\.0\.0\.1:(\d+)", line):
-                return int(match.group(1))
-        return 0
-
-    try:
-        port = wait_until(
-            lambda: reported("serving"), timeout=15, message=f"nodecache's port in {log}"
-        )
-        health = wait_until(lambda: reported("health"), timeout=5, message=f"health port in {log}")
-        yield NodeCache(process, port, health, log, path)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=5)
+    with launched("nodecache", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0",
+                  "--config", str(path), *flags, kill=True) as started:  # fmt: skip
+        port = started.port(r"serving on 127\.0\.0\.1:(\d+)", timeout=15)
+        health = started.port(r"health on 127\.0\.0\.1:(\d+)", timeout=5)
+        yield NodeCache(started.process, port, health, started.log, path)
 
 
 def stop_nsd(nsd: RunningNSD) -> None:

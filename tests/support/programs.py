@@ -62,10 +62,35 @@ class Program:
             return dict(json.load(response))
 
 
+@dataclass
+class Launched:
+    """A running ``python -m NAME serve ...`` and the log lines it has written so far."""
+
+    name: str
+    process: subprocess.Popen[str]
+    log: list[str]
+
+    def port(self, pattern: str, timeout: float = 20) -> int:
+        """Wait for the port the log reports (``pattern``'s group 1)."""
+
+        def reported() -> int:
+            if self.process.poll() is not None:  # not an AssertionError: wait_until stops at once
+                raise RuntimeError(
+                    f"{self.name} exited {self.process.returncode}: {''.join(self.log)}"
+                )
+            for line in list(self.log):
+                if match := re.search(pattern, line):
+                    return int(match.group(1))
+            return 0
+
+        return wait_until(reported, timeout=timeout, message=f"{pattern} in {self.log}")
+
+
 @contextlib.contextmanager
-def program(name: str, *args: str) -> Iterator[Program]:
-    command = [sys.executable, "-m", name, "serve", "--listen", "127.0.0.1:0",
-               "--health-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *args]  # fmt: skip
+def launched(name: str, *args: str, kill: bool = False) -> Iterator[Launched]:
+    """``python -m NAME serve ARGS`` from the repository root, its stderr collected line by
+    line; stopped afterwards with SIGTERM (or SIGKILL with ``kill``: no drain to wait for)."""
+    command = [sys.executable, "-m", name, "serve", *args]
     process = subprocess.Popen(
         command, cwd=ROOT, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -74,18 +99,18 @@ def program(name: str, *args: str) -> Iterator[Program]:
     log: list[str] = []
     stderr = process.stderr
     threading.Thread(target=lambda: log.extend(iter(stderr.readline, "")), daemon=True).start()
-
-    def reported(pattern: str) -> int:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited {process.returncode}: {''.join(log)}")
-        for line in list(log):
-            if match := re.search(pattern, line):
-                return int(match.group(1))
-        return 0
-
     try:
-        dns_port = wait_until(lambda: reported(r"serving on 127\.0\.0\.1:(\d+)"), timeout=20)
-        metrics_port = wait_until(lambda: reported(r"metrics on \S*127\.0\.0\.1:(\d+)"), timeout=5)
-        yield Program(name, process, log, dns_port, metrics_port)
+        yield Launched(name, process, log)
     finally:
+        if kill and process.poll() is None:
+            process.kill()
         stop_process(process)
+
+
+@contextlib.contextmanager
+def program(name: str, *args: str) -> Iterator[Program]:
+    with launched(name, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0",
+                  "--metrics-listen", "127.0.0.1:0", *args) as started:  # fmt: skip
+        dns_port = started.port(r"serving on 127\.0\.0\.1:(\d+)")
+        metrics_port = started.port(r"metrics on \S*127\.0\.0\.1:(\d+)", timeout=5)
+        yield Program(name, started.process, started.log, dns_port, metrics_port)
