@@ -273,6 +273,7 @@ def test_replacement_under_a_steady_stream_loses_nothing(
 
     def replace() -> None:
         slow.extend(send_slow(port))  # only the old process is bound: all of them go to it
+        events["slow_sent"] = time.monotonic()
         events["new_started"] = time.monotonic()
         new.append(start_nodecache(f"127.0.0.1:{port}", kdns_upstream, slow_upstream))
         events["sigterm"] = time.monotonic()
@@ -308,7 +309,10 @@ def test_replacement_under_a_steady_stream_loses_nothing(
     )
     assert old.popen.returncode == 0
     assert old.logged("handing over"), old.log
-    assert old.logged(r"shutting down: no new queries; [1-9]\d* in flight"), old.log
+    if events["sigterm"] - events["slow_sent"] < SLOW_S:
+        # Only when the replacement started inside the slow answers' window: on a loaded
+        # machine its start can outlast SLOW_S, and then nothing is left in flight to drain.
+        assert old.logged(r"shutting down: no new queries; [1-9]\d* in flight"), old.log
     assert slow_answered == SLOW
     assert not old.logged("iptables"), "a handover leaves the node plumbing to the successor"
     assert after_exit, "the replacement finished before the stream did"
