@@ -157,8 +157,9 @@ def record_parts(record: Record) -> Parts:
     return split_rdata(record.rdata, layout[0])
 
 
-def rdata_parts(rr: RR) -> Parts:
-    """A decided record's typed RDATA as wire parts, names uncompressed."""
+def rdata_parts(rr: RR, wire: Callable[[Labels], bytes] = from_labels) -> Parts:
+    """A decided record's typed RDATA as wire parts, names uncompressed (``wire`` converts
+    them: the writer passes its memo)."""
     data = rr.data
     rtype = rr.rtype
     if rtype == A:
@@ -169,15 +170,15 @@ def rdata_parts(rr: RR) -> Parts:
         return [("16", ipaddress.IPv6Address(data).packed)]
     if rtype in (CNAME, PTR, NS):
         assert isinstance(data, tuple)
-        return [("N", from_labels(data))]
+        return [("N", wire(data))]
     if rtype == MX:
         assert isinstance(data, tuple)
         preference, exchange = data
-        return [("2", struct.pack(">H", preference)), ("N", from_labels(exchange))]
+        return [("2", struct.pack(">H", preference)), ("N", wire(exchange))]
     if rtype == SRV:
         assert isinstance(data, tuple)
         priority, weight, port, target = data
-        return [("6", struct.pack(">HHH", priority, weight, port)), ("N", from_labels(target))]
+        return [("6", struct.pack(">HHH", priority, weight, port)), ("N", wire(target))]
     if rtype == TXT:
         assert isinstance(data, tuple)
         out = bytearray()
@@ -190,8 +191,8 @@ def rdata_parts(rr: RR) -> Parts:
         assert isinstance(data, tuple)
         mname, rname, *numbers = data
         return [
-            ("N", from_labels(mname)),
-            ("N", from_labels(rname)),
+            ("N", wire(mname)),
+            ("N", wire(rname)),
             ("20", struct.pack(">IIIII", *numbers)),
         ]
     raise ValueError(f"cannot encode RR type {rtype}")

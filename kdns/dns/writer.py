@@ -19,6 +19,21 @@ from kdns.dns.constants import CLASS_IN, HEADER_SIZE
 from kdns.dns.names import Labels, from_labels
 from kdns.dns.records import LAYOUTS, RR, Answer, Parts, Record, rdata_parts, record_parts
 
+_WIRE: dict[Labels, bytes] = {}
+_WIRE_MAX = 1 << 16
+
+
+def wire_of(name: Labels) -> bytes:
+    """``from_labels``, memoized: a table compiles every answer through the writer and the same
+    names (owners, targets, the zone's SOA names) recur across answers and rebuilds. Bounded:
+    cleared when full, then refilled by the names in use."""
+    found = _WIRE.get(name)
+    if found is None:
+        if len(_WIRE) >= _WIRE_MAX:
+            _WIRE.clear()
+        found = _WIRE[name] = from_labels(name)
+    return found
+
 
 class Writer:
     """A message under construction: a zeroed header, the question, then records."""
@@ -37,12 +52,13 @@ class Writer:
             self.suffixes.setdefault(name[offset:].lower(), at + offset)
             offset += 1 + name[offset]
 
-    def name(self, name: bytes, compress: bool) -> None:
+    def name(self, name: bytes, compress: bool, folded: bool = False) -> None:
+        """Append ``name``; ``folded`` says it is lower-case already (decided names are)."""
         buf = self.buf
         suffixes = self.suffixes
         offset = 0
         while name[offset]:
-            suffix = name[offset:].lower()
+            suffix = name[offset:] if folded else name[offset:].lower()
             if compress:
                 target = suffixes.get(suffix)
                 if target is not None:
@@ -56,9 +72,11 @@ class Writer:
             offset += 1 + length
         buf.append(0)
 
-    def rr(self, owner: bytes, rtype: int, rclass: int, ttl: int, parts: Parts) -> int:
+    def rr(
+        self, owner: bytes, rtype: int, rclass: int, ttl: int, parts: Parts, folded: bool = False
+    ) -> int:
         """Write one record from its RDATA parts; return the offset of its TTL field."""
-        self.name(owner, compress=True)
+        self.name(owner, True, folded)
         buf = self.buf
         ttl_offset = len(buf) + 4
         buf += struct.pack(">HHIH", rtype, rclass, ttl, 0)
@@ -67,7 +85,7 @@ class Writer:
         compress = layout is not None and layout[1]
         for kind, part in parts:
             if kind == "N":
-                self.name(part, compress)
+                self.name(part, compress, folded)
             else:
                 buf += part
         struct.pack_into(">H", buf, start - 2, len(buf) - start)
@@ -78,8 +96,8 @@ class Writer:
         return self.rr(record.owner, record.rtype, record.rclass, record.ttl, record_parts(record))
 
     def decided(self, rr: RR) -> None:
-        """Write one decided record (class IN)."""
-        self.rr(from_labels(rr.owner), rr.rtype, CLASS_IN, rr.ttl, rdata_parts(rr))
+        """Write one decided record (class IN; its names are lower-case label tuples)."""
+        self.rr(wire_of(rr.owner), rr.rtype, CLASS_IN, rr.ttl, rdata_parts(rr, wire_of), True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +114,7 @@ class Encoded:
 
 def _question(qname: Labels) -> bytes:
     # Type and class do not affect compression; zeros stand in for them.
-    return from_labels(qname) + b"\x00\x00\x00\x00"
+    return wire_of(qname) + b"\x00\x00\x00\x00"
 
 
 def encode(qname: Labels, answer: Answer) -> Encoded:
