@@ -35,18 +35,27 @@ def read_name(message: bytes, offset: int, compressed: bool = True) -> tuple[byt
     always ends; the hop count and the 255-octet limit bound it further. With ``compressed``
     false any pointer is an error (a query's question).
     """
-    out = bytearray()
+    size = len(message)
+    position = offset
+    total = 0  # octets of the name so far, root label excluded
+    start = offset  # where the labels not yet copied begin
+    pieces: list[bytes] | None = None  # only once a pointer is followed: most names have none
     end = -1
     hops = 0
-    position = offset
-    size = len(message)
     while True:
         if position >= size:
             raise MessageError("name runs past the end of the message")
         length = message[position]
-        if length > 63 and not compressed:
-            raise MessageError("compressed or extended label in the question")
-        if length >= 0xC0:
+        if length == 0:
+            if pieces is None:
+                return message[offset : position + 1], position + 1
+            pieces.append(message[start : position + 1])
+            return b"".join(pieces), end
+        if length > 63:
+            if not compressed:
+                raise MessageError("compressed or extended label in the question")
+            if length < 0xC0:
+                raise MessageError("unknown label type")
             if position + 1 >= size:
                 raise MessageError("compression pointer runs past the end")
             target = ((length & 0x3F) << 8) | message[position + 1]
@@ -55,21 +64,16 @@ def read_name(message: bytes, offset: int, compressed: bool = True) -> tuple[byt
             hops += 1
             if hops > MAX_POINTER_HOPS:
                 raise MessageError("too many compression pointers")
-            if end < 0:
+            if pieces is None:
+                pieces = []
                 end = position + 2
-            position = target
+            pieces.append(message[start:position])
+            start = position = target
             continue
-        if length > 63:
-            raise MessageError("unknown label type")
-        if length == 0:
-            out.append(0)
-            if len(out) > MAX_NAME:
-                raise MessageError("name longer than 255 octets")
-            return bytes(out), (end if end >= 0 else position + 1)
         if position + 1 + length > size:
             raise MessageError("label runs past the end of the message")
-        out += message[position : position + 1 + length]
-        if len(out) >= MAX_NAME:
+        total += length + 1
+        if total >= MAX_NAME:
             raise MessageError("name longer than 255 octets")
         position += 1 + length
 
