@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from kdns import wire
+from kdns import dns
 from kdns.names import Name, name_to_text, reverse_name, text_to_name
 
 HOSTS_TTL: Final = 3600
 """CoreDNS ``hosts`` plugin's default TTL."""
 TYPES: Final = {
-    "A": wire.A, "AAAA": wire.AAAA, "CNAME": wire.CNAME, "TXT": wire.TXT, "SRV": wire.SRV,
-    "PTR": wire.PTR, "MX": wire.MX,
+    "A": dns.A, "AAAA": dns.AAAA, "CNAME": dns.CNAME, "TXT": dns.TXT, "SRV": dns.SRV,
+    "PTR": dns.PTR, "MX": dns.MX,
 }  # fmt: skip
-ORDER: Final = (wire.A, wire.AAAA, wire.CNAME, wire.MX, wire.SRV, wire.TXT, wire.PTR)
+ORDER: Final = (dns.A, dns.AAAA, dns.CNAME, dns.MX, dns.SRV, dns.TXT, dns.PTR)
 """Type order for ANY (RFC 8482: one RRset) and for listings."""
 
 
@@ -45,8 +45,8 @@ class RecordError(ValueError):
 class CustomRecords:
     """Every custom RR, and the same grouped as name -> type -> RRset (one TTL per RRset)."""
 
-    records: tuple[wire.RR, ...] = ()
-    by_name: Mapping[Name, Mapping[int, wire.RRset]] = field(
+    records: tuple[dns.RR, ...] = ()
+    by_name: Mapping[Name, Mapping[int, dns.RRset]] = field(
         init=False, compare=False, hash=False, repr=False
     )
     name_keys: frozenset[bytes] = field(init=False, compare=False, hash=False, repr=False)
@@ -58,22 +58,22 @@ class CustomRecords:
     non-terminals, NODATA rather than NXDOMAIN (RFC 8020: NXDOMAIN denies the whole subtree)."""
 
     def __post_init__(self) -> None:
-        grouped: dict[Name, dict[int, list[wire.RR]]] = {}
+        grouped: dict[Name, dict[int, list[dns.RR]]] = {}
         for rr in self.records:
             rrs = grouped.setdefault(rr.owner, {}).setdefault(rr.rtype, [])
             if rr not in rrs:
                 rrs.append(rr)
-        frozen: dict[Name, Mapping[int, wire.RRset]] = {}
+        frozen: dict[Name, Mapping[int, dns.RRset]] = {}
         for name, types in grouped.items():
-            by_type: dict[int, wire.RRset] = {}
+            by_type: dict[int, dns.RRset] = {}
             for rtype in sorted(types, key=ORDER.index):
                 rrs = types[rtype]
                 ttl = min(rr.ttl for rr in rrs)  # RFC 2181 5.2: one TTL per RRset
-                by_type[rtype] = tuple(wire.RR(rr.owner, rr.rtype, ttl, rr.data) for rr in rrs)
+                by_type[rtype] = tuple(dns.RR(rr.owner, rr.rtype, ttl, rr.data) for rr in rrs)
             frozen[name] = MappingProxyType(by_type)
         object.__setattr__(self, "by_name", MappingProxyType(frozen))
-        object.__setattr__(self, "name_keys", frozenset(wire.name_wire(n) for n in frozen))
-        object.__setattr__(self, "has_aliases", any(wire.CNAME in t for t in frozen.values()))
+        object.__setattr__(self, "name_keys", frozenset(dns.from_labels(n) for n in frozen))
+        object.__setattr__(self, "has_aliases", any(dns.CNAME in t for t in frozen.values()))
         object.__setattr__(
             self, "ancestors", frozenset(name[i:] for name in frozen for i in range(1, len(name)))
         )
@@ -84,9 +84,9 @@ class CustomRecords:
     def alias(self, name: Name) -> Name | None:
         """The CNAME target of a custom name, if it is an alias."""
         rrsets = self.by_name.get(name)
-        if rrsets is None or wire.CNAME not in rrsets:
+        if rrsets is None or dns.CNAME not in rrsets:
             return None
-        target = rrsets[wire.CNAME][0].data
+        target = rrsets[dns.CNAME][0].data
         assert isinstance(target, tuple)
         return target
 
@@ -96,7 +96,7 @@ def parse_domain(text: str, where: str) -> Name:
     name = text_to_name(text)
     if not name or text.strip() in (".", "@"):
         raise RecordError(where, f"{text!r} is not a domain name (nor may it be the root)")
-    if len(wire.name_wire(name)) > 255:
+    if len(dns.from_labels(name)) > 255:
         raise RecordError(where, f"{text!r} is longer than 255 octets")
     for label in name:
         if not label or len(label) > 63 or not all(c.isalnum() or c in "-_" for c in label):
@@ -115,21 +115,21 @@ def _rdata(rtype: int, fields: list[str], where: str) -> object:
         if len(fields) != count:
             raise RecordError(where, f"expected {count} data field(s), got {len(fields)}")
 
-    if rtype in (wire.A, wire.AAAA):
+    if rtype in (dns.A, dns.AAAA):
         want(1)
-        family = ipaddress.IPv4Address if rtype == wire.A else ipaddress.IPv6Address
+        family = ipaddress.IPv4Address if rtype == dns.A else ipaddress.IPv6Address
         try:
             return str(family(fields[0]))
         except ValueError:
-            kind = "IPv4" if rtype == wire.A else "IPv6"
+            kind = "IPv4" if rtype == dns.A else "IPv6"
             raise RecordError(where, f"{fields[0]!r} is not an {kind} address") from None
-    if rtype in (wire.CNAME, wire.PTR):
+    if rtype in (dns.CNAME, dns.PTR):
         want(1)
         return parse_domain(fields[0], where)
-    if rtype == wire.MX:
+    if rtype == dns.MX:
         want(2)
         return (_number(fields[0], where, "MX preference", 65535), parse_domain(fields[1], where))
-    if rtype == wire.SRV:
+    if rtype == dns.SRV:
         want(4)
         priority, weight, port = (
             _number(text, where, what, 65535)
@@ -145,7 +145,7 @@ def _rdata(rtype: int, fields: list[str], where: str) -> object:
     return tuple(fields)
 
 
-def parse_record_line(line: str, default_ttl: int, where: str) -> wire.RR:
+def parse_record_line(line: str, default_ttl: int, where: str) -> dns.RR:
     """``NAME [TTL] [IN] TYPE RDATA...`` (RFC 1035 5.1; TTL and class in either order)."""
     try:
         tokens = shlex.split(line, comments=False, posix=True)
@@ -168,10 +168,10 @@ def parse_record_line(line: str, default_ttl: int, where: str) -> wire.RR:
         got = rest[0] if rest else "nothing"
         raise RecordError(where, f"type must be one of {', '.join(TYPES)}, got {got!r}")
     rtype = TYPES[rest[0].upper()]
-    return wire.RR(owner, rtype, ttl, _rdata(rtype, rest[1:], where))
+    return dns.RR(owner, rtype, ttl, _rdata(rtype, rest[1:], where))
 
 
-def parse_hosts_line(line: str, ttl: int, reverse: bool, where: str) -> list[wire.RR]:
+def parse_hosts_line(line: str, ttl: int, reverse: bool, where: str) -> list[dns.RR]:
     """``IP name [alias...]``: its A/AAAA records and (with ``reverse``) its PTRs."""
     text = line.split("#", 1)[0].strip()
     if not text:
@@ -183,14 +183,14 @@ def parse_hosts_line(line: str, ttl: int, reverse: bool, where: str) -> list[wir
         address = ipaddress.ip_address(fields[0].split("%", 1)[0])
     except ValueError:
         raise RecordError(where, f"{fields[0]!r} is not an IP address") from None
-    rtype = wire.A if address.version == 4 else wire.AAAA
-    out: list[wire.RR] = []
+    rtype = dns.A if address.version == 4 else dns.AAAA
+    out: list[dns.RR] = []
     names = [parse_domain(text, where) for text in fields[1:]]
     for name in names:
-        out.append(wire.RR(name, rtype, ttl, str(address)))
+        out.append(dns.RR(name, rtype, ttl, str(address)))
     if reverse:
         pointer = reverse_name(str(address))
-        out.extend(wire.RR(pointer, wire.PTR, ttl, name) for name in names)
+        out.extend(dns.RR(pointer, dns.PTR, ttl, name) for name in names)
     return out
 
 
@@ -207,7 +207,7 @@ def build(
     ``reserved`` names (the served zones' apexes) cannot be custom: their SOA and NS are the
     zone's. A CNAME must be the only RRset at its name (RFC 1034 3.6.2) and not point at itself.
     """
-    rrs: list[wire.RR] = []
+    rrs: list[dns.RR] = []
     origin: dict[tuple[Name, int], str] = {}
     for where, line in records:
         rr = parse_record_line(line, default_ttl, where)
@@ -218,16 +218,16 @@ def build(
             rrs.append(rr)
             origin.setdefault((rr.owner, rr.rtype), where)
     reserved_set = set(reserved)
-    with_data = {owner for owner, rtype in origin if rtype != wire.CNAME}
+    with_data = {owner for owner, rtype in origin if rtype != dns.CNAME}
     for (owner, rtype), where in origin.items():
         if owner in reserved_set:
             raise RecordError(where, f"{name_to_text(owner)} is a served zone's apex")
-        if rtype == wire.CNAME and owner in with_data:
+        if rtype == dns.CNAME and owner in with_data:
             raise RecordError(where, f"{name_to_text(owner)} has a CNAME and other records")
     custom = CustomRecords(tuple(rrs))
     for name, rrsets in custom.by_name.items():
-        cname = rrsets.get(wire.CNAME)
+        cname = rrsets.get(dns.CNAME)
         if cname is not None and (len(cname) > 1 or cname[0].data == name):
-            where = origin[(name, wire.CNAME)]
+            where = origin[(name, dns.CNAME)]
             raise RecordError(where, f"{name_to_text(name)} needs one CNAME, not to itself")
     return custom

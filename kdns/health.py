@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from kdns import wire
+from kdns import dns
 from kdns.names import Name
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ Route = Callable[[str, str], tuple[int, str]]
 
 def probe_query(zone: Name, query_id: int) -> bytes:
     header = struct.pack(">HHHHHH", query_id, 0, 1, 0, 0, 0)
-    return header + wire.name_wire(("dns-version", *zone)) + struct.pack(">HH", wire.TXT, 1)
+    return header + dns.from_labels(("dns-version", *zone)) + struct.pack(">HH", dns.TXT, 1)
 
 
 def probe_udp(host: str, port: int, zone: Name, timeout_s: float = PROBE_TIMEOUT_S) -> bool:

@@ -25,7 +25,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
-Name = tuple[str, ...]
+from kdns.dns.names import Labels
+
+Name = Labels
+"""A name as lower-case labels; the wire package's ``Labels`` (``kdns.dns.names.from_labels``
+and ``to_labels`` convert to and from wire bytes)."""
 
 SVC: Final = "svc"
 POD: Final = "pod"

@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from kdns import wire
+from kdns import dns
 from kdns.resolver import message
 from kdns.serve.tally import RCODE_NAMES
 
@@ -98,7 +98,7 @@ def _ttl(reply: bytes) -> int | None:
     if answers:
         return min(answers)
     for record in facts.records:
-        if record.section == 1 and record.rtype == wire.SOA and len(record.rdata) >= 4:
+        if record.section == 1 and record.rtype == dns.SOA and len(record.rdata) >= 4:
             (minimum,) = struct.unpack_from(">I", record.rdata, len(record.rdata) - 4)
             return min(record.ttl, int(minimum))
     return None
@@ -118,17 +118,17 @@ def entry(
 ) -> Entry | None:
     """The entry for one query and its reply; None when the query has no readable question
     (a FORMERR: nothing to name)."""
-    if len(packet) < wire.HEADER_SIZE + 5 or len(reply) < wire.HEADER_SIZE:
+    if len(packet) < dns.HEADER_SIZE + 5 or len(reply) < dns.HEADER_SIZE:
         return None
     try:
-        qname, end = name_text(packet, wire.HEADER_SIZE)
+        qname, end = name_text(packet, dns.HEADER_SIZE)
     except ValueError:
         return None
     if end + 4 > len(packet):
         return None
     qtype, qclass = struct.unpack_from(">HH", packet, end)
     do = False
-    udp_size = wire.MIN_UDP_SIZE
+    udp_size = dns.MIN_UDP_SIZE
     end += 4
     if len(packet) >= end + 11 and packet[end : end + 3] == b"\x00\x00\x29":
         udp_size = (packet[end + 3] << 8) | packet[end + 4]

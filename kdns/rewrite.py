@@ -26,14 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from kdns import wire
+from kdns import dns
 from kdns.names import Name, name_to_text, text_to_name
 
 MATCH_KINDS: Final = ("exact", "prefix", "suffix", "substring", "regex")
 TYPE_CODES: Final = {
-    "A": wire.A, "NS": wire.NS, "CNAME": wire.CNAME, "SOA": wire.SOA, "PTR": wire.PTR,
-    "HINFO": wire.HINFO, "MX": wire.MX, "TXT": wire.TXT, "AAAA": wire.AAAA, "SRV": wire.SRV,
-    "ANY": wire.ANY,
+    "A": dns.A, "NS": dns.NS, "CNAME": dns.CNAME, "SOA": dns.SOA, "PTR": dns.PTR,
+    "HINFO": dns.HINFO, "MX": dns.MX, "TXT": dns.TXT, "AAAA": dns.AAAA, "SRV": dns.SRV,
+    "ANY": dns.ANY,
 }  # fmt: skip
 _GROUP: Final = re.compile(r"\{(\d+)\}")
 
@@ -177,10 +177,10 @@ def turn_back_wire(name: bytes, reverses: tuple[Reverse, ...]) -> bytes:
     text = name_to_text(tuple(labels))
     for reverse in reverses:
         text = reverse(text)
-    return wire.name_wire(text_to_name(text))
+    return dns.from_labels(text_to_name(text))
 
 
-def turn_back(answer: wire.Answer, reverses: tuple[Reverse, ...]) -> wire.Answer:
+def turn_back(answer: dns.Answer, reverses: tuple[Reverse, ...]) -> dns.Answer:
     """Apply the reversals to owner names and name data in the answer and additional sections."""
     if not reverses:
         return answer
@@ -191,17 +191,17 @@ def turn_back(answer: wire.Answer, reverses: tuple[Reverse, ...]) -> wire.Answer
             text = reverse(text)
         return text_to_name(text)
 
-    def record(rr: wire.RR) -> wire.RR:
+    def record(rr: dns.RR) -> dns.RR:
         data = rr.data
-        if rr.rtype in (wire.CNAME, wire.PTR, wire.NS) and isinstance(data, tuple):
+        if rr.rtype in (dns.CNAME, dns.PTR, dns.NS) and isinstance(data, tuple):
             data = back(data)
-        elif rr.rtype == wire.SRV and isinstance(data, tuple):
+        elif rr.rtype == dns.SRV and isinstance(data, tuple):
             data = (*data[:3], back(data[3]))
-        elif rr.rtype == wire.MX and isinstance(data, tuple):
+        elif rr.rtype == dns.MX and isinstance(data, tuple):
             data = (data[0], back(data[1]))
         return replace(rr, owner=back(rr.owner), data=data)
 
-    def section(rrsets: tuple[wire.RRset, ...]) -> tuple[wire.RRset, ...]:
+    def section(rrsets: tuple[dns.RRset, ...]) -> tuple[dns.RRset, ...]:
         return tuple(tuple(record(rr) for rr in rrset) for rrset in rrsets)
 
     return replace(answer, answer=section(answer.answer), additional=section(answer.additional))

@@ -41,13 +41,13 @@ import time
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, runtime_checkable
 
-from kdns import wire
+from kdns import dns as wire  # the wire package, under the name this module reads it by
+from kdns.dns.query import screen
 from kdns.health import probe_query
 from kdns.resolver import message
 from kdns.resolver.cache import Entry, Hit, Key
 from kdns.resolver.core import Resolver
 from kdns.resolver.message import Kind
-from kdns.serve.protocol import screen
 from kdns.serve.reply import Later, Peer, Reply
 
 logger = logging.getLogger(__name__)

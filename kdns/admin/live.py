@@ -23,7 +23,8 @@ from typing import Final
 
 from kdns import wire
 from kdns.admin.lookup import Answered, observe
-from kdns.resolver import message, zone
+from kdns.dns import names as zone
+from kdns.resolver import message
 from kdns.resolver.config import Address
 
 TIMEOUT_S: Final = 2.0

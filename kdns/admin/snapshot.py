@@ -18,8 +18,9 @@ from kdns import wire
 from kdns.admin.lookup import FORWARDED, Answered, observe
 from kdns.admin.outside import Outside
 from kdns.config import ZoneConfig
+from kdns.dns import names as zone
 from kdns.names import split_zone, text_to_name
-from kdns.resolver import message, zone
+from kdns.resolver import message
 from kdns.runtime import Runtime
 from kdns.serve.protocol import Responder
 from kdns.source.manifests import Snapshot

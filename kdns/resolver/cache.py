@@ -37,7 +37,7 @@ from typing import NamedTuple
 from cachetools import Cache as _BaseCache
 from cachetools import LRUCache
 
-from kdns import wire
+from kdns import dns as wire  # the wire package, under the name this module reads it by
 from kdns.resolver import message, policy
 from kdns.resolver.config import CacheConfig, PrefetchConfig, StaleConfig, StaleMode
 from kdns.resolver.message import Built, ClientQuery, Kind

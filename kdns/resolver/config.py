@@ -24,7 +24,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Final
 
-from kdns.resolver import zone
+from kdns.dns import names as zone
 
 DEFAULT_PORT: Final = 53
 

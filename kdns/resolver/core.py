@@ -54,8 +54,9 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from kdns import wire
-from kdns.resolver import message, policy, zone
+from kdns import dns as wire  # the wire package, under the name this module reads it by
+from kdns.dns import names as zone
+from kdns.resolver import message, policy
 from kdns.resolver.cache import Cache, Entry, Hit, Key
 from kdns.resolver.config import (
     ResolverConfig,

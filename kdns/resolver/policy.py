@@ -37,8 +37,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from kdns import wire
-from kdns.resolver import zone
+from kdns import dns as wire  # the wire package, under the name this module reads it by
+from kdns.dns import names as zone
 from kdns.resolver.config import PrefetchConfig, ZoneTTL
 from kdns.resolver.message import Built, Kind, ReplyFacts
 

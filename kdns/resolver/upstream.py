@@ -52,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from kdns import wire
+from kdns import dns as wire  # the wire package, under the name this module reads it by
 from kdns.histogram import Histogram, exponential
 from kdns.resolver import message
 from kdns.resolver.config import Address, Policy, Transport, UpstreamConfig

@@ -15,11 +15,11 @@ import struct
 from collections.abc import Callable
 
 from kdns import wire
+from kdns.dns.query import Query, screen
 from kdns.names import Name
 from kdns.resolver import message
 from kdns.resolver.core import Resolver
 from kdns.rewrite import Rewritten, turn_back_wire
-from kdns.serve.protocol import Query, screen
 from kdns.serve.reply import Later, Reply
 
 logger = logging.getLogger(__name__)

@@ -19,11 +19,12 @@ label walk would have ended at the same place.
 from __future__ import annotations
 
 import logging
-import struct
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from kdns import wire
+from kdns.dns.query import Query as Query
+from kdns.dns.query import error_reply as error_reply
+from kdns.dns.query import screen as screen
 from kdns.names import Name
 from kdns.rewrite import Rewritten
 from kdns.serve.reply import Reply
@@ -154,98 +155,3 @@ class Responder:
         body, (an, ns, ar), tc = wire.truncate(encoded, room)
         heads = wire.heads(encoded.rcode, encoded.authoritative, tc, an, ns, ar)
         return query.packet[:2] + heads[query.head_index] + query.question_bytes + body + query.opt
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """A query that passed ``screen``: its question, EDNS facts and the flags to copy."""
-
-    packet: bytes
-    question: wire.Question
-    edns: wire.Edns | None
-    flags: int
-    max_udp_size: int
-
-    @property
-    def question_bytes(self) -> bytes:
-        """The client's question section, byte for byte (its case included)."""
-        return self.packet[wire.HEADER_SIZE : self.question.end]
-
-    @property
-    def head_index(self) -> int:
-        """Which of ``wire.heads`` variants fits: RD | CD << 1 | EDNS << 2."""
-        flags = self.flags
-        return (flags >> 8 & 1) | (flags >> 3 & 2) | (4 if self.edns is not None else 0)
-
-    @property
-    def opt(self) -> bytes:
-        if self.edns is None:
-            return b""
-        return wire.opt_record(self.max_udp_size, self.edns.do_bit)
-
-    def size_limit(self, tcp: bool) -> int:
-        """512 without EDNS; the client's EDNS size within [512, max_udp_size]; 65535 on TCP."""
-        if tcp:
-            return wire.TCP_MAX_SIZE
-        if self.edns is None:
-            return wire.MIN_UDP_SIZE
-        return min(max(self.edns.udp_size, wire.MIN_UDP_SIZE), self.max_udp_size)
-
-    def error(self, rcode: int) -> bytes:
-        return error_reply(
-            self.packet, self.flags, rcode, self.question, self.edns, self.max_udp_size
-        )
-
-
-def screen(packet: bytes, max_udp_size: int, allow_transfer: bool = False) -> Query | bytes | None:
-    """The bad-input rules every server here shares (kdns and nodecache).
-
-    Returns None to drop (short packets, responses), an error reply (NOTIMP, FORMERR, BADVERS,
-    REFUSED for AXFR/IXFR unless ``allow_transfer``, and for non-IN classes), or the parsed
-    ``Query`` to answer.
-    """
-    if len(packet) < wire.HEADER_SIZE:
-        return None
-    flags, qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHHH", packet, 2)
-    if flags & 0x8000:
-        return None  # a response: never answer it (reflection loops)
-    question: wire.Question | None = None
-    if qdcount == 1:
-        try:
-            question = wire.parse_question(packet)
-        except wire.WireError:
-            question = None
-    if (flags >> 11) & 0xF != 0:
-        return error_reply(packet, flags, wire.NOTIMP, question, None, max_udp_size)
-    if qdcount != 1 or question is None:
-        return error_reply(packet, flags, wire.FORMERR, None, None, max_udp_size)
-    try:
-        edns = wire.parse_records(packet, question.end, (ancount, nscount, arcount))
-    except wire.WireError:
-        return error_reply(packet, flags, wire.FORMERR, question, None, max_udp_size)
-    if edns is not None and edns.version != 0:
-        return error_reply(packet, flags, wire.BADVERS, question, edns, max_udp_size)
-    transfer = question.qtype in (wire.AXFR, wire.IXFR)
-    if question.qclass != wire.CLASS_IN or (transfer and not allow_transfer):
-        return error_reply(packet, flags, wire.REFUSED, question, edns, max_udp_size)
-    return Query(packet, question, edns, flags, max_udp_size)
-
-
-def error_reply(
-    packet: bytes,
-    flags: int,
-    rcode: int,
-    question: wire.Question | None,
-    edns: wire.Edns | None,
-    max_udp_size: int,
-) -> bytes:
-    """A reply with no records (FORMERR, NOTIMP, REFUSED, SERVFAIL, BADVERS): the question is
-    echoed when it parsed, opcode, RD and CD are copied, and an OPT answers an OPT."""
-    copy_flags = flags & 0x7910
-    qd = 1 if question is not None else 0
-    ar = 1 if edns is not None else 0
-    header = packet[:2] + struct.pack(">HHHHH", 0x8000 | copy_flags | (rcode & 0xF), qd, 0, 0, ar)
-    body = packet[wire.HEADER_SIZE : question.end] if question is not None else b""
-    if edns is not None:
-        body += wire.opt_record(max_udp_size, edns.do_bit, rcode >> 4)
-    return header + body

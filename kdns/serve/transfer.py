@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from kdns import wire
+from kdns.dns.query import Query, screen
 from kdns.names import name_to_text
-from kdns.serve.protocol import Query, Responder, screen
+from kdns.serve.protocol import Responder
 from kdns.serve.reply import Peer, TCPReply
 from kdns.state import Index
 from kdns.synth.resolve import soa_record

@@ -27,10 +27,11 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from kdns import wire
+from kdns import dns
 from kdns.admin.lookup import Answered, observe
 from kdns.admin.snapshot import DEFAULT_LATENCY, QTYPE_TEXT, ClusterDNS, Latency
-from kdns.resolver import message, zone
+from kdns.dns import names as zone
+from kdns.resolver import message
 from kdns.resolver.cache import Cache
 from kdns.resolver.config import ResolverConfig, Transport, UpstreamConfig, cluster_upstream
 from kdns.resolver.core import Resolver, Router, ttl_policy_for
@@ -80,7 +81,7 @@ class _Recording:
     def query(
         self, qname: bytes, qtype: int, qclass: int, *, do: bool = False, cd: bool = False
     ) -> Result:
-        text = ".".join(wire.parse_name(qname, 0)[0]) + "."
+        text = ".".join(dns.parse_name(qname, 0)[0]) + "."
         self.asked.append(f"{self.label} {text} {QTYPE_TEXT.get(qtype, str(qtype))}")
         packet = self.answer(text, qtype)
         return Reply(packet, message.inspect(packet), _PLACEHOLDER[0], Transport.UDP)
@@ -185,7 +186,7 @@ class OfflineNode:
         hits_before = self.resolver.stats.hits
         mark = len(self.asked)
         packet = message.make_query(
-            next(self._ids), zone.to_wire(qname), qtype, wire.CLASS_IN, udp_size=None
+            next(self._ids), zone.to_wire(qname), qtype, dns.CLASS_IN, udp_size=None
         )
         reply = self._handle(packet)
         self.clock.now += STEP_S

@@ -14,7 +14,7 @@ import os
 import socket
 import struct
 
-from kdns import wire
+from kdns import dns
 from kdns.health import probe_query
 from nodecache.handler import PROBE_ZONE
 
@@ -40,10 +40,10 @@ def is_probe_answer(query: bytes, reply: bytes) -> bool:
     if len(reply) < len(query) or reply[:2] != query[:2]:
         return False
     flags, qdcount, ancount, nscount = struct.unpack(">HHHH", reply[2:10])
-    question = query[wire.HEADER_SIZE :]
+    question = query[dns.HEADER_SIZE :]
     return (
         bool(flags & 0x8000)
-        and flags & 0xF == wire.NXDOMAIN
+        and flags & 0xF == dns.NXDOMAIN
         and (qdcount, ancount, nscount) == (1, 0, 0)
-        and reply[wire.HEADER_SIZE : wire.HEADER_SIZE + len(question)].lower() == question
+        and reply[dns.HEADER_SIZE : dns.HEADER_SIZE + len(question)].lower() == question
     )

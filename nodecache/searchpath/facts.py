@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from kdns import wire
+from kdns import dns as wire  # the wire package, under the name this module reads it by
 from kdns.resolver.message import Kind, Record, ReplyFacts
 
 

@@ -51,7 +51,7 @@ from typing import Final, Protocol
 
 from cachetools import LRUCache
 
-from kdns import wire
+from kdns import dns as wire  # the wire package, under the name this module reads it by
 from kdns.names import Name
 from kdns.resolver import message
 from kdns.resolver.cache import Cache, Key

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from kdns import wire
+from kdns import dns as wire  # the wire package, under the name this module reads it by
 from kdns.names import INVALID, SVC, Name, parse_request, split_zone
 
 PORT_PROTOCOLS: Final = frozenset({"tcp", "udp", "sctp"})

@@ -19,7 +19,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from kdns.resolver import zone
+from kdns.dns import names as zone
 from kdns.resolver.cache import Cache, Key
 from kdns.resolver.config import (
     ResolverConfig,

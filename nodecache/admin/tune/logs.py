@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import dnslib
 
-from kdns import wire
+from kdns import dns
 
 DEFAULT_RATE: Final = 100.0
 ASSUMED_TTL_S: Final = 30
@@ -178,7 +178,7 @@ def query_from_json(record: object) -> Query:
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0):
         raise LineError(f"ttl: expected a non-negative integer or null, got {ttl!r}")
     size = record.get("size", ASSUMED_SIZE)
-    if isinstance(size, bool) or not isinstance(size, int) or size < wire.HEADER_SIZE:
+    if isinstance(size, bool) or not isinstance(size, int) or size < dns.HEADER_SIZE:
         raise LineError(f"size: expected reply bytes (at least 12), got {size!r}")
     do = record.get("do", False)
     hit = record.get("cache_hit", False)
@@ -217,7 +217,7 @@ def read(
                     raise LineError("expected 'name type'")
                 query = Query(
                     sent / rate, wire_name(words[0]), qtype_number(words[1]), False,
-                    wire.NOERROR, assumed_ttl, assumed_size, False,
+                    dns.NOERROR, assumed_ttl, assumed_size, False,
                 )  # fmt: skip
                 sent += 1
                 result.queries.append(query)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from kdns import wire
+from kdns import dns
 from kdns.resolver import message, policy
 from kdns.resolver.cache import Cache, Key
 from kdns.resolver.config import CacheConfig, ResolverConfig, StaleMode
@@ -75,18 +75,18 @@ class Result:
 def built_from(query: Query, ttl: int | None) -> Built:
     """The stored form of the logged answer: its question, rcode and size (the records are
     opaque bytes: the cache never reads them), and its TTL as the answer's smallest."""
-    question = query.name + struct.pack(">HH", query.qtype, wire.CLASS_IN)
+    question = query.name + struct.pack(">HH", query.qtype, dns.CLASS_IN)
     header = struct.pack(">HHHHHH", 0, message.QR | message.RA | (query.rcode & 0xF), 1, 0, 0, 0)
-    padding = max(0, query.size - wire.HEADER_SIZE - len(question))
-    if query.rcode == wire.NOERROR:
+    padding = max(0, query.size - dns.HEADER_SIZE - len(question))
+    if query.rcode == dns.NOERROR:
         kind, min_ttl, negative_ttl = Kind.POSITIVE, ttl, None
-    elif query.rcode == wire.NXDOMAIN:
+    elif query.rcode == dns.NXDOMAIN:
         kind, min_ttl, negative_ttl = Kind.NXDOMAIN, None, ttl
     else:
         kind, min_ttl, negative_ttl = Kind.ERROR, None, None
     return Built(
         header + question + bytes(padding),
-        wire.HEADER_SIZE + len(question),
+        dns.HEADER_SIZE + len(question),
         (),
         query.rcode,
         kind,
@@ -133,7 +133,7 @@ def replay(
         ident = (query.name, query.qtype, query.do)
         key = keys.get(ident)
         if key is None:
-            key = keys[ident] = Key(query.name, query.qtype, wire.CLASS_IN, query.do, False)
+            key = keys[ident] = Key(query.name, query.qtype, dns.CLASS_IN, query.do, False)
         if not query.cache_hit or key not in ttl_of:
             ttl_of[key] = query.ttl
         latest[key] = query
@@ -144,7 +144,7 @@ def replay(
             stale += 1
         else:
             upstream += 1
-            failed = query.rcode == wire.SERVFAIL
+            failed = query.rcode == dns.SERVFAIL
             if hit is not None and (stale_mode is StaleMode.IMMEDIATE or failed):
                 stale += 1
             cache.store(key, built_from(query, ttl_of[key]), now)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dns.rcode
 import pytest
 
-from kdns.resolver import message, zone
+from kdns.dns import names as zone
+from kdns.resolver import message
 from kdns.resolver.cache import Cache, Key
 from kdns.resolver.config import (
     CacheConfig,

@@ -11,7 +11,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from kdns.resolver import message, zone
+from kdns.dns import names as zone
+from kdns.resolver import message
 from kdns.resolver.cache import Cache, Key
 from kdns.resolver.config import (
     CLUSTER_TTL,

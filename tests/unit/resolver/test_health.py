@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdns.resolver import zone
+from kdns.dns import names as zone
 from kdns.resolver.config import (
     CacheConfig,
     Policy,

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdns import wire
-from kdns.resolver import message, zone
+from kdns.dns import names as zone
+from kdns.resolver import message
 from kdns.resolver.message import Kind, MessageError
 from tests.unit.resolver.fakes import make_query, make_reply, parse, soa
 

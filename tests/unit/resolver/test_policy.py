@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import dns.rcode
 import pytest
 
-from kdns.resolver import message, policy, zone
+from kdns.dns import names as zone
+from kdns.resolver import message, policy
 from kdns.resolver.config import (
     CLUSTER_TTL,
     OTHER_TTL,

@@ -1,10 +1,10 @@
-"""Zone names on the wire and longest-suffix matching (kdns/resolver/zone.py)."""
+"""Zone names on the wire and longest-suffix matching (kdns/dns/names.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kdns.resolver import zone
+from kdns.dns import names as zone
 
 
 @pytest.mark.parametrize(

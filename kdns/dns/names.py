@@ -1,8 +1,11 @@
-"""Zone names on the wire, and the longest-suffix tables that routing and TTL policy share.
+"""Names as wire bytes: text and label tuples to and from wire form, suffix and subdomain tests,
+and the longest-suffix tables that routing and TTL policy share.
 
-A name here is always its uncompressed wire form, lower-cased (``b"\\x07cluster\\x05local\\x00"``),
-the same bytes ``kdns.wire.Question.wire_lower`` holds, so a query's key needs no conversion.
-Only ASCII letters are folded (RFC 4343 §3: DNS case-insensitivity is ASCII only).
+A name here is its uncompressed wire form, lower-cased (``b"\\x07cluster\\x05local\\x00"``),
+the same bytes ``kdns.dns.query.Question.wire_lower`` holds, so a query's key needs no
+conversion. Only ASCII letters are folded (RFC 4343 §3: DNS case-insensitivity is ASCII only).
+The authoritative side's grammar works on label tuples (``Labels``, ``kdns.names.Name``);
+``from_labels`` and ``to_labels`` are the one conversion between the two.
 
 ``ZoneTable.match`` walks the name's suffixes from longest to shortest and stops at the first
 zone it holds: at most 128 dict lookups for the longest legal name, usually 3-6.
@@ -14,6 +17,9 @@ from collections.abc import Iterator, Mapping
 from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
+
+Labels = tuple[str, ...]
+"""A name as lower-case labels, root excluded (``("cart", "shop", "svc", "cluster", "local")``)."""
 
 ROOT: Final = b"\x00"
 MAX_NAME: Final = 255
@@ -51,6 +57,28 @@ def to_text(name: bytes) -> str:
         labels.append(name[offset + 1 : offset + 1 + length].decode("ascii", "backslashreplace"))
         offset += 1 + length
     return ".".join(labels) + "."
+
+
+def from_labels(name: Labels) -> bytes:
+    """Uncompressed wire form of a label tuple, ending with the root label."""
+    out = bytearray()
+    for label in name:
+        raw = label.encode("latin-1")  # query labels are decoded latin-1: any byte round-trips
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    return bytes(out)
+
+
+def to_labels(name: bytes) -> Labels:
+    """Wire bytes (uncompressed) -> labels decoded latin-1, so any byte round-trips."""
+    labels: list[str] = []
+    offset = 0
+    while name[offset]:
+        length = name[offset]
+        labels.append(name[offset + 1 : offset + 1 + length].decode("latin-1"))
+        offset += 1 + length
+    return tuple(labels)
 
 
 def suffixes(name: bytes) -> Iterator[bytes]:
