@@ -237,9 +237,12 @@ class ResolverStats:
 
 
 class _Deadlines:
-    """Calls functions at monotonic times from one daemon thread (VERIFY's stale fallback)."""
+    """Calls functions at times of the resolver's clock from one daemon thread (VERIFY's stale
+    fallback). The thread waits in real seconds, so the clock must advance with real time for
+    a delay above zero to fire (tests use 0, which runs the function at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
         self._cond = threading.Condition()
@@ -255,14 +258,14 @@ class _Deadlines:
                 self._thread = threading.Thread(target=self._run, name="resolver-timer")
                 self._thread.daemon = True
                 self._thread.start()
-            heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._sequence), fn))
+            heapq.heappush(self._heap, (self.clock() + delay_s, next(self._sequence), fn))
             self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                while not self._stopped and (not self._heap or self._heap[0][0] > self.clock()):
+                    timeout = self._heap[0][0] - self.clock() if self._heap else None
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
@@ -369,7 +372,7 @@ class Resolver:
         self._lanes: dict[str, Lane] = {}
         self._inflight: dict[Key, _Fetch] = {}
         self._lock = threading.Lock()
-        self._deadlines = _Deadlines()
+        self._deadlines = _Deadlines(self.clock)
         self._stop = threading.Event()
         self._prefetcher: threading.Thread | None = None
 
@@ -379,9 +382,11 @@ class Resolver:
         config: ResolverConfig,
         *,
         policy: SearchPathPolicy | None = None,
-        make_upstream: Callable[[UpstreamConfig], Upstream] = UpstreamClient,
+        make_upstream: Callable[[UpstreamConfig], Upstream] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Resolver:
+        """``make_upstream``: None builds ``UpstreamClient``s on ``clock``, the one clock of the
+        cache, the lanes, the timers and the upstream deadlines."""
         cache = Cache(
             config.cache,
             prefetch=config.prefetch,
@@ -391,12 +396,13 @@ class Resolver:
         )
         return cls(
             cache,
-            Router.from_config(config, make_upstream),
+            Router.from_config(config, make_upstream or _upstream_maker(clock)),
             policy=policy,
             workers=config.workers,
             max_pending=config.max_pending,
             max_queue_wait_s=config.max_queue_wait_s,
             max_refreshes=config.max_refreshes,
+            clock=clock,
         )
 
     @property
@@ -446,11 +452,11 @@ class Resolver:
     def reconfigure(
         self,
         config: ResolverConfig,
-        make_upstream: Callable[[UpstreamConfig], Upstream] = UpstreamClient,
+        make_upstream: Callable[[UpstreamConfig], Upstream] | None = None,
     ) -> None:
         """Apply a reloaded config without flushing the cache: new routes and policies; the
         old upstream groups are closed once swapped out. (Cache capacity stays as built.)"""
-        router = Router.from_config(config, make_upstream)
+        router = Router.from_config(config, make_upstream or _upstream_maker(self.clock))
         if self._prefetcher is not None:
             router.start()
         old, self.router = self.router, router
@@ -869,6 +875,11 @@ class Resolver:
             target_authority,
             additional + target_additional,
         )
+
+
+def _upstream_maker(clock: Callable[[], float]) -> Callable[[UpstreamConfig], Upstream]:
+    """``UpstreamClient``s whose deadlines read the resolver's clock."""
+    return functools.partial(UpstreamClient, clock=clock)
 
 
 def ttl_policy_for(config: ResolverConfig) -> policy.TTLPolicy:
