@@ -42,7 +42,6 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import struct
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -57,7 +56,7 @@ from kdns.resolver import message
 from kdns.resolver.cache import Cache, Key
 from kdns.resolver.core import DEFERRED, ClientAddress, Deferred, Settle
 from kdns.resolver.message import ClientQuery, Kind, MessageError, Record
-from nodecache.searchpath import autopath, shape
+from nodecache.searchpath import autopath, render, shape
 from nodecache.searchpath.clients import ClientFilter
 from nodecache.searchpath.facts import Facts
 
@@ -236,7 +235,7 @@ class SearchPath:
             fact = self.facts.nxdomain(question.wire_lower, now)
             if fact is None or fact.soa is None:
                 return None
-            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            reply = render.nxdomain(query, fact.soa, fact.remaining(now))
             given = _Immediate(reply, fact.expires, "name")
             self._remember(memo_key, query, given, now)
             return reply
@@ -322,12 +321,12 @@ class SearchPath:
                 self._refresh_soa(place.zone)
                 return None
             ttl = self._negative_ttl(soa, place.zone)
-            return _Immediate(self._nxdomain(query, soa, ttl), now + ttl, "shape")
+            return _Immediate(render.nxdomain(query, soa, ttl), now + ttl, "shape")
         if place.kind is shape.Kind.OUTSIDE:
             return None
         fact = self.facts.nxdomain(question.wire_lower, now)
         if fact is not None and fact.soa is not None:
-            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            reply = render.nxdomain(query, fact.soa, fact.remaining(now))
             return _Immediate(reply, fact.expires, "name")
         if place.kind is not shape.Kind.NAMESPACE:
             return None
@@ -336,7 +335,7 @@ class SearchPath:
         if fact is not None:
             if fact.exists or fact.soa is None:
                 return None
-            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            reply = render.nxdomain(query, fact.soa, fact.remaining(now))
             return _Immediate(reply, fact.expires, "cut")
         if settle is None or self._cached(query, now):
             return None  # the cache answers it without asking anyone; no cut needed
@@ -361,7 +360,7 @@ class SearchPath:
             fact = self.facts.nxdomain(cut, now)
             if fact is not None and fact.soa is not None:
                 self._count(query, "cut", 0)
-                reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+                reply = render.nxdomain(query, fact.soa, fact.remaining(now))
         finally:
             settle(reply)
 
@@ -385,32 +384,12 @@ class SearchPath:
         self.stats.upstream_avoided += 1
         return True
 
-    def _nxdomain(self, query: ClientQuery, soa: Record, ttl: int) -> bytes:
-        question = query.packet[wire.HEADER_SIZE : query.question.end]
-        authority = Record(1, soa.owner, soa.rtype, soa.rclass, ttl, soa.rdata, 0)
-        built = message.build(question, wire.NXDOMAIN, (), (authority,))
-        return self._patch(query, built, max(0, ttl))
-
-    def _patch(self, query: ClientQuery, built: message.Built, ttl: int) -> bytes:
-        packet = query.packet
-        return message.patch(
-            built.message,
-            packet[:2],
-            query.flags,
-            packet[wire.HEADER_SIZE : query.question.end],
-            ttl,
-            built.ttl_offsets,
-            message.reply_opt(query),
-        )
-
     def _negative_ttl(self, soa: Record, zone: Name) -> int:
-        minimum: int = struct.unpack_from(">I", soa.rdata, len(soa.rdata) - 4)[0]
-        ttl = min(soa.ttl, minimum)
         resolver = self._resolver
+        limits = None
         if resolver is not None:
             limits = resolver.cache.ttl_policy.for_name(self._zone_wires[zone])
-            ttl = min(max(ttl, limits.denial_min_s), limits.denial_max_s)
-        return max(0, ttl)
+        return render.negative_ttl(soa, limits)
 
     def _refresh_soa(self, zone: Name) -> None:
         with self._lock:
@@ -537,7 +516,7 @@ class SearchPath:
         if decision.outcome is not Outcome.FOUND:
             fact = self.facts.nxdomain(first, now)
             if fact is not None and fact.soa is not None:
-                reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+                reply = render.nxdomain(query, fact.soa, fact.remaining(now))
                 return _Immediate(reply, min(fact.expires, decision.expires), "name")
             # Settled by the zone's shape or a cut in the walk: the same local answer.
             local = self._local(query, None, now) if self.local_nxdomain else None
@@ -569,10 +548,7 @@ class SearchPath:
             # The target's entry for this type is gone or changed: the CNAME alone (NOERROR),
             # never an NXDOMAIN that would split the pair (musl moves on at any NXDOMAIN).
             ttl = max(0, min(remaining, 5))
-        question = query.packet[wire.HEADER_SIZE : query.question.end]
-        cname = Record(0, question[:-4], wire.CNAME, wire.CLASS_IN, ttl, decision.target, 0)
-        built = message.build(question, wire.NOERROR, (cname, *answer), authority)
-        reply = self._patch(query, built, ttl)
+        reply = render.autopath_answer(query, decision.target, ttl, answer, authority)
         return _Immediate(reply, min(decision.expires, now + ttl), "autopath", decision.saved)
 
     def _walk(self, walk: autopath.Walk) -> Decision:
