@@ -32,8 +32,9 @@ this order:
 3. Anything else goes on to the cache and the upstreams unchanged.
 
 Replies that can be given at once are memoized per client address and query bytes (minus the
-ID) for the rest of the second, as the handler memoizes cache hits, so a warm search miss is
-one dict lookup. Walks and probes run on a small thread pool of their own: a probe blocks on
+ID) for the rest of the second (``memo``), as the handler memoizes cache hits, so a warm search
+miss is one dict lookup. Their bytes, and the negative TTL (the cache's own rule), are
+``render``'s. Walks and probes run on a small thread pool of their own: a probe blocks on
 the resolver's fetch, which runs on the resolver's pool, so the two never wait on each other.
 """
 
@@ -59,6 +60,7 @@ from kdns.resolver.message import ClientQuery, Kind, MessageError, Record
 from nodecache.searchpath import autopath, render, shape
 from nodecache.searchpath.clients import ClientFilter
 from nodecache.searchpath.facts import Facts
+from nodecache.searchpath.memo import Memo, Remembered
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ class SearchPath:
         self._followers_pruned = 0.0
         self._soa_pending: set[Name] = set()
         self._lock = threading.Lock()
-        self._memo: dict[tuple[str, bytes], _Memo] = {}
+        self._memo = Memo(MAX_REMEMBERED)
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -250,10 +252,9 @@ class SearchPath:
     ) -> None:
         """Count a reply given on the node and memoize it for the rest of the second."""
         avoided = self._count(query, given.mechanism, given.saved)
-        if len(self._memo) >= MAX_REMEMBERED:
-            self._memo.clear()
-        valid_until = min(given.valid_until, float(int(now) + 1))
-        self._memo[key] = _Memo(valid_until, given.reply[2:], given.mechanism, given.saved, avoided)
+        self._memo.remember(
+            key, given.reply, given.valid_until, given.mechanism, given.saved, avoided, now
+        )
 
     def remembered(self, packet: bytes, client_ip: str) -> bytes | None:
         """The reply ``decide`` gave this very query (its bytes but the ID, from this client)
@@ -265,13 +266,11 @@ class SearchPath:
 
     def _recall(
         self, key: tuple[str, bytes], now: float, max_size: int | None = None
-    ) -> _Memo | None:
+    ) -> Remembered | None:
         """The memoized reply for ``key`` if it still holds (and is at most ``max_size``
         bytes without its ID), counted as given."""
-        memo = self._memo.get(key)
-        if memo is None or memo.valid_until <= now:
-            return None
-        if max_size is not None and len(memo.reply) > max_size:
+        memo = self._memo.recall(key, now, max_size)
+        if memo is None:
             return None
         if memo.mechanism == "autopath":
             self.stats.autopath_answers += 1
@@ -720,16 +719,6 @@ class _Immediate:
     mechanism: str
     """shape, cut, name or autopath."""
     saved: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Memo:
-    valid_until: float
-    reply: bytes
-    """Without its ID."""
-    mechanism: str
-    saved: int
-    avoided: bool
 
 
 class _Later:
