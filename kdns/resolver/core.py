@@ -22,6 +22,11 @@
    (``prefer_positive``), else SERVFAIL (EDE 22 "No Reachable Authority"), cached
    ``servfail_s``.
 
+Each branch above is chosen by a pure function of ``kdns.resolver.decide`` (tested from tables);
+this module does the effects. Failure reasons are ``kdns.resolver.reasons.Reason``. One clock
+(``clock``, the cache's by default) drives the cache, the lanes, the VERIFY timer and, through
+``from_config``, the upstream deadlines.
+
 Upstream fetches run on each route's own lane (``kdns.resolver.lanes``: its workers, its bound
 on waiting queries, its queue-age drop, its refresh budget), so a slow, dead or flooded upstream
 for one zone never delays another. A route that is full answers its overflow at once (SERVFAIL,
