@@ -22,6 +22,11 @@
    (``prefer_positive``), else SERVFAIL (EDE 22 "No Reachable Authority"), cached
    ``servfail_s``.
 
+Each branch above is chosen by a pure function of ``kdns.resolver.decide`` (tested from tables);
+this module does the effects. Failure reasons are ``kdns.resolver.reasons.Reason``. One clock
+(``clock``, the cache's by default) drives the cache, the lanes, the VERIFY timer and, through
+``from_config``, the upstream deadlines.
+
 Upstream fetches run on each route's own lane (``kdns.resolver.lanes``: its workers, its bound
 on waiting queries, its queue-age drop, its refresh budget), so a slow, dead or flooded upstream
 for one zone never delays another. A route that is full answers its overflow at once (SERVFAIL,
@@ -56,16 +61,16 @@ from typing import Final, Protocol
 
 from kdns import dns as wire  # the wire package, under the name this module reads it by
 from kdns.dns import names as zone
-from kdns.resolver import message, policy
+from kdns.resolver import decide, message, policy
 from kdns.resolver.cache import Cache, Entry, Hit, Key
 from kdns.resolver.config import (
     ResolverConfig,
     StaleConfig,
-    StaleMode,
     UpstreamConfig,
 )
 from kdns.resolver.lanes import Job, Joined, Lane, LaneLimits
-from kdns.resolver.message import Built, ClientQuery, Kind, Record
+from kdns.resolver.message import Built, ClientQuery, Record
+from kdns.resolver.reasons import Reason
 from kdns.resolver.upstream import Failure, Reply, Upstream, UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -238,9 +243,12 @@ class ResolverStats:
 
 
 class _Deadlines:
-    """Calls functions at monotonic times from one daemon thread (VERIFY's stale fallback)."""
+    """Calls functions at times of the resolver's clock from one daemon thread (VERIFY's stale
+    fallback). The thread waits in real seconds, so the clock must advance with real time for
+    a delay above zero to fire (tests use 0, which runs the function at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
         self._cond = threading.Condition()
@@ -256,14 +264,14 @@ class _Deadlines:
                 self._thread = threading.Thread(target=self._run, name="resolver-timer")
                 self._thread.daemon = True
                 self._thread.start()
-            heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._sequence), fn))
+            heapq.heappush(self._heap, (self.clock() + delay_s, next(self._sequence), fn))
             self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                while not self._stopped and (not self._heap or self._heap[0][0] > self.clock()):
+                    timeout = self._heap[0][0] - self.clock() if self._heap else None
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
@@ -370,7 +378,7 @@ class Resolver:
         self._lanes: dict[str, Lane] = {}
         self._inflight: dict[Key, _Fetch] = {}
         self._lock = threading.Lock()
-        self._deadlines = _Deadlines()
+        self._deadlines = _Deadlines(self.clock)
         self._stop = threading.Event()
         self._prefetcher: threading.Thread | None = None
 
@@ -380,9 +388,11 @@ class Resolver:
         config: ResolverConfig,
         *,
         policy: SearchPathPolicy | None = None,
-        make_upstream: Callable[[UpstreamConfig], Upstream] = UpstreamClient,
+        make_upstream: Callable[[UpstreamConfig], Upstream] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Resolver:
+        """``make_upstream``: None builds ``UpstreamClient``s on ``clock``, the one clock of the
+        cache, the lanes, the timers and the upstream deadlines."""
         cache = Cache(
             config.cache,
             prefetch=config.prefetch,
@@ -392,12 +402,13 @@ class Resolver:
         )
         return cls(
             cache,
-            Router.from_config(config, make_upstream),
+            Router.from_config(config, make_upstream or _upstream_maker(clock)),
             policy=policy,
             workers=config.workers,
             max_pending=config.max_pending,
             max_queue_wait_s=config.max_queue_wait_s,
             max_refreshes=config.max_refreshes,
+            clock=clock,
         )
 
     @property
@@ -447,11 +458,11 @@ class Resolver:
     def reconfigure(
         self,
         config: ResolverConfig,
-        make_upstream: Callable[[UpstreamConfig], Upstream] = UpstreamClient,
+        make_upstream: Callable[[UpstreamConfig], Upstream] | None = None,
     ) -> None:
         """Apply a reloaded config without flushing the cache: new routes and policies; the
         old upstream groups are closed once swapped out. (Cache capacity stays as built.)"""
-        router = Router.from_config(config, make_upstream)
+        router = Router.from_config(config, make_upstream or _upstream_maker(self.clock))
         if self._prefetcher is not None:
             router.start()
         old, self.router = self.router, router
@@ -625,32 +636,34 @@ class Resolver:
                 return reply  # the common case, without computing the client's limit
             return self._fit(reply, query, tcp)
         route = self.router.route(key.name)
-        if route is None:
+        step = decide.first_step(
+            decide.Cached.NONE if hit is None else decide.Cached.STALE,
+            route is not None,
+            self.stale.mode,
+            hit is not None and self.cache.recheck_pending(hit.entry, now),
+        )
+        if step is decide.Step.REFUSE or route is None:
             self.stats.refused += 1
             return self._fit(message.error_reply(query, wire.REFUSED), query, tcp)
         self.stats.by_route[route.name] = self.stats.by_route.get(route.name, 0) + 1
         question = query.packet[wire.HEADER_SIZE : query.question.end]
-        if hit is not None:
-            stale = self.stale
-            if stale.mode is StaleMode.IMMEDIATE or self.cache.recheck_pending(hit.entry, now):
-                if not self.cache.recheck_pending(hit.entry, now):
-                    self.stats.refreshes += 1
-                    self._fetch(key, question, route, demand=True)
-                self.stats.stale_served += 1
-                return self._fit(hit.reply(query, message.EDE_STALE_ANSWER), query, tcp)
-        else:
+        if hit is not None and step in (decide.Step.STALE, decide.Step.STALE_REFRESH):
+            if step is decide.Step.STALE_REFRESH:
+                self.stats.refreshes += 1
+                self._fetch(key, question, route, demand=True)
+            self.stats.stale_served += 1
+            return self._fit(hit.reply(query, message.EDE_STALE_ANSWER), query, tcp)
+        if hit is None:
             self.stats.misses += 1
         lane = self._lane(route)
-        if internal and key not in self._inflight and lane.busy >= lane.limits.workers:
-            # A search-path walk would hold the policy's pool (every route's) for as long as
-            # this route's queue takes; SERVFAIL declines the walk, and the client walks
-            # itself through its own queries, which this route queues as clients.
+        if decide.shed_internal(internal, key in self._inflight, lane.busy, lane.limits.workers):
             self.stats.internal_shed += 1
             return message.error_reply(query, wire.SERVFAIL)
         if not lane.admit():
             # The route is full: answer now rather than queue behind it (issue 11).
             self.stats.overloaded += 1
-            if hit is not None:
+            settlement = decide.on_full(hit is not None)
+            if settlement is decide.Settlement.STALE_HIT and hit is not None:
                 self.stats.stale_served += 1
                 return self._fit(hit.reply(query, message.EDE_STALE_ANSWER), query, tcp)
             self.stats.servfail += 1
@@ -684,7 +697,7 @@ class Resolver:
         # Registered first: with an inline executor the fetch is already done, and a fresh
         # answer must win over VERIFY's fallback even when verify_timeout_s is 0.
         future.add_done_callback(fetched)
-        if stale_hit is not None:
+        if step is decide.Step.VERIFY and stale_hit is not None:
             # VERIFY (RFC 8767 §5): the upstream gets verify_timeout_s; then stale data.
             self.stats.refreshes += 1
 
@@ -704,30 +717,35 @@ class Resolver:
 
     def _reply(self, outcome: Outcome, query: ClientQuery, stale_hit: Hit | None) -> bytes:
         entry = outcome.entry
-        if outcome.failure is None:
-            if entry is not None:
-                remaining = max(1, entry.remaining(self.clock()))
-                return Hit(entry, remaining, False).reply(query)
-            if outcome.built is not None:
-                # A good answer we may not cache (e.g. NODATA without SOA): its own TTLs.
-                packet = query.packet
-                return message.patch(
-                    outcome.built.message,
-                    packet[:2],
-                    query.flags,
-                    packet[wire.HEADER_SIZE : query.question.end],
-                    0,
-                    (),
-                    message.reply_opt(query),
-                )
-        elif self.stale.mode is not StaleMode.OFF:
+        settlement = decide.settle(
+            outcome.failure is not None,
+            None if entry is None else entry.kind,
+            outcome.built is not None,
+            self.stale.mode,
+            stale_hit is not None,
+        )
+        if settlement is decide.Settlement.ENTRY and entry is not None:
+            remaining = max(1, entry.remaining(self.clock()))
+            return Hit(entry, remaining, False).reply(query)
+        if settlement is decide.Settlement.BUILT and outcome.built is not None:
+            # A good answer we may not cache (e.g. NODATA without SOA): its own TTLs.
+            packet = query.packet
+            return message.patch(
+                outcome.built.message,
+                packet[:2],
+                query.flags,
+                packet[wire.HEADER_SIZE : query.question.end],
+                0,
+                (),
+                message.reply_opt(query),
+            )
+        if settlement is decide.Settlement.LAST_GOOD and entry is not None:
             # RFC 8767: the last-known-good answer rather than a fresh failure.
-            if entry is not None and entry.kind is not Kind.ERROR:
-                self.stats.stale_served += 1
-                return Hit(entry, self.stale.ttl_s, True).reply(query, message.EDE_STALE_ANSWER)
-            if stale_hit is not None:
-                self.stats.stale_served += 1
-                return stale_hit.reply(query, message.EDE_STALE_ANSWER)
+            self.stats.stale_served += 1
+            return Hit(entry, self.stale.ttl_s, True).reply(query, message.EDE_STALE_ANSWER)
+        if settlement is decide.Settlement.STALE_HIT and stale_hit is not None:
+            self.stats.stale_served += 1
+            return stale_hit.reply(query, message.EDE_STALE_ANSWER)
         self.stats.servfail += 1
         return message.error_reply(query, wire.SERVFAIL, message.EDE_NO_REACHABLE_AUTHORITY)
 
@@ -775,14 +793,14 @@ class Resolver:
             self._forget(future, key)
             if client is None:
                 self.stats.refreshes_skipped += 1
-                future.set_result(Outcome(None, None, Failure("overloaded", "refresh budget")))
+                future.set_result(Outcome(None, None, Failure(Reason.OVERLOADED, "refresh budget")))
                 return None
-            future.set_result(Outcome(self.cache.peek(key), None, Failure("closed", "closed")))
+            future.set_result(Outcome(self.cache.peek(key), None, Failure(Reason.CLOSED, "closed")))
             return future
         self.stats.fetches += 1
         return future
 
-    def _cancel_fetch(self, future: Future[Outcome], key: Key, reason: str) -> None:
+    def _cancel_fetch(self, future: Future[Outcome], key: Key, reason: Reason) -> None:
         """A queued fetch that will not run: every client waiting on it was dropped
         (``expired``: nothing is cached, it says nothing about the name) or we closed."""
         self._forget(future, key)
@@ -795,7 +813,7 @@ class Resolver:
             outcome = self._fetch_and_store(key, question, route, demand)
         except Exception as error:
             logger.exception("fetch failed unexpectedly")
-            outcome = Outcome(None, None, Failure("internal", str(error)))
+            outcome = Outcome(None, None, Failure(Reason.INTERNAL, str(error)))
         self._forget(future, key)
         future.set_result(outcome)
 
@@ -812,7 +830,7 @@ class Resolver:
         now = self.clock()
         if isinstance(result, Failure):
             self.stats.failures += 1
-            if result.reason in ("overloaded", "closed"):
+            if not decide.caches_failure(Reason.of(result.reason)):
                 # A local condition, not an answer about the name: cache nothing.
                 self.cache.mark_failed(key, now)
                 return Outcome(self.cache.peek(key), None, result)
@@ -837,7 +855,7 @@ class Resolver:
         facts = result.facts
         reason = policy.reject_reason(facts, qname.lower(), key.qtype, key.qclass)
         if reason is not None:
-            return Failure("servfail", reason)
+            return Failure(Reason.SERVFAIL, reason)
         kept = message.sanitize(facts, route.zone)
         self.stats.dropped_records += kept.dropped
         answer = list(kept.answer)
@@ -863,6 +881,11 @@ class Resolver:
             target_authority,
             additional + target_additional,
         )
+
+
+def _upstream_maker(clock: Callable[[], float]) -> Callable[[UpstreamConfig], Upstream]:
+    """``UpstreamClient``s whose deadlines read the resolver's clock."""
+    return functools.partial(UpstreamClient, clock=clock)
 
 
 def ttl_policy_for(config: ResolverConfig) -> policy.TTLPolicy:

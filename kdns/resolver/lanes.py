@@ -41,6 +41,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kdns.resolver.reasons import Reason
+
 logger = logging.getLogger(__name__)
 
 
@@ -98,7 +100,7 @@ class Job:
     (every waiter expired: ``expired``; the resolver closed: ``closed``)."""
 
     run: Callable[[], None]
-    cancel: Callable[[str], None]
+    cancel: Callable[[Reason], None]
     background: bool
     """A refresh: no client waits on it (yet)."""
     queued_at: float
@@ -248,7 +250,7 @@ class Lane:
             for job in jobs:
                 job.state = _State.CANCELLED
         for job in jobs:
-            job.cancel("closed")
+            job.cancel(Reason.CLOSED)
         return jobs
 
     # --- workers -----------------------------------------------------------------------------
@@ -364,4 +366,4 @@ class Lane:
             except Exception:
                 logger.exception("dropping a waiting query failed")
         for job in cancelled:
-            job.cancel("expired")
+            job.cancel(Reason.EXPIRED)

@@ -264,9 +264,15 @@ class _TCPConnection:
     their ID; a reader thread hands each reply to the waiter of its ID."""
 
     def __init__(
-        self, address: Address, connect_timeout: float, idle_s: float, stats: UpstreamStats
+        self,
+        address: Address,
+        connect_timeout: float,
+        idle_s: float,
+        stats: UpstreamStats,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.address = address
+        self.clock = clock
         self.idle_s = idle_s
         self.stats = stats
         self.sock = socket.create_connection(address, timeout=connect_timeout)
@@ -274,7 +280,7 @@ class _TCPConnection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(idle_s)
         self.closed = False
-        self.last_used = time.monotonic()
+        self.last_used = self.clock()
         self._pending: dict[int, _Waiter] = {}
         self._lock = threading.Lock()
         self._reader = threading.Thread(
@@ -294,7 +300,7 @@ class _TCPConnection:
             packet = build(qid)
             waiter = _Waiter()
             self._pending[qid] = waiter
-            self.last_used = time.monotonic()
+            self.last_used = self.clock()
             try:
                 self.sock.sendall(len(packet).to_bytes(2, "big") + packet)
             except OSError:
@@ -306,7 +312,7 @@ class _TCPConnection:
     def release(self, qid: int) -> None:
         with self._lock:
             self._pending.pop(qid, None)
-            self.last_used = time.monotonic()
+            self.last_used = self.clock()
 
     def _read_exactly(self, size: int) -> bytes | None:
         chunks = bytearray()
@@ -315,7 +321,7 @@ class _TCPConnection:
                 chunk = self.sock.recv(size - len(chunks))
             except TimeoutError:
                 with self._lock:
-                    idle = not self._pending and time.monotonic() - self.last_used >= self.idle_s
+                    idle = not self._pending and self.clock() - self.last_used >= self.idle_s
                 if idle and not chunks:
                     return None
                 continue
@@ -369,6 +375,9 @@ class UpstreamClient:
         self, config: UpstreamConfig, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
+        self.clock = clock
+        """Every deadline and idle check reads it (it must advance with real time: the sockets
+        wait in real seconds)."""
         self.stats = UpstreamStats()
         self.latency = TryLatency()
         self.health = Health(
@@ -440,7 +449,7 @@ class UpstreamClient:
         return result
 
     def _query(self, qname: bytes, qtype: int, qclass: int, do: bool, cd: bool) -> Result:
-        deadline = time.monotonic() + self.config.overall_timeout_s
+        deadline = self.clock() + self.config.overall_timeout_s
         order = self.health.order()
         if self.health.is_down(order[0]):  # healthy servers come first: none is healthy
             self.stats.all_down += 1
@@ -451,7 +460,7 @@ class UpstreamClient:
         previous = -1
         attempt = 0
         while len(done) < len(order):
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock()
             if remaining <= 0.001:
                 break
             index = order[attempt % len(order)]
@@ -462,9 +471,9 @@ class UpstreamClient:
                 self.stats.failovers += 1
             previous = index
             timeout = min(self.config.try_timeout_s, remaining)
-            started = time.monotonic()
+            started = self.clock()
             result = self._try(index, qname, qtype, qclass, do, cd, timeout=timeout)
-            self.latency.observe(index, result, time.monotonic() - started)
+            self.latency.observe(index, result, self.clock() - started)
             if isinstance(result, Reply):
                 if self.health.success(index):
                     self.stats.recovered += 1
@@ -495,7 +504,7 @@ class UpstreamClient:
         probe: bool = False,
     ) -> Result:
         """One try at one server, including the TC→TCP and FORMERR→no-EDNS retries."""
-        until = time.monotonic() + (timeout if timeout is not None else self.config.try_timeout_s)
+        until = self.clock() + (timeout if timeout is not None else self.config.try_timeout_s)
         tcp = self.config.transport is Transport.TCP
         udp_size: int | None = self.config.udp_size
         for _ in range(3):
@@ -569,7 +578,7 @@ class UpstreamClient:
                 self.stats.unreachable += 1
                 return Failure("unreachable", str(error))
             while True:
-                remaining = until - time.monotonic()
+                remaining = until - self.clock()
                 if remaining <= 0:
                     self.stats.timeouts += 1
                     return Failure("timeout", f"{address[0]}:{address[1]} udp")
@@ -597,9 +606,10 @@ class UpstreamClient:
             try:
                 connection = _TCPConnection(
                     address,
-                    max(0.001, until - time.monotonic()),
+                    max(0.001, until - self.clock()),
                     self.config.tcp_idle_s,
                     self.stats,
+                    self.clock,
                 )
             except TimeoutError:
                 self.stats.timeouts += 1
@@ -638,7 +648,7 @@ class UpstreamClient:
             qid, waiter = sent
             try:
                 while True:
-                    remaining = until - time.monotonic()
+                    remaining = until - self.clock()
                     if remaining <= 0:
                         self.stats.timeouts += 1
                         return Failure("timeout", f"{address[0]}:{address[1]} tcp")

@@ -32,8 +32,9 @@ this order:
 3. Anything else goes on to the cache and the upstreams unchanged.
 
 Replies that can be given at once are memoized per client address and query bytes (minus the
-ID) for the rest of the second, as the handler memoizes cache hits, so a warm search miss is
-one dict lookup. Walks and probes run on a small thread pool of their own: a probe blocks on
+ID) for the rest of the second (``memo``), as the handler memoizes cache hits, so a warm search
+miss is one dict lookup. Their bytes, and the negative TTL (the cache's own rule), are
+``render``'s. Walks and probes run on a small thread pool of their own: a probe blocks on
 the resolver's fetch, which runs on the resolver's pool, so the two never wait on each other.
 """
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import struct
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -57,9 +57,10 @@ from kdns.resolver import message
 from kdns.resolver.cache import Cache, Key
 from kdns.resolver.core import DEFERRED, ClientAddress, Deferred, Settle
 from kdns.resolver.message import ClientQuery, Kind, MessageError, Record
-from nodecache.searchpath import autopath, shape
+from nodecache.searchpath import autopath, render, shape
 from nodecache.searchpath.clients import ClientFilter
 from nodecache.searchpath.facts import Facts
+from nodecache.searchpath.memo import Memo, Remembered
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class SearchPath:
         self._followers_pruned = 0.0
         self._soa_pending: set[Name] = set()
         self._lock = threading.Lock()
-        self._memo: dict[tuple[str, bytes], _Memo] = {}
+        self._memo = Memo(MAX_REMEMBERED)
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -236,7 +237,7 @@ class SearchPath:
             fact = self.facts.nxdomain(question.wire_lower, now)
             if fact is None or fact.soa is None:
                 return None
-            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            reply = render.nxdomain(query, fact.soa, fact.remaining(now))
             given = _Immediate(reply, fact.expires, "name")
             self._remember(memo_key, query, given, now)
             return reply
@@ -251,10 +252,9 @@ class SearchPath:
     ) -> None:
         """Count a reply given on the node and memoize it for the rest of the second."""
         avoided = self._count(query, given.mechanism, given.saved)
-        if len(self._memo) >= MAX_REMEMBERED:
-            self._memo.clear()
-        valid_until = min(given.valid_until, float(int(now) + 1))
-        self._memo[key] = _Memo(valid_until, given.reply[2:], given.mechanism, given.saved, avoided)
+        self._memo.remember(
+            key, given.reply, given.valid_until, given.mechanism, given.saved, avoided, now
+        )
 
     def remembered(self, packet: bytes, client_ip: str) -> bytes | None:
         """The reply ``decide`` gave this very query (its bytes but the ID, from this client)
@@ -266,13 +266,11 @@ class SearchPath:
 
     def _recall(
         self, key: tuple[str, bytes], now: float, max_size: int | None = None
-    ) -> _Memo | None:
+    ) -> Remembered | None:
         """The memoized reply for ``key`` if it still holds (and is at most ``max_size``
         bytes without its ID), counted as given."""
-        memo = self._memo.get(key)
-        if memo is None or memo.valid_until <= now:
-            return None
-        if max_size is not None and len(memo.reply) > max_size:
+        memo = self._memo.recall(key, now, max_size)
+        if memo is None:
             return None
         if memo.mechanism == "autopath":
             self.stats.autopath_answers += 1
@@ -322,12 +320,12 @@ class SearchPath:
                 self._refresh_soa(place.zone)
                 return None
             ttl = self._negative_ttl(soa, place.zone)
-            return _Immediate(self._nxdomain(query, soa, ttl), now + ttl, "shape")
+            return _Immediate(render.nxdomain(query, soa, ttl), now + ttl, "shape")
         if place.kind is shape.Kind.OUTSIDE:
             return None
         fact = self.facts.nxdomain(question.wire_lower, now)
         if fact is not None and fact.soa is not None:
-            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            reply = render.nxdomain(query, fact.soa, fact.remaining(now))
             return _Immediate(reply, fact.expires, "name")
         if place.kind is not shape.Kind.NAMESPACE:
             return None
@@ -336,7 +334,7 @@ class SearchPath:
         if fact is not None:
             if fact.exists or fact.soa is None:
                 return None
-            reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+            reply = render.nxdomain(query, fact.soa, fact.remaining(now))
             return _Immediate(reply, fact.expires, "cut")
         if settle is None or self._cached(query, now):
             return None  # the cache answers it without asking anyone; no cut needed
@@ -361,7 +359,7 @@ class SearchPath:
             fact = self.facts.nxdomain(cut, now)
             if fact is not None and fact.soa is not None:
                 self._count(query, "cut", 0)
-                reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+                reply = render.nxdomain(query, fact.soa, fact.remaining(now))
         finally:
             settle(reply)
 
@@ -385,32 +383,12 @@ class SearchPath:
         self.stats.upstream_avoided += 1
         return True
 
-    def _nxdomain(self, query: ClientQuery, soa: Record, ttl: int) -> bytes:
-        question = query.packet[wire.HEADER_SIZE : query.question.end]
-        authority = Record(1, soa.owner, soa.rtype, soa.rclass, ttl, soa.rdata, 0)
-        built = message.build(question, wire.NXDOMAIN, (), (authority,))
-        return self._patch(query, built, max(0, ttl))
-
-    def _patch(self, query: ClientQuery, built: message.Built, ttl: int) -> bytes:
-        packet = query.packet
-        return message.patch(
-            built.message,
-            packet[:2],
-            query.flags,
-            packet[wire.HEADER_SIZE : query.question.end],
-            ttl,
-            built.ttl_offsets,
-            message.reply_opt(query),
-        )
-
     def _negative_ttl(self, soa: Record, zone: Name) -> int:
-        minimum: int = struct.unpack_from(">I", soa.rdata, len(soa.rdata) - 4)[0]
-        ttl = min(soa.ttl, minimum)
         resolver = self._resolver
+        limits = None
         if resolver is not None:
             limits = resolver.cache.ttl_policy.for_name(self._zone_wires[zone])
-            ttl = min(max(ttl, limits.denial_min_s), limits.denial_max_s)
-        return max(0, ttl)
+        return render.negative_ttl(soa, limits)
 
     def _refresh_soa(self, zone: Name) -> None:
         with self._lock:
@@ -537,7 +515,7 @@ class SearchPath:
         if decision.outcome is not Outcome.FOUND:
             fact = self.facts.nxdomain(first, now)
             if fact is not None and fact.soa is not None:
-                reply = self._nxdomain(query, fact.soa, fact.remaining(now))
+                reply = render.nxdomain(query, fact.soa, fact.remaining(now))
                 return _Immediate(reply, min(fact.expires, decision.expires), "name")
             # Settled by the zone's shape or a cut in the walk: the same local answer.
             local = self._local(query, None, now) if self.local_nxdomain else None
@@ -569,10 +547,7 @@ class SearchPath:
             # The target's entry for this type is gone or changed: the CNAME alone (NOERROR),
             # never an NXDOMAIN that would split the pair (musl moves on at any NXDOMAIN).
             ttl = max(0, min(remaining, 5))
-        question = query.packet[wire.HEADER_SIZE : query.question.end]
-        cname = Record(0, question[:-4], wire.CNAME, wire.CLASS_IN, ttl, decision.target, 0)
-        built = message.build(question, wire.NOERROR, (cname, *answer), authority)
-        reply = self._patch(query, built, ttl)
+        reply = render.autopath_answer(query, decision.target, ttl, answer, authority)
         return _Immediate(reply, min(decision.expires, now + ttl), "autopath", decision.saved)
 
     def _walk(self, walk: autopath.Walk) -> Decision:
@@ -744,16 +719,6 @@ class _Immediate:
     mechanism: str
     """shape, cut, name or autopath."""
     saved: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Memo:
-    valid_until: float
-    reply: bytes
-    """Without its ID."""
-    mechanism: str
-    saved: int
-    avoided: bool
 
 
 class _Later:
