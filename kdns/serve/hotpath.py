@@ -36,6 +36,7 @@ DO: Final = 8
 """The variant bit of a query whose OPT sets DO."""
 HEADS: Final = 7
 """The variant bits that pick one of ``wire.heads``'s eight header variants."""
+MIN_UDP: Final = wire.MIN_UDP_SIZE
 
 
 def fast_key(packet: bytes) -> tuple[bytes, int, int] | None:
@@ -51,12 +52,12 @@ def fast_key(packet: bytes) -> tuple[bytes, int, int] | None:
             return None
     elif (
         counts == QD_AND_AR
-        and len(packet) >= qend + OPT_SIZE
+        and len(packet) >= qend + 11  # OPT_SIZE
         and packet[qend : qend + 3] == OPT_PREFIX
         and packet[qend + 6] == 0  # EDNS version 0; others are BADVERS (the full path)
-        and len(packet) == qend + OPT_SIZE + ((packet[qend + 9] << 8) | packet[qend + 10])
+        and len(packet) == qend + 11 + ((packet[qend + 9] << 8) | packet[qend + 10])
     ):
-        variant |= EDNS | (DO if packet[qend + 7] & 0x80 else 0)
+        variant |= 4 | ((packet[qend + 7] & 0x80) >> 4)  # EDNS | DO
     else:
         return None
     return packet[12 : end + 1].lower() + packet[end + 1 : qend], qend, variant
@@ -65,9 +66,9 @@ def fast_key(packet: bytes) -> tuple[bytes, int, int] | None:
 def udp_limit(packet: bytes, qend: int, variant: int, max_udp_size: int) -> int:
     """The largest UDP reply this query may get: 512, or its EDNS size in [512, max]."""
     if not variant & EDNS:
-        return wire.MIN_UDP_SIZE
+        return MIN_UDP
     client = (packet[qend + 3] << 8) | packet[qend + 4]
-    return min(max(client, wire.MIN_UDP_SIZE), max_udp_size)
+    return min(max(client, MIN_UDP), max_udp_size)
 
 
 def assemble(
@@ -79,7 +80,9 @@ def assemble(
     opts: tuple[bytes, bytes],
 ) -> bytes:
     """The reply: ID + ``heads[variant & 7]`` + the client's question + body (+ ``opts[DO]``)."""
-    reply = packet[:2] + heads[variant & HEADS] + packet[12:qend] + body
-    if variant & EDNS:
-        return reply + opts[1 if variant & DO else 0]
+    # Literals, not HEADS/EDNS/DO: this runs per query in the pure-Python loop, and a global
+    # lookup per constant is measurable there.
+    reply = packet[:2] + heads[variant & 7] + packet[12:qend] + body
+    if variant & 4:
+        return reply + opts[(variant >> 3) & 1]
     return reply

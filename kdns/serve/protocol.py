@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from kdns import wire
 from kdns.names import Name
@@ -42,6 +42,8 @@ class Forwarding(Protocol):
 
 
 logger = logging.getLogger(__name__)
+
+_MIN_UDP: Final = wire.MIN_UDP_SIZE
 
 
 class Responder:
@@ -83,16 +85,23 @@ class Responder:
             table = self._table
             fast = fast_key(packet) if table is not None else None
             if fast is not None:
+                assert table is not None
                 key, qend, variant = fast
-                entry = table.records.get(key)  # type: ignore[union-attr]
+                entry = table.records.get(key)
                 if entry is None:
-                    entry = table.cached(key)  # type: ignore[union-attr]
+                    entry = table.cached(key)
                 if entry is not None:
                     body = entry[1]
                     if isinstance(body, tuple):  # loadbalance: the rotation is the query ID's
                         body = body[((packet[0] << 8) | packet[1]) % len(body)]
                     reply = assemble(packet, qend, variant, entry[0], body, self.opts)
-                    if tcp or len(reply) <= udp_limit(packet, qend, variant, self.max_udp_size):
+                    size = len(reply)
+                    # Any limit is at least 512: most replies need no udp_limit call.
+                    if (
+                        tcp
+                        or size <= _MIN_UDP
+                        or size <= udp_limit(packet, qend, variant, self.max_udp_size)
+                    ):
                         return reply
             return self.answer_slow(packet, tcp)
         except Exception:
