@@ -179,6 +179,32 @@ def start_unbound(workdir: Path, nsd_port: int) -> Server:
     return Server("unbound", port, proc, err, {"cmd": shlex.join(cmd), "conf": str(conf)})
 
 
+# dnsdist's packet cache in front of the same NSD: a second peer for the hit workload (issue 12).
+# One listener, one backend, a packet cache big enough for every hit name, health checks slowed
+# so they cost nothing measurable; no console, no web server, no carbon.
+DNSDIST_CONF = """\
+setLocal("127.0.0.1:{port}")
+newServer({{address="127.0.0.1:{nsd_port}", checkInterval=60}})
+pc = newPacketCache(100000, {{maxTTL=86400, minTTL=0}})
+getPool(""):setCache(pc)
+setSecurityPollSuffix("")
+"""
+
+
+def start_dnsdist(workdir: Path, nsd_port: int) -> Server:
+    directory = workdir / "dnsdist"
+    directory.mkdir()
+    port = run.free_port()
+    conf = directory / "dnsdist.conf"
+    conf.write_text(DNSDIST_CONF.format(port=port, nsd_port=nsd_port))
+    err = directory / "stderr"
+    cmd = ["taskset", "-c", run.SERVER_CORE, "dnsdist", "--supervised", "--disable-syslog",
+           "-C", str(conf)]  # fmt: skip
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen(cmd, stdout=stderr, stderr=stderr, stdin=subprocess.DEVNULL)
+    return Server("dnsdist", port, proc, err, {"cmd": shlex.join(cmd), "conf": conf.read_text()})
+
+
 NODECACHE_CONF = """# nodecache for the benchmark: NodeLocal's defaults, except the TTL cap of the hit zone
 zone_ttls:
   hit.{zone}: {{success_max_s: {ttl}, denial_max_s: {ttl}}}
@@ -386,6 +412,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument(
+        "--dnsdist",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure dnsdist's packet cache on the hit workloads (Debian dnsdist)",
+    )
+    p.add_argument(
         "--nodecache-arg",
         action="append",
         default=[],
@@ -442,7 +474,15 @@ def main(argv: list[str] | None = None) -> int:
             servers["py-floor"] = start_floor(workdir, args.python, nsd.port, hit_file)
             run.wait_answering(servers["py-floor"], names[0], 60)
             hit_servers.append("py-floor")
-        for name in measured:
+        peers = list(measured)
+        if args.dnsdist and shutil.which("dnsdist") is not None:
+            servers["dnsdist"] = start_dnsdist(workdir, nsd.port)
+            run.wait_answering(servers["dnsdist"], f"ns1.{ZONE}", 30)
+            hit_servers.append("dnsdist")
+            peers.append("dnsdist")
+        elif args.dnsdist:
+            log("dnsdist not found: its column stays empty (apt-get install dnsdist)")
+        for name in peers:
             run.dnsperf(servers[name].port, hit_file, 2000, HIT_NAMES / 2000 + 1, False)
         problems = same_answers([servers[n] for n in measured], random.Random(3).sample(names, 20))
         problems += same_answers([servers[n] for n in measured], [f"x1.miss.{ZONE}", f"nx.{ZONE}"])
@@ -459,7 +499,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         for workload in hit_workloads if "hit" in args.only else []:
             # py-floor answers only the plain queries it prebuilt replies for (no EDNS).
-            group = hit_servers if not workload.edns else measured
+            group = (
+                hit_servers if not workload.edns else [n for n in hit_servers if n != "py-floor"]
+            )
             for name in group:
                 run.dnsperf(servers[name].port, hit_file, args.rate[0], args.warmup, workload.edns)
             for rate in args.rate:
@@ -513,9 +555,9 @@ def main(argv: list[str] | None = None) -> int:
             "kdns.serve.udp's loop answering from a dict of prebuilt replies, the least a "
             "Python server on that loop spends (hit workload only).",
             "",
-            "| workload | offered qps | nodecache µs/q | unbound µs/q | py-floor µs/q "
-            "| nodecache/unbound | py-floor/unbound |",
-            "|---|---|---|---|---|---|---|",
+            "| workload | offered qps | nodecache µs/q | unbound µs/q | dnsdist µs/q "
+            "| py-floor µs/q | nodecache/unbound | nodecache/dnsdist | py-floor/unbound |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         keys = dict.fromkeys((m.workload, m.rate) for m in results)
         for workload_name, rate in keys:
@@ -523,9 +565,12 @@ def main(argv: list[str] | None = None) -> int:
             theirs = pooled(results, "unbound", workload_name, rate)
             floor = pooled(results, "py-floor", workload_name, rate)
             floor_cell = f"{floor:.2f}" if floor == floor else "—"
+            dnsdist = pooled(results, "dnsdist", workload_name, rate)
+            dnsdist_cell = f"{dnsdist:.2f}" if dnsdist == dnsdist else "—"
             lines.append(
-                f"| {workload_name} | {rate} | {mine:.2f} | {theirs:.2f} | {floor_cell} "
-                f"| {run.fmt_ratio(mine, theirs)} | "
+                f"| {workload_name} | {rate} | {mine:.2f} | {theirs:.2f} | {dnsdist_cell} "
+                f"| {floor_cell} | {run.fmt_ratio(mine, theirs)} | "
+                f"{run.fmt_ratio(mine, dnsdist) if dnsdist == dnsdist else '—'} | "
                 f"{run.fmt_ratio(floor, theirs) if floor == floor else '—'} |"
             )
         lines += [

@@ -276,7 +276,8 @@ def start_nsd(workdir: Path, zone_text: str, minimal: bool) -> Server:
 # ``python -m kdns`` plus one thing: each UDP server thread writes which loop it runs (the C
 # accelerator or the Python loop) to $KDNS_BENCH_LOOP_REPORT, so the report states what was
 # measured. While kdns/serve/udp.py does not pick the C loop itself (it imports
-# kdns.serve.accel once it does), this also makes it do so, by the same rule (accel.responder_of).
+# kdns.serve.accel once it does), this also makes it do so, by the same rule (accel.responder_of;
+# a kdns with UDPServer.fast_path opts in explicitly).
 # The benchmark needs no metrics listener; a kdns from before --metrics-listen has none anyway.
 METRICS_OFF = (
     ["--metrics-listen", "none"]
@@ -291,7 +292,10 @@ from kdns.serve import accel, udp
 original_run = udp.UDPServer._run
 udp_picks_loop = hasattr(udp, "accel")
 def run(self):
-    responder = accel.responder_of(self.answer)
+    if hasattr(self, "fast_path"):  # the explicit opt-in (kdns.serve.accel.FastPath)
+        responder = self.fast_path
+    else:  # a kdns from before it: the C loop took the unwrapped Responder.answer
+        responder = accel.responder_of(self.answer)
     with open(os.environ["KDNS_BENCH_LOOP_REPORT"], "a") as report:
         report.write(("c" if responder is not None else "python") + "\\n")
     if responder is not None and not udp_picks_loop:

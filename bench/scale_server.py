@@ -131,7 +131,7 @@ def main() -> int:
     runtime = Runtime(ZoneConfig(), responder, synced=False)
     runtime.replace([])  # an empty, unsynced table: SERVFAIL instead of NXDOMAIN until synced
     sock = bind_udp("127.0.0.1", 0)
-    udp = UDPServer(sock, responder.answer)
+    udp = UDPServer(sock, responder.answer, fast_path=responder.fast_path)
     udp.start()
     emit(event="listening", port=sock.getsockname()[1])
 

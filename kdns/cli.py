@@ -385,7 +385,10 @@ def serve(
     except ConfigError as error:  # an output file that cannot be opened
         logger.error("%s", error)
         return EXIT_USAGE
-    udp_servers = [UDPServer(udp, responder.answer, query_log=query_log) for udp, _ in pairs]
+    udp_servers = [
+        UDPServer(udp, responder.answer, query_log=query_log, fast_path=responder.fast_path)
+        for udp, _ in pairs
+    ]
     tcp_sockets = [tcp for _, tcp in pairs]
     if config.transfer_to:
         transfer = ZoneTransfer(responder, config.transfer_to)

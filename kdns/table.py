@@ -22,8 +22,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from cachetools import FIFOCache
-
 from kdns import wire
 from kdns.names import (
     Name,
@@ -52,6 +50,39 @@ first table, and again with every table when a custom CNAME's answer follows the
 LAZY_OWNERS = frozenset({"ptr", "pod"})
 """Owners all of whose names are answered through the memo (see ``NameSpec.compiled``)."""
 MEMO_SIZE = 65536
+
+
+class Memo:
+    """A bounded FIFO map over one plain dict, ``entries``, which readers use without a lock.
+
+    Why a plain dict: the C loop (kdns/serve/_fastpath.c) looks keys up in it directly, as it
+    does in ``records``. Writers hold the table's ``memo_lock`` against each other; a reader
+    needs none, because every write is one dict operation made while holding the GIL (an insert
+    at the end, or a delete of the oldest key, which is the first in the dict's insertion
+    order), so a reader holding the GIL sees the dict between two operations, never inside one.
+    Reading never reorders anything (FIFO, not LRU). Replacing a key moves it to the end, and
+    the oldest keys go first when full: what cachetools' FIFOCache did.
+    """
+
+    __slots__ = ("entries", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.entries: dict[bytes, wire.Compiled | None] = {}
+        self.maxsize = maxsize
+
+    def __getitem__(self, key: bytes) -> wire.Compiled | None:
+        return self.entries[key]
+
+    def __setitem__(self, key: bytes, value: wire.Compiled | None) -> None:
+        """Only with the table's ``memo_lock`` held."""
+        entries = self.entries
+        entries.pop(key, None)
+        while len(entries) >= self.maxsize:
+            del entries[next(iter(entries))]
+        entries[key] = value
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def question_key(name: Name, qtype: int) -> bytes:
@@ -196,11 +227,9 @@ class AnswerTable:
     names: dict[bytes, int]
     chase: dict[bytes, Name] = field(default_factory=dict)
     """Lower-case name bytes -> the out-of-zone target a forwarding server chases."""
-    # FIFO, not LRU: a hit must not reorder anything, so the serving threads read it without
-    # the lock (an LRU get costs a locked, Python-level reorder per NXDOMAIN hit).
-    memo: FIFOCache[bytes, wire.Compiled | None] = field(
-        default_factory=lambda: FIFOCache(maxsize=MEMO_SIZE)
-    )
+    # FIFO, not LRU: a hit must not reorder anything, so the serving threads (and the C loop,
+    # which reads ``memo.entries`` directly) read it without the lock.
+    memo: Memo = field(default_factory=lambda: Memo(MEMO_SIZE))
     negatives: dict[int, wire.Compiled] = field(default_factory=dict)
     memo_lock: threading.Lock = field(default_factory=threading.Lock)
     rewritten_types: frozenset[int] = frozenset()

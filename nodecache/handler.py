@@ -5,9 +5,10 @@ and ``kdns.serve.tcp.TCPServer`` call. For each query:
 
 1. **Cache-hit shortcut.** The common query shapes (one question and nothing else, or one
    question and one EDNS OPT, version 0: what stub resolvers and dig send) are keyed straight
-   from the bytes, as kdns's ``Responder.answer`` fast path does. If the cache holds a fresh entry
-   for that key, the reply is the resolver's own hit (``Cache.lookup`` + ``Hit.reply``), with no
-   ``screen`` and no ``Resolver.answer`` call: the resolver's fresh-hit branch, minus parsing.
+   from the bytes by ``kdns.serve.hotpath.fast_key``, as kdns's ``Responder.answer`` is. If the
+   cache holds a fresh entry for that key, the reply is the resolver's own hit (``Cache.lookup``
+   + ``Hit.reply``), with no ``screen`` and no ``Resolver.answer`` call: the resolver's
+   fresh-hit branch, minus parsing.
    The reply is a function of the query's bytes other than its ID, the entry and the TTL second,
    so it is memoized on exactly those: most hits are one ``lookup`` (which keeps the hit counts,
    ask times and LRU order prefetch relies on) and one concatenation of the ID and the memo.
@@ -48,6 +49,7 @@ from kdns.resolver import message
 from kdns.resolver.cache import Entry, Hit, Key
 from kdns.resolver.core import Resolver
 from kdns.resolver.message import Kind
+from kdns.serve.hotpath import DO, EDNS, fast_key, udp_limit
 from kdns.serve.reply import Later, Peer, Reply
 
 logger = logging.getLogger(__name__)
@@ -57,15 +59,9 @@ PROBE_ZONE: Final = ("nodecache", "invalid")
 _PROBE_NAME: Final = probe_query(PROBE_ZONE, 0)[wire.HEADER_SIZE : -4]
 """The probe's name on the wire, lower case (the question minus TXT, IN)."""
 
-_QD_ONLY: Final = b"\x00\x01\x00\x00\x00\x00\x00\x00"
-_QD_AND_AR: Final = b"\x00\x01\x00\x00\x00\x00\x00\x01"
-_OPT_PREFIX: Final = b"\x00\x00\x29"  # root owner, type OPT
 _MAX_REMEMBERED: Final = 4096
 """Reply memos kept per transport; each holds its entry alive until the memo is cleared, so
 this bounds that memory (a few MB at most) outside the cache's own byte bound."""
-_HEADER: Final = wire.HEADER_SIZE
-_MIN_UDP: Final = wire.MIN_UDP_SIZE
-_CD: Final = message.CD
 
 
 @runtime_checkable
@@ -231,42 +227,33 @@ class QueryHandler:
         return reply
 
     def _key(self, packet: bytes) -> Key | None:
-        """The cache key of a query of a shortcut shape, read from its bytes; None for any
-        other shape. (Validity beyond the shape comes from the key matching an entry.)"""
-        end = packet.find(b"\x00", _HEADER)
-        if end < 0 or packet[2] & 0xF8:  # QR set or an opcode other than QUERY
+        """The cache key of a query of a hot-path shape (``kdns.serve.hotpath.fast_key``),
+        read from its bytes; None for any other shape. (Validity beyond the shape comes from
+        the key matching an entry.)"""
+        fast = fast_key(packet)
+        if fast is None:
             return None
-        qend = end + 5
-        counts = packet[4:12]
-        if counts == _QD_ONLY and len(packet) == qend:
-            do_bit = False
-        elif (
-            counts == _QD_AND_AR
-            and len(packet) >= qend + 11
-            and packet[qend : qend + 3] == _OPT_PREFIX
-            and packet[qend + 6] == 0  # EDNS version 0; others are BADVERS (screen)
-            and len(packet) == qend + 11 + ((packet[qend + 9] << 8) | packet[qend + 10])
-        ):
-            do_bit = bool(packet[qend + 7] & 0x80)
-        else:
-            return None
-        name = packet[_HEADER : end + 1].lower()
-        qtype = (packet[end + 1] << 8) | packet[end + 2]
-        qclass = (packet[end + 3] << 8) | packet[end + 4]
-        return tuple.__new__(Key, (name, qtype, qclass, do_bit, bool(packet[3] & _CD)))
+        key, _, variant = fast
+        name = key[:-4]
+        qtype = (key[-4] << 8) | key[-3]
+        qclass = (key[-2] << 8) | key[-1]
+        return tuple.__new__(Key, (name, qtype, qclass, bool(variant & DO), bool(variant & 2)))
 
     def _hit_reply(self, packet: bytes, hit: Hit, tcp: bool) -> bytes:
-        """``Hit.reply`` for a shortcut query, fitted to the client's size limit as
-        ``Resolver.answer`` fits it. Its question parses: its key matched an entry."""
+        """``Hit.reply`` for a shortcut query, fitted to the client's size limit
+        (``kdns.serve.hotpath.udp_limit``, what ``Resolver.answer`` fits it to). Its question
+        parses: its key matched an entry."""
         question = wire.parse_question(packet)
         qend = question.end
         edns = None
+        variant = 0
         if len(packet) > qend:  # the one OPT the shape allows
             do_bit = bool(packet[qend + 7] & 0x80)
+            variant = EDNS
             edns = wire.Edns((packet[qend + 3] << 8) | packet[qend + 4], 0, do_bit)
         query = _HitQuery(packet, question, edns, (packet[2] << 8) | packet[3], self.max_udp_size)
         reply = hit.reply(query)
-        if tcp or len(reply) <= _MIN_UDP or len(reply) <= message.size_limit(query, tcp):
+        if tcp or len(reply) <= udp_limit(packet, qend, variant, self.max_udp_size):
             return reply
         return message.truncated_reply(reply, qend, message.reply_opt(query))
 

@@ -1,45 +1,52 @@
 /*
  * kdns.serve._fastpath: the optional C accelerator of the UDP hot path.
  *
- * It does exactly what the records-dict hit of ``Responder.answer`` (kdns/serve/protocol.py)
- * does, and hands everything else to ``responder.answer`` itself, so replies are byte-identical
- * to the Python path for every input:
+ * It mirrors kdns/serve/hotpath.py (the one Python definition of the hot-path shape rule, the
+ * flag-variant index and the UDP size limit) and serves the hits of ``Responder.answer``
+ * (kdns/serve/protocol.py) itself; everything else goes to the Python handler, so replies are
+ * byte-identical to the Python path for every input. It reads no attribute of any Python
+ * object: it is handed two contract objects built for it (kdns/serve/accel.py builds them):
  *
- * - ``answer(responder, packet, tcp=False)``: one query in, the reply (or None) out.
- * - ``serve(sock_fd, responder, server, counters=None)``: the blocking recvfrom/sendto loop of
- *   ``kdns.serve.udp.UDPServer._run``: receive with the GIL released, look the question up in
- *   ``responder.table.records`` (read again for every packet: a publish swaps the table), build
- *   a hit's reply in a reusable C buffer and send it without creating a Python object; a miss
- *   goes to ``responder.answer(packet)``, whose reply is sent as kdns.serve.udp sends it (bytes
- *   at once; a Deferred is called with ``server.deferred_sender(peer, packet, started_ns)``).
- *   Returns when ``server._stopping`` is true after a receive returns (UDPServer.stop sets it,
- *   then shuts the socket down to wake the receive), or when the counters' divert flag is set
- *   (the query log went on): None, or the (packet, peer) just received, for the Python loop.
- * - ``Counters()``: the per-query counts of one serving loop, in the cells of
- *   kdns/serve/tally.py (``LAYOUT`` here must equal ``tally.LAYOUT``). ``serve`` counts every
- *   reply it sends itself (hits and the Python path's bytes) with ``count_reply``, the C twin of
- *   ``tally.count``; a Deferred reply is counted by ``deferred_sender``. Only the serving thread
- *   writes the cells, holding the GIL; ``read()`` copies them out under the GIL.
+ * - ``Answers(opt, opt_do, max_udp_size)``: what hits are served from. ``publish(records,
+ *   memo)`` installs a table's ``records`` dict and its memo's plain dict (kdns.table.Memo)
+ *   when the Responder's table is swapped; ``publish(None, None)`` serves nothing.
+ * - ``Loop(answers, fallback, deferred_sender, on_error)``: one serving loop's state: the
+ *   ``Answers``, the Python handler for a miss (``fallback(packet) -> Reply``), what a Deferred
+ *   reply is called with (``deferred_sender(peer, packet, started_ns)``), what an internal error
+ *   is counted with (``on_error()``), the stop flag (``stop()``), the divert flag
+ *   (``set_divert``: the query log went on), the per-query cells of kdns/serve/tally.py
+ *   (``read()``; ``LAYOUT`` here must equal ``tally.LAYOUT``) and ``answered``, the replies built
+ *   here without Python (what tests check to prove the loop is engaged).
  *
- * The Python fast path, mirrored here step by step (the order of the checks does not matter:
- * none has a side effect):
- *   end = packet.find(b"\0", 12); a hit needs end > 0, table not None, packet[2] & 0xF8 == 0
- *   key = packet[12:end+1].lower() + packet[end+1:end+5]      (ASCII lower-casing only)
- *   entry = table.records.get(key)            -> (heads: 8 header variants, body)
+ * Functions:
+ * - ``fast_key(packet)``, ``udp_limit(packet, qend, variant, max_udp_size)``,
+ *   ``assemble(packet, qend, variant, heads, body, opts)``: the C twins of kdns/serve/hotpath.py,
+ *   exposed so tests/unit/test_hotpath.py can compare them with the Python ones.
+ * - ``answer(answers, fallback, packet, tcp=False)``: one query in, the reply (or None) out.
+ * - ``serve(sock_fd, loop)``: the blocking recvfrom/sendto loop of kdns.serve.udp: receive with
+ *   the GIL released, answer a hit from ``answers`` into a reusable C buffer and send it without
+ *   creating a Python object; a miss goes to ``fallback(packet)``, whose reply is sent as
+ *   kdns.serve.udp sends it. Returns after a receive once ``loop.stop()`` was called, or when the
+ *   divert flag is set: None, or the (packet, peer) just received, for the Python loop.
+ *
+ * A hit, step by step (hotpath.py and ``Responder.answer``):
+ *   fast_key: (key, qend, variant) for the question-only / one-OPT shape, else the fallback
+ *   entry = records.get(key), else memo.get(key) (None there: the fallback)
  *   body is a tuple (loadbalance rotations): body = body[query ID % len(body)]
- *   flag_index = RD | CD << 1
- *   counts == QD only and len(packet) == end+5:
- *       reply = id + heads[flag_index] + question + body; sent if tcp or len <= 512
- *   counts == QD + AR, a whole OPT (owner root, type 41, version 0, rdlen ending the packet):
- *       reply = id + heads[4|flag_index] + question + body + (_opt_do if DO else _opt);
- *       sent if tcp or len <= min(max(client payload, 512), responder.max_udp_size)
- *   anything else: responder.answer(packet, tcp) (the table's memo, the slow path, errors).
- * A truncated question cannot hit (a table key is a whole name plus 4 bytes, and its only zero
- * byte ends the name), so this file requires the 4 type/class bytes before it builds a key.
+ *   reply = assemble(...); sent if tcp or len <= udp_limit(...), else the fallback (truncation).
+ * The memo is read lock-free: it is a plain dict (kdns.table.Memo) that Python writes only
+ * while holding the GIL (one insert or one FIFO delete per dict operation, under its own lock
+ * against other writers), and this file reads it only holding the GIL, taking a strong
+ * reference to the entry before it lets go of the GIL; so it sees the dict before or after each
+ * operation, never during one, and an entry it holds cannot be freed under it. Python's own
+ * ``AnswerTable.cached`` looks at ``names`` (NODATA for existing names) before the memo; no key
+ * is in both (a key only reaches the memo after failing that same ``names`` test), so the order
+ * does not change a reply, and a NODATA-by-name key simply goes to the fallback here.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -54,8 +61,11 @@
 #define MIN_UDP_SIZE 512
 #define RECEIVE_SIZE 65535 /* kdns.serve.udp.RECEIVE_SIZE */
 #define SEND_CAPACITY 65536
-#define OPT_SIZE 11 /* root owner, type, class, ttl, rdlength */
+#define OPT_SIZE 11 /* hotpath.OPT_SIZE: root owner, type, class, ttl, rdlength */
 #define SEND_POLL_MS 1000
+#define V_EDNS 4  /* hotpath.EDNS */
+#define V_DO 8    /* hotpath.DO */
+#define V_HEADS 7 /* hotpath.HEADS */
 
 static const unsigned char QD_ONLY[8] = {0, 1, 0, 0, 0, 0, 0, 0};
 static const unsigned char QD_AND_AR[8] = {0, 1, 0, 0, 0, 0, 0, 1};
@@ -82,17 +92,7 @@ static const unsigned char OPT_PREFIX[3] = {0, 0, 41};
 #define PLUGIN_FORWARD 2
 #define PLUGIN_CACHE 3
 
-typedef struct {
-    PyObject_HEAD
-    unsigned long long cells[C_CELLS];
-    /* Set (under the GIL) while the query log is on: serve() returns before its next receive
-     * and the Python loop serves instead. Read without the GIL: a plain flag. */
-    volatile int divert;
-} CountersObject;
 
-static PyTypeObject CountersType;
-
-/* tally.TYPES: CoreDNS's monitored qtypes, in the order of their cells; else TYPE_OTHER. */
 static int
 type_index(unsigned int qtype)
 {
@@ -209,20 +209,263 @@ count_reply(unsigned long long *cells, const unsigned char *packet, Py_ssize_t n
     cells[C_DURATION_SUM_NS + qtype] += (unsigned long long)(elapsed_ns > 0 ? elapsed_ns : 0);
 }
 
-PyDoc_STRVAR(counters_read_doc,
+
+/* --- the hot-path twins (kdns/serve/hotpath.py) -------------------------------------------- */
+
+/* hotpath.fast_key's screening: the question's end (qend > 0) and ``*variant`` for a hot-path
+ * shape, else 0. The key is then fold_key(packet, qend). Every length check comes before the
+ * byte it guards is read. */
+static Py_ssize_t
+hp_shape(const unsigned char *p, Py_ssize_t n, int *variant)
+{
+    if (n <= HEADER_SIZE) {
+        return 0;
+    }
+    const unsigned char *zero = memchr(p + HEADER_SIZE, 0, (size_t)(n - HEADER_SIZE));
+    if (zero == NULL || (p[2] & 0xF8)) {
+        return 0;
+    }
+    Py_ssize_t qend = (zero - p) + 5;
+    int v = (p[2] & 1) | ((p[3] & 0x10) >> 3);
+    if (memcmp(p + 4, QD_ONLY, 8) == 0) {
+        if (n != qend) {
+            return 0;
+        }
+    }
+    else if (memcmp(p + 4, QD_AND_AR, 8) == 0 && n >= qend + OPT_SIZE &&
+             memcmp(p + qend, OPT_PREFIX, 3) == 0 && p[qend + 6] == 0 &&
+             n == qend + OPT_SIZE + ((p[qend + 9] << 8) | p[qend + 10])) {
+        v |= V_EDNS | ((p[qend + 7] & 0x80) ? V_DO : 0);
+    }
+    else {
+        return 0;
+    }
+    *variant = v;
+    return qend;
+}
+
+/* The key of a shape hp_shape accepted, as a new bytes object (NULL with an exception). */
+static PyObject *
+hp_key(const unsigned char *p, Py_ssize_t qend)
+{
+    Py_ssize_t key_len = qend - HEADER_SIZE;
+    PyObject *key = PyBytes_FromStringAndSize(NULL, key_len);
+    if (key == NULL) {
+        return NULL;
+    }
+    unsigned char *k = (unsigned char *)PyBytes_AS_STRING(key);
+    Py_ssize_t name_len = key_len - 4;
+    for (Py_ssize_t i = 0; i < name_len; i++) {
+        unsigned char c = p[HEADER_SIZE + i];
+        k[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c; /* bytes.lower() */
+    }
+    memcpy(k + name_len, p + qend - 4, 4); /* type and class: never case-folded */
+    return key;
+}
+
+/* hotpath.udp_limit. */
+static Py_ssize_t
+hp_udp_limit(const unsigned char *p, Py_ssize_t qend, int variant, Py_ssize_t max_udp_size)
+{
+    if (!(variant & V_EDNS)) {
+        return MIN_UDP_SIZE;
+    }
+    Py_ssize_t client = (p[qend + 3] << 8) | p[qend + 4];
+    Py_ssize_t wanted = client > MIN_UDP_SIZE ? client : MIN_UDP_SIZE;
+    return wanted < max_udp_size ? wanted : max_udp_size;
+}
+
+/* --- the contract objects -------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *records; /* dict or None: a table's records */
+    PyObject *memo;    /* dict or None: a table's memo (kdns.table.Memo.entries) */
+    PyObject *opt;     /* bytes: the server's OPT, DO clear */
+    PyObject *opt_do;  /* bytes: DO set */
+    Py_ssize_t max_udp_size;
+} AnswersObject;
+
+static PyTypeObject AnswersType;
+
+static int
+answers_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"opt", "opt_do", "max_udp_size", NULL};
+    AnswersObject *answers = (AnswersObject *)self;
+    PyObject *opt, *opt_do;
+    Py_ssize_t max_udp_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SSn:Answers", kwlist, &opt, &opt_do,
+                                     &max_udp_size)) {
+        return -1;
+    }
+    if (!PyBytes_CheckExact(opt) || !PyBytes_CheckExact(opt_do) || max_udp_size < 0) {
+        PyErr_SetString(PyExc_TypeError, "Answers(opt: bytes, opt_do: bytes, max_udp_size >= 0)");
+        return -1;
+    }
+    Py_INCREF(opt);
+    Py_XSETREF(answers->opt, opt);
+    Py_INCREF(opt_do);
+    Py_XSETREF(answers->opt_do, opt_do);
+    answers->max_udp_size = max_udp_size;
+    if (answers->records == NULL) {
+        Py_INCREF(Py_None);
+        answers->records = Py_None;
+        Py_INCREF(Py_None);
+        answers->memo = Py_None;
+    }
+    return 0;
+}
+
+static void
+answers_dealloc(PyObject *self)
+{
+    AnswersObject *answers = (AnswersObject *)self;
+    Py_CLEAR(answers->records);
+    Py_CLEAR(answers->memo);
+    Py_CLEAR(answers->opt);
+    Py_CLEAR(answers->opt_do);
+    Py_TYPE(self)->tp_free(self);
+}
+
+PyDoc_STRVAR(answers_publish_doc,
+"publish(records, memo)\n--\n\n"
+"Serve hits from ``records`` (a dict) and ``memo`` (a dict), or from nothing (None, None).");
+
+static PyObject *
+answers_publish(PyObject *self, PyObject *args)
+{
+    PyObject *records, *memo;
+    if (!PyArg_ParseTuple(args, "OO:publish", &records, &memo)) {
+        return NULL;
+    }
+    if ((records != Py_None && !PyDict_CheckExact(records)) ||
+        (memo != Py_None && !PyDict_CheckExact(memo))) {
+        PyErr_SetString(PyExc_TypeError, "publish(records: dict | None, memo: dict | None)");
+        return NULL;
+    }
+    AnswersObject *answers = (AnswersObject *)self;
+    Py_INCREF(records);
+    Py_XSETREF(answers->records, records);
+    Py_INCREF(memo);
+    Py_XSETREF(answers->memo, memo);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef answers_methods[] = {
+    {"publish", answers_publish, METH_VARARGS, answers_publish_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef answers_members[] = {
+    {"records", T_OBJECT, offsetof(AnswersObject, records), READONLY, NULL},
+    {"memo", T_OBJECT, offsetof(AnswersObject, memo), READONLY, NULL},
+    {"opt", T_OBJECT, offsetof(AnswersObject, opt), READONLY, NULL},
+    {"opt_do", T_OBJECT, offsetof(AnswersObject, opt_do), READONLY, NULL},
+    {"max_udp_size", T_PYSSIZET, offsetof(AnswersObject, max_udp_size), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject AnswersType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kdns.serve._fastpath.Answers",
+    .tp_doc = PyDoc_STR("What the C loop serves hits from: records, memo, OPTs, size ceiling."),
+    .tp_basicsize = sizeof(AnswersObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = answers_init,
+    .tp_dealloc = answers_dealloc,
+    .tp_methods = answers_methods,
+    .tp_members = answers_members,
+};
+
+typedef struct {
+    PyObject_HEAD
+    unsigned long long cells[C_CELLS];
+    /* Set (under the GIL) while the query log is on: serve() returns before its next receive
+     * and the Python loop serves instead. Read without the GIL: a plain flag. */
+    volatile int divert;
+    /* Set by stop() (UDPServer.stop, before it shuts the socket down to wake the receive). */
+    volatile int stopping;
+    unsigned long long answered; /* replies built here, without calling Python */
+    PyObject *answers;
+    PyObject *fallback;
+    PyObject *deferred_sender;
+    PyObject *on_error;
+} LoopObject;
+
+static PyTypeObject LoopType;
+
+static int
+loop_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"answers", "fallback", "deferred_sender", "on_error", NULL};
+    LoopObject *loop = (LoopObject *)self;
+    PyObject *answers, *fallback, *deferred_sender, *on_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO:Loop", kwlist, &AnswersType, &answers,
+                                     &fallback, &deferred_sender, &on_error)) {
+        return -1;
+    }
+    if (!PyCallable_Check(fallback) || !PyCallable_Check(deferred_sender) ||
+        !PyCallable_Check(on_error)) {
+        PyErr_SetString(PyExc_TypeError, "fallback, deferred_sender and on_error are callables");
+        return -1;
+    }
+    Py_INCREF(answers);
+    Py_XSETREF(loop->answers, answers);
+    Py_INCREF(fallback);
+    Py_XSETREF(loop->fallback, fallback);
+    Py_INCREF(deferred_sender);
+    Py_XSETREF(loop->deferred_sender, deferred_sender);
+    Py_INCREF(on_error);
+    Py_XSETREF(loop->on_error, on_error);
+    return 0;
+}
+
+static int
+loop_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    LoopObject *loop = (LoopObject *)self;
+    Py_VISIT(loop->answers);
+    Py_VISIT(loop->fallback);
+    Py_VISIT(loop->deferred_sender);
+    Py_VISIT(loop->on_error);
+    return 0;
+}
+
+static int
+loop_clear(PyObject *self)
+{
+    LoopObject *loop = (LoopObject *)self;
+    Py_CLEAR(loop->answers);
+    Py_CLEAR(loop->fallback);
+    Py_CLEAR(loop->deferred_sender);
+    Py_CLEAR(loop->on_error);
+    return 0;
+}
+
+static void
+loop_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    (void)loop_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+PyDoc_STRVAR(loop_read_doc,
 "read()\n--\n\n"
 "A copy of the cells, as a list of ints (the layout of kdns.serve.tally).");
 
 static PyObject *
-counters_read(PyObject *self, PyObject *Py_UNUSED(ignored))
+loop_read(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    CountersObject *counters = (CountersObject *)self;
+    LoopObject *loop = (LoopObject *)self;
     PyObject *list = PyList_New(C_CELLS);
     if (list == NULL) {
         return NULL;
     }
     for (Py_ssize_t i = 0; i < C_CELLS; i++) {
-        PyObject *value = PyLong_FromUnsignedLongLong(counters->cells[i]);
+        PyObject *value = PyLong_FromUnsignedLongLong(loop->cells[i]);
         if (value == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -232,50 +475,65 @@ counters_read(PyObject *self, PyObject *Py_UNUSED(ignored))
     return list;
 }
 
-PyDoc_STRVAR(counters_set_divert_doc,
+PyDoc_STRVAR(loop_set_divert_doc,
 "set_divert(flag)\n--\n\n"
 "While true, serve() returns before its next receive (the Python loop serves then).");
 
 static PyObject *
-counters_set_divert(PyObject *self, PyObject *flag)
+loop_set_divert(PyObject *self, PyObject *flag)
 {
     int truth = PyObject_IsTrue(flag);
     if (truth < 0) {
         return NULL;
     }
-    ((CountersObject *)self)->divert = truth;
+    ((LoopObject *)self)->divert = truth;
     Py_RETURN_NONE;
 }
 
-static PyMethodDef counters_methods[] = {
-    {"read", counters_read, METH_NOARGS, counters_read_doc},
-    {"set_divert", counters_set_divert, METH_O, counters_set_divert_doc},
+PyDoc_STRVAR(loop_stop_doc,
+"stop()\n--\n\n"
+"serve() returns after its current (or next) receive returns.");
+
+static PyObject *
+loop_stop(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    ((LoopObject *)self)->stopping = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef loop_methods[] = {
+    {"read", loop_read, METH_NOARGS, loop_read_doc},
+    {"set_divert", loop_set_divert, METH_O, loop_set_divert_doc},
+    {"stop", loop_stop, METH_NOARGS, loop_stop_doc},
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject CountersType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "kdns.serve._fastpath.Counters",
-    .tp_doc = PyDoc_STR("The per-query counts of one C serving loop (kdns/serve/tally.py cells)."),
-    .tp_basicsize = sizeof(CountersObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_methods = counters_methods,
+static PyMemberDef loop_members[] = {
+    {"answered", T_ULONGLONG, offsetof(LoopObject, answered), READONLY,
+     "Replies built by the C loop without calling Python."},
+    {"stopping", T_INT, offsetof(LoopObject, stopping), READONLY, NULL},
+    {"answers", T_OBJECT, offsetof(LoopObject, answers), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
 };
 
-/* Interned attribute and method names, made once at import. */
-static PyObject *str_table;
-static PyObject *str_records;
-static PyObject *str_answer;
-static PyObject *str_max_udp_size;
-static PyObject *str_opt;
-static PyObject *str_opt_do;
-static PyObject *str_stopping;
-static PyObject *str_errors;
-static PyObject *str_deferred_sender;
+static PyTypeObject LoopType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kdns.serve._fastpath.Loop",
+    .tp_doc = PyDoc_STR("One C serving loop's contract: answers, handlers, flags and counts."),
+    .tp_basicsize = sizeof(LoopObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = loop_init,
+    .tp_traverse = loop_traverse,
+    .tp_clear = loop_clear,
+    .tp_dealloc = loop_dealloc,
+    .tp_methods = loop_methods,
+    .tp_members = loop_members,
+};
+
 static PyObject *logger; /* logging.getLogger("kdns.serve.accel"), made on first use */
 
-/* --- the fast path ------------------------------------------------------------------------- */
+/* --- a hit ------------------------------------------------------------------------------------ */
 
 /* The pieces of one hit's reply; ``entry`` and ``opt`` are strong references that keep the
  * borrowed pointers below alive. */
@@ -299,7 +557,7 @@ plan_release(Plan *plan)
     Py_CLEAR(plan->opt);
 }
 
-/* packet[:2] + head + packet[12:qend] + body + opt, into ``out`` (plan->total bytes). */
+/* hotpath.assemble: packet[:2] + head + packet[12:qend] + body + opt, into ``out``. */
 static void
 plan_write(const Plan *plan, const unsigned char *packet, unsigned char *out)
 {
@@ -328,100 +586,58 @@ head_at(PyObject *heads, Py_ssize_t index)
     return PyBytes_CheckExact(head) ? head : NULL;
 }
 
-/* The records-dict entry for the question that ends at ``end`` (a new reference), or NULL
- * (no exception set) for a miss or anything unexpected. */
+/* ``mapping[key]`` as a strong reference when ``mapping`` is a dict holding it; else NULL
+ * (no exception left set). */
 static PyObject *
-lookup_entry(PyObject *responder, const unsigned char *packet, Py_ssize_t end)
+dict_get(PyObject *mapping, PyObject *key)
 {
-    Py_ssize_t key_len = end + 5 - HEADER_SIZE;
-    PyObject *key = PyBytes_FromStringAndSize(NULL, key_len);
-    if (key == NULL) {
-        PyErr_Clear();
+    PyObject *found = NULL;
+    if (mapping == NULL || !PyDict_CheckExact(mapping)) {
         return NULL;
     }
-    unsigned char *k = (unsigned char *)PyBytes_AS_STRING(key);
-    Py_ssize_t name_len = end + 1 - HEADER_SIZE;
-    for (Py_ssize_t i = 0; i < name_len; i++) {
-        unsigned char c = packet[HEADER_SIZE + i];
-        k[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
-    }
-    memcpy(k + name_len, packet + end + 1, 4); /* type and class: never case-folded */
-
-    PyObject *entry = NULL;
-    PyObject *records = NULL;
-    PyObject *table = PyObject_GetAttr(responder, str_table);
-    if (table == NULL || table == Py_None) {
-        goto done;
-    }
-    records = PyObject_GetAttr(table, str_records);
-    if (records == NULL || !PyDict_CheckExact(records)) {
-        goto done; /* a mapping with its own get(): leave it to Python */
-    }
 #if PY_VERSION_HEX >= 0x030D0000
-    (void)PyDict_GetItemRef(records, key, &entry); /* a strong reference, also without a GIL */
+    (void)PyDict_GetItemRef(mapping, key, &found); /* a strong reference, also without a GIL */
 #else
-    entry = PyDict_GetItemWithError(records, key); /* borrowed: hold it */
-    Py_XINCREF(entry);
+    found = PyDict_GetItemWithError(mapping, key); /* borrowed: hold it */
+    Py_XINCREF(found);
 #endif
-done:
     if (PyErr_Occurred()) {
         PyErr_Clear(); /* the Python path meets the same error and handles it */
     }
-    Py_XDECREF(records);
-    Py_XDECREF(table);
-    Py_DECREF(key);
-    return entry;
+    return found;
 }
 
-/* min(max(client, 512), responder.max_udp_size), or -1 when that is not a C-sized int. */
-static long long
-udp_limit(PyObject *responder, long client)
-{
-    PyObject *max_obj = PyObject_GetAttr(responder, str_max_udp_size);
-    if (max_obj == NULL) {
-        PyErr_Clear();
-        return -1;
-    }
-    long long max_size = -1;
-    if (PyLong_Check(max_obj)) {
-        max_size = PyLong_AsLongLong(max_obj);
-        if (max_size == -1 && PyErr_Occurred()) {
-            PyErr_Clear();
-        }
-    }
-    Py_DECREF(max_obj);
-    if (max_size < 0) {
-        return -1; /* fits nothing here: the Python path decides */
-    }
-    long long wanted = client > MIN_UDP_SIZE ? client : MIN_UDP_SIZE;
-    return wanted < max_size ? wanted : max_size;
-}
-
-/* Fill ``plan`` for a query the Python fast path answers from ``table.records``: 1. Else 0,
- * and the caller must use ``responder.answer``. Never leaves an exception set. */
+/* Fill ``plan`` for a query ``Responder.answer`` answers from ``records`` or the memo: 1.
+ * Else 0, and the caller must use the fallback. Never leaves an exception set. */
 static int
-plan_reply(PyObject *responder, const unsigned char *packet, Py_ssize_t n, int tcp, Plan *plan)
+plan_reply(AnswersObject *answers, const unsigned char *packet, Py_ssize_t n, int tcp,
+           Plan *plan)
 {
     memset(plan, 0, sizeof(*plan));
-    if (n <= HEADER_SIZE || (packet[2] & 0xF8)) {
+    if (answers->records == Py_None) {
+        return 0; /* no table: the fallback answers SERVFAIL */
+    }
+    int variant = 0;
+    Py_ssize_t qend = hp_shape(packet, n, &variant);
+    if (qend == 0) {
         return 0;
     }
-    const unsigned char *zero = memchr(packet + HEADER_SIZE, 0, (size_t)(n - HEADER_SIZE));
-    if (zero == NULL) {
+    PyObject *key = hp_key(packet, qend);
+    if (key == NULL) {
+        PyErr_Clear();
         return 0;
     }
-    Py_ssize_t end = zero - packet;
-    Py_ssize_t qend = end + 5;
-    if (n < qend) {
-        return 0; /* no whole type and class: cannot be a table key */
+    PyObject *entry = dict_get(answers->records, key);
+    if (entry == NULL) {
+        entry = dict_get(answers->memo, key);
     }
-    PyObject *entry = lookup_entry(responder, packet, end);
+    Py_DECREF(key);
     if (entry == NULL) {
         return 0;
     }
     plan->entry = entry;
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 2) {
-        goto miss;
+        goto miss; /* None in the memo: not ours (REFUSED or forwarded) */
     }
     PyObject *heads = PyTuple_GET_ITEM(entry, 0);
     PyObject *body = PyTuple_GET_ITEM(entry, 1);
@@ -432,51 +648,21 @@ plan_reply(PyObject *responder, const unsigned char *packet, Py_ssize_t n, int t
     if (!PyBytes_CheckExact(body)) {
         goto miss;
     }
-    Py_ssize_t flag_index = (packet[2] & 1) | ((packet[3] & 0x10) >> 3);
-    Py_ssize_t question_len = qend - HEADER_SIZE;
-    PyObject *head;
-    if (memcmp(packet + 4, QD_ONLY, 8) == 0) {
-        if (n != qend || (head = head_at(heads, flag_index)) == NULL) {
-            goto miss;
-        }
-        plan->total = 2 + PyBytes_GET_SIZE(head) + question_len + PyBytes_GET_SIZE(body);
-        if (!tcp && plan->total > MIN_UDP_SIZE) {
-            goto miss; /* truncation: the slow path */
-        }
+    PyObject *head = head_at(heads, variant & V_HEADS);
+    if (head == NULL) {
+        goto miss;
     }
-    else if (memcmp(packet + 4, QD_AND_AR, 8) == 0) {
-        /* Every length check comes before the byte it guards is read. */
-        if (n < qend + OPT_SIZE || memcmp(packet + qend, OPT_PREFIX, 3) != 0 ||
-            packet[qend + 6] != 0 ||
-            n != qend + OPT_SIZE + ((packet[qend + 9] << 8) | packet[qend + 10])) {
-            goto miss;
-        }
-        if ((head = head_at(heads, 4 | flag_index)) == NULL) {
-            goto miss;
-        }
-        int do_bit = packet[qend + 7] & 0x80;
-        PyObject *opt = PyObject_GetAttr(responder, do_bit ? str_opt_do : str_opt);
-        if (opt == NULL) {
-            PyErr_Clear();
-            goto miss;
-        }
+    plan->total = 2 + PyBytes_GET_SIZE(head) + (qend - HEADER_SIZE) + PyBytes_GET_SIZE(body);
+    if (variant & V_EDNS) {
+        PyObject *opt = (variant & V_DO) ? answers->opt_do : answers->opt;
+        Py_INCREF(opt);
         plan->opt = opt;
-        if (!PyBytes_CheckExact(opt)) {
-            goto miss;
-        }
         plan->opt_bytes = PyBytes_AS_STRING(opt);
         plan->opt_len = PyBytes_GET_SIZE(opt);
-        plan->total =
-            2 + PyBytes_GET_SIZE(head) + question_len + PyBytes_GET_SIZE(body) + plan->opt_len;
-        if (!tcp) {
-            long client = (packet[qend + 3] << 8) | packet[qend + 4];
-            if ((long long)plan->total > udp_limit(responder, client)) {
-                goto miss;
-            }
-        }
+        plan->total += plan->opt_len;
     }
-    else {
-        goto miss;
+    if (!tcp && plan->total > hp_udp_limit(packet, qend, variant, answers->max_udp_size)) {
+        goto miss; /* truncation: the slow path */
     }
     plan->head = PyBytes_AS_STRING(head);
     plan->head_len = PyBytes_GET_SIZE(head);
@@ -489,21 +675,114 @@ miss:
     return 0;
 }
 
-/* --- answer() ------------------------------------------------------------------------------ */
+/* --- module functions: the twins and answer() ------------------------------------------------ */
+
+PyDoc_STRVAR(fast_key_doc,
+"fast_key(packet)\n--\n\n"
+"kdns.serve.hotpath.fast_key, in C: (key, qend, variant) or None.");
+
+static PyObject *
+fastpath_fast_key(PyObject *Py_UNUSED(module), PyObject *packet)
+{
+    if (!PyBytes_Check(packet)) {
+        PyErr_SetString(PyExc_TypeError, "fast_key(packet: bytes)");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+    int variant = 0;
+    Py_ssize_t qend = hp_shape(p, PyBytes_GET_SIZE(packet), &variant);
+    if (qend == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *key = hp_key(p, qend);
+    if (key == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(Nni)", key, qend, variant);
+}
+
+PyDoc_STRVAR(udp_limit_doc,
+"udp_limit(packet, qend, variant, max_udp_size)\n--\n\n"
+"kdns.serve.hotpath.udp_limit, in C (for a packet fast_key accepted).");
+
+static PyObject *
+fastpath_udp_limit(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer packet;
+    Py_ssize_t qend, max_udp_size;
+    int variant;
+    if (!PyArg_ParseTuple(args, "y*nin:udp_limit", &packet, &qend, &variant, &max_udp_size)) {
+        return NULL;
+    }
+    if ((variant & V_EDNS) && (qend < 0 || qend + 5 > packet.len)) {
+        PyBuffer_Release(&packet);
+        PyErr_SetString(PyExc_IndexError, "udp_limit: no OPT at qend");
+        return NULL;
+    }
+    Py_ssize_t limit = hp_udp_limit(packet.buf, qend, variant, max_udp_size);
+    PyBuffer_Release(&packet);
+    return PyLong_FromSsize_t(limit);
+}
+
+PyDoc_STRVAR(assemble_doc,
+"assemble(packet, qend, variant, heads, body, opts)\n--\n\n"
+"kdns.serve.hotpath.assemble, in C, through the writer the C loop uses.");
+
+static PyObject *
+fastpath_assemble(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *packet, *heads, *body, *opts;
+    Py_ssize_t qend;
+    int variant;
+    if (!PyArg_ParseTuple(args, "SniOSO!:assemble", &packet, &qend, &variant, &heads, &body,
+                          &PyTuple_Type, &opts)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(packet);
+    PyObject *head = head_at(heads, variant & V_HEADS);
+    PyObject *opt = NULL;
+    if (variant & V_EDNS) {
+        opt = PyTuple_GET_SIZE(opts) == 2 ? PyTuple_GET_ITEM(opts, (variant & V_DO) ? 1 : 0)
+                                          : NULL;
+        if (opt == NULL || !PyBytes_CheckExact(opt)) {
+            PyErr_SetString(PyExc_TypeError, "assemble: opts is (bytes, bytes)");
+            return NULL;
+        }
+    }
+    if (head == NULL || qend < HEADER_SIZE || qend > n) {
+        PyErr_SetString(PyExc_ValueError, "assemble: no such header variant or question end");
+        return NULL;
+    }
+    Plan plan = {
+        .head = PyBytes_AS_STRING(head),
+        .head_len = PyBytes_GET_SIZE(head),
+        .body = PyBytes_AS_STRING(body),
+        .body_len = PyBytes_GET_SIZE(body),
+        .opt_bytes = opt ? PyBytes_AS_STRING(opt) : NULL,
+        .opt_len = opt ? PyBytes_GET_SIZE(opt) : 0,
+        .qend = qend,
+    };
+    plan.total = 2 + plan.head_len + (qend - HEADER_SIZE) + plan.body_len + plan.opt_len;
+    PyObject *reply = PyBytes_FromStringAndSize(NULL, plan.total);
+    if (reply != NULL) {
+        plan_write(&plan, (const unsigned char *)PyBytes_AS_STRING(packet),
+                   (unsigned char *)PyBytes_AS_STRING(reply));
+    }
+    return reply;
+}
 
 PyDoc_STRVAR(answer_doc,
-"answer(responder, packet, tcp=False)\n--\n\n"
-"The reply to one query, byte-identical to ``responder.answer(packet, tcp)``.\n\n"
-"A hit in ``responder.table.records`` is answered here; everything else is\n"
-"``responder.answer(packet, tcp)``.");
+"answer(answers, fallback, packet, tcp=False)\n--\n\n"
+"The reply to one query, byte-identical to ``fallback(packet, tcp)`` (Responder.answer):\n"
+"a hit in ``answers`` is answered here; everything else is ``fallback(packet, tcp)``.");
 
 static PyObject *
 fastpath_answer(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"responder", "packet", "tcp", NULL};
-    PyObject *responder, *packet, *tcp_obj = Py_False;
-    if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OO|O:answer", kwlist, &responder, &packet, &tcp_obj)) {
+    static char *kwlist[] = {"answers", "fallback", "packet", "tcp", NULL};
+    PyObject *answers, *fallback, *packet, *tcp_obj = Py_False;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OO|O:answer", kwlist, &AnswersType,
+                                     &answers, &fallback, &packet, &tcp_obj)) {
         return NULL;
     }
     if (PyBytes_CheckExact(packet)) {
@@ -514,7 +793,8 @@ fastpath_answer(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         else {
             Plan plan;
             const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(packet);
-            if (plan_reply(responder, data, PyBytes_GET_SIZE(packet), tcp, &plan)) {
+            if (plan_reply((AnswersObject *)answers, data, PyBytes_GET_SIZE(packet), tcp,
+                           &plan)) {
                 PyObject *reply = PyBytes_FromStringAndSize(NULL, plan.total);
                 if (reply != NULL) {
                     plan_write(&plan, data, (unsigned char *)PyBytes_AS_STRING(reply));
@@ -529,10 +809,11 @@ fastpath_answer(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
             }
         }
     }
-    return PyObject_CallMethodObjArgs(responder, str_answer, packet, tcp_obj, NULL);
+    return PyObject_CallFunctionObjArgs(fallback, packet, tcp_obj, NULL);
 }
 
-/* --- serve() ------------------------------------------------------------------------------- */
+/* --- serve() --------------------------------------------------------------------------------- */
+
 
 /* The current exception, normalized, with its traceback attached; clears it. */
 static PyObject *
@@ -567,22 +848,15 @@ restore_exception(PyObject *exc)
 }
 
 /* Log the current exception (an Exception, not a BaseException like KeyboardInterrupt) and
- * count it in responder.errors, as the Python path does; clears it. */
+ * count it through ``on_error()`` (the Responder's ``count_error``), as the Python path counts
+ * its own; clears it. */
 static void
-report_error(PyObject *responder, const char *what)
+report_error(PyObject *on_error, const char *what)
 {
     PyObject *exc = take_exception();
-
-    PyObject *errors = PyObject_GetAttr(responder, str_errors);
-    if (errors != NULL) {
-        PyObject *one = PyLong_FromLong(1);
-        PyObject *more = one != NULL ? PyNumber_Add(errors, one) : NULL;
-        if (more != NULL) {
-            (void)PyObject_SetAttr(responder, str_errors, more);
-        }
-        Py_XDECREF(more);
-        Py_XDECREF(one);
-        Py_DECREF(errors);
+    if (on_error != NULL && on_error != Py_None) {
+        PyObject *counted = PyObject_CallNoArgs(on_error);
+        Py_XDECREF(counted);
     }
     PyErr_Clear();
     if (exc == NULL) {
@@ -619,24 +893,11 @@ report_error(PyObject *responder, const char *what)
         /* Logging itself failed: hand the original error to sys.unraisablehook. */
         PyErr_Clear();
         restore_exception(exc);
-        PyErr_WriteUnraisable(responder);
+        PyErr_WriteUnraisable(on_error);
         return;
     }
     Py_DECREF(result);
     Py_DECREF(exc);
-}
-
-/* 1 when ``server._stopping`` is true, 0 when not, -1 when it could not be read. */
-static int
-stopping(PyObject *server)
-{
-    PyObject *flag = PyObject_GetAttr(server, str_stopping);
-    if (flag == NULL) {
-        return -1;
-    }
-    int truth = PyObject_IsTrue(flag);
-    Py_DECREF(flag);
-    return truth;
 }
 
 /* Send one datagram; called without the GIL. Errors are dropped, as the Python loop does. */
@@ -702,22 +963,22 @@ peer_address(const struct sockaddr_storage *peer)
  * called with ``server.deferred_sender(peer, packet, started_ns)``. Returns the length to send
  * from ``out``, 0 for nothing, -1 for a fatal exception (set). */
 static Py_ssize_t
-python_reply(PyObject *responder, PyObject *server, const unsigned char *packet, Py_ssize_t n,
+python_reply(LoopObject *loop, const unsigned char *packet, Py_ssize_t n,
              unsigned char *out, int fd, const struct sockaddr_storage *peer, socklen_t peer_len,
              unsigned long long *cells, long long started_ns)
 {
     PyObject *query = PyBytes_FromStringAndSize((const char *)packet, n);
     if (query == NULL) {
-        report_error(responder, "copying a query");
+        report_error(loop->on_error, "copying a query");
         return 0;
     }
-    PyObject *reply = PyObject_CallMethodOneArg(responder, str_answer, query);
+    PyObject *reply = PyObject_CallOneArg(loop->fallback, query);
     Py_DECREF(query);
     if (reply == NULL) {
         if (fatal_exception()) {
             return -1;
         }
-        report_error(responder, "responder.answer raised");
+        report_error(loop->on_error, "the fallback raised");
         return 0;
     }
     Py_ssize_t length = 0;
@@ -742,8 +1003,8 @@ python_reply(PyObject *responder, PyObject *server, const unsigned char *packet,
         PyObject *address = peer_address(peer);
         PyObject *query = address ? PyBytes_FromStringAndSize((const char *)packet, n) : NULL;
         PyObject *started = query ? PyLong_FromLongLong(started_ns) : NULL;
-        PyObject *send = started ? PyObject_CallMethodObjArgs(server, str_deferred_sender,
-                                                              address, query, started, NULL)
+        PyObject *send = started ? PyObject_CallFunctionObjArgs(loop->deferred_sender, address,
+                                                                query, started, NULL)
                                  : NULL;
         PyObject *done = send ? PyObject_CallOneArg(reply, send) : NULL;
         Py_XDECREF(send);
@@ -757,22 +1018,23 @@ python_reply(PyObject *responder, PyObject *server, const unsigned char *packet,
             length = -1;
         }
         else {
-            report_error(responder, "handing a deferred reply its send function");
+            report_error(loop->on_error, "handing a deferred reply its send function");
         }
     }
     Py_DECREF(reply);
     return length;
 }
 
+
 PyDoc_STRVAR(serve_doc,
-"serve(sock_fd, responder, server, counters=None)\n--\n\n"
-"Serve the bound UDP socket ``sock_fd`` until ``server._stopping`` is true after a\n"
-"receive returns. Replies are those of ``responder.answer``; a Deferred reply is called\n"
-"with ``server.deferred_sender(peer, packet, started_ns)``, as kdns.serve.udp does. Every\n"
-"other reply sent is counted in ``counters`` (a Counters) when given; while its divert flag\n"
-"is set, serve returns: None before its next receive, or (packet, peer) when it was set\n"
-"while serve waited (the caller answers that datagram). Errors answering a packet are\n"
-"logged and counted in ``responder.errors``; KeyboardInterrupt and SystemExit (from a signal\n"
+"serve(sock_fd, loop)\n--\n\n"
+"Serve the bound UDP socket ``sock_fd`` until ``loop.stop()`` was called and a receive\n"
+"returns. Hits come from ``loop.answers``; other replies are ``loop.fallback(packet)``'s;\n"
+"a Deferred reply is called with ``loop.deferred_sender(peer, packet, started_ns)``, as\n"
+"kdns.serve.udp does. Every other reply sent is counted in the loop's cells; while its divert\n"
+"flag is set, serve returns: None before its next receive, or (packet, peer) when it was set\n"
+"while serve waited (the caller answers that datagram). Errors answering a packet are logged\n"
+"and counted through ``loop.on_error()``; KeyboardInterrupt and SystemExit (from a signal\n"
 "handler) propagate, as from the Python loop; OSError is raised if the descriptor is no\n"
 "longer a usable socket.");
 
@@ -780,23 +1042,17 @@ static PyObject *
 fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int fd;
-    PyObject *responder, *server, *counters = Py_None;
-    if (!PyArg_ParseTuple(args, "iOO|O:serve", &fd, &responder, &server, &counters)) {
+    PyObject *loop_obj;
+    if (!PyArg_ParseTuple(args, "iO!:serve", &fd, &LoopType, &loop_obj)) {
         return NULL;
     }
-    unsigned long long *cells = NULL;
-    volatile int *divert = NULL;
-    if (counters != Py_None) {
-        if (!PyObject_TypeCheck(counters, &CountersType)) {
-            PyErr_SetString(PyExc_TypeError, "counters must be a kdns.serve._fastpath.Counters");
-            return NULL;
-        }
-        cells = ((CountersObject *)counters)->cells;
-        divert = &((CountersObject *)counters)->divert;
+    LoopObject *loop = (LoopObject *)loop_obj;
+    if (loop->answers == NULL || loop->fallback == NULL) {
+        PyErr_SetString(PyExc_ValueError, "serve: the Loop was not initialised");
+        return NULL;
     }
-    if (stopping(server) < 0) {
-        return NULL; /* not a server with a _stopping flag: a caller's bug, say so at once */
-    }
+    unsigned long long *cells = loop->cells;
+    volatile int *divert = &loop->divert;
     unsigned char *in = PyMem_RawMalloc(RECEIVE_SIZE);
     unsigned char *out = PyMem_RawMalloc(SEND_CAPACITY);
     if (in == NULL || out == NULL) {
@@ -808,7 +1064,7 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
     socklen_t peer_len = 0;
     Py_ssize_t pending = 0; /* bytes of ``out`` to send to ``peer`` before the next receive */
     PyObject *result = NULL;
-    Py_INCREF(counters); /* the cells must outlive the loop */
+    Py_INCREF(loop_obj); /* the cells and handlers must outlive the loop */
 
     for (;;) {
         ssize_t n = -1;
@@ -819,7 +1075,7 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
         if (pending > 0) {
             send_datagram(fd, out, (size_t)pending, (struct sockaddr *)&peer, peer_len);
         }
-        if (divert != NULL && *divert) {
+        if (*divert) {
             diverted = 1;
         }
         else {
@@ -844,14 +1100,7 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
             break;
         }
 
-        int stop = stopping(server);
-        if (stop < 0) {
-            if (fatal_exception()) {
-                break;
-            }
-            report_error(responder, "reading server._stopping");
-        }
-        else if (stop) {
+        if (loop->stopping) {
             result = Py_None;
             break;
         }
@@ -868,7 +1117,7 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
             }
             continue; /* ECONNREFUSED, ENOBUFS, EAGAIN...: as the Python loop, go on */
         }
-        if (divert != NULL && *divert) {
+        if (*divert) {
             /* Switched while we waited: this datagram is the Python loop's first. */
             PyObject *address = peer_address(&peer);
             if (address != NULL) {
@@ -878,33 +1127,32 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
         }
 
         Plan plan;
-        if (plan_reply(responder, in, n, 0, &plan)) {
+        if (plan_reply((AnswersObject *)loop->answers, in, n, 0, &plan)) {
             if (plan.total <= SEND_CAPACITY) {
                 plan_write(&plan, in, out);
                 pending = plan.total;
                 plan_release(&plan);
-                if (cells != NULL) {
-                    count_reply(cells, in, n, out, pending, peer_family(&peer), 0,
-                                monotonic_ns() - started_ns);
-                }
+                loop->answered++;
+                count_reply(cells, in, n, out, pending, peer_family(&peer), 0,
+                            monotonic_ns() - started_ns);
                 continue;
             }
             plan_release(&plan);
         }
-        pending = python_reply(responder, server, in, n, out, fd, &peer, peer_len, cells,
-                               started_ns);
+        pending = python_reply(loop, in, n, out, fd, &peer, peer_len, cells, started_ns);
         if (pending < 0) {
             break;
         }
     }
     PyMem_RawFree(in);
     PyMem_RawFree(out);
-    Py_DECREF(counters);
+    Py_DECREF(loop_obj);
     if (result == Py_None) {
         Py_INCREF(result);
     }
     return result; /* None, a (packet, peer) the Python loop must answer, or NULL */
 }
+
 
 /* --- module -------------------------------------------------------------------------------- */
 
@@ -912,6 +1160,9 @@ static PyMethodDef fastpath_methods[] = {
     {"answer", (PyCFunction)(void (*)(void))fastpath_answer, METH_VARARGS | METH_KEYWORDS,
      answer_doc},
     {"serve", fastpath_serve, METH_VARARGS, serve_doc},
+    {"fast_key", fastpath_fast_key, METH_O, fast_key_doc},
+    {"udp_limit", fastpath_udp_limit, METH_VARARGS, udp_limit_doc},
+    {"assemble", fastpath_assemble, METH_VARARGS, assemble_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -923,24 +1174,22 @@ static struct PyModuleDef fastpath_module = {
     .m_methods = fastpath_methods,
 };
 
+/* Add ``type`` to ``module`` as ``name``: 0, or -1 with an exception. */
 static int
-intern(PyObject **slot, const char *text)
+add_type(PyObject *module, const char *name, PyTypeObject *type)
 {
-    *slot = PyUnicode_InternFromString(text);
-    return *slot == NULL ? -1 : 0;
+    Py_INCREF(type);
+    if (PyModule_AddObject(module, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
 }
 
 PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
-    if (intern(&str_table, "table") < 0 || intern(&str_records, "records") < 0 ||
-        intern(&str_answer, "answer") < 0 || intern(&str_max_udp_size, "max_udp_size") < 0 ||
-        intern(&str_opt, "_opt") < 0 || intern(&str_opt_do, "_opt_do") < 0 ||
-        intern(&str_stopping, "_stopping") < 0 || intern(&str_errors, "errors") < 0 ||
-        intern(&str_deferred_sender, "deferred_sender") < 0) {
-        return NULL;
-    }
-    if (PyType_Ready(&CountersType) < 0) {
+    if (PyType_Ready(&AnswersType) < 0 || PyType_Ready(&LoopType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&fastpath_module);
@@ -952,11 +1201,12 @@ PyInit__fastpath(void)
         "(iiiiiiiiiiiiii)", N_TYPES, N_FAMILIES, N_SIZES, N_DURATIONS, N_RCODES, N_PLUGINS,
         C_REQUESTS, C_DO_REQUESTS, C_REQUEST_SIZE, C_RESPONSE_SIZE, C_RESPONSES, C_DURATION,
         C_DURATION_SUM_NS, C_CELLS);
-    Py_INCREF(&CountersType);
-    if (layout == NULL || PyModule_AddObject(module, "LAYOUT", layout) < 0 ||
-        PyModule_AddObject(module, "Counters", (PyObject *)&CountersType) < 0) {
+    if (layout == NULL || PyModule_AddObject(module, "LAYOUT", layout) < 0) {
         Py_XDECREF(layout);
-        Py_DECREF(&CountersType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (add_type(module, "Answers", &AnswersType) < 0 || add_type(module, "Loop", &LoopType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,16 +1,55 @@
 """Type stub of the optional C accelerator built from kdns/serve/_fastpath.c."""
 
-from kdns.serve.protocol import Responder
+from collections.abc import Callable, Mapping
+
+from kdns.serve.reply import Peer, Reply
 
 LAYOUT: tuple[int, ...]
 
-class Counters:
-    """The per-query counts of one C serving loop (kdns/serve/tally.py cells)."""
+class Answers:
+    """What the C loop serves hits from: records, memo, OPTs, size ceiling."""
 
+    records: Mapping[bytes, object] | None
+    memo: Mapping[bytes, object] | None
+    opt: bytes
+    opt_do: bytes
+    max_udp_size: int
+
+    def __init__(self, opt: bytes, opt_do: bytes, max_udp_size: int) -> None: ...
+    def publish(
+        self, records: Mapping[bytes, object] | None, memo: Mapping[bytes, object] | None, /
+    ) -> None: ...
+
+class Loop:
+    """One C serving loop's contract: answers, handlers, flags and counts."""
+
+    answered: int
+    stopping: int
+    answers: Answers
+
+    def __init__(
+        self,
+        answers: Answers,
+        fallback: Callable[[bytes], Reply],
+        deferred_sender: Callable[[Peer, bytes, int], Callable[[bytes], None]],
+        on_error: Callable[[], None],
+    ) -> None: ...
     def read(self) -> list[int]: ...
-    def set_divert(self, flag: bool) -> None: ...
+    def set_divert(self, flag: bool, /) -> None: ...
+    def stop(self) -> None: ...
 
-def answer(responder: Responder, packet: bytes, tcp: bool = False) -> bytes | None: ...
-def serve(
-    sock_fd: int, responder: Responder, server: object, counters: Counters | None = None
-) -> tuple[bytes, tuple[str, int]] | None: ...
+def fast_key(packet: bytes, /) -> tuple[bytes, int, int] | None: ...
+def udp_limit(packet: bytes, qend: int, variant: int, max_udp_size: int, /) -> int: ...
+def assemble(
+    packet: bytes,
+    qend: int,
+    variant: int,
+    heads: tuple[bytes, ...],
+    body: bytes,
+    opts: tuple[bytes, bytes],
+    /,
+) -> bytes: ...
+def answer(
+    answers: Answers, fallback: Callable[..., Reply], packet: bytes, tcp: bool = False
+) -> Reply: ...
+def serve(sock_fd: int, loop: Loop, /) -> tuple[bytes, tuple[str, int]] | None: ...

@@ -1,9 +1,19 @@
-"""Whether the optional C accelerator of the UDP loop (``kdns.serve._fastpath``) is in use.
+"""The optional C accelerator of the UDP loop (``kdns.serve._fastpath``): whether it is on, and
+the contract objects it is given instead of reading anyone's attributes.
 
 The extension is built from ``kdns/serve/_fastpath.c`` by ``pip install`` when a C compiler and
 the Python headers are present (setup.py marks it optional: a failed build is a warning). It
-mirrors ``Responder.answer`` byte for byte for records-table hits and calls ``Responder.answer``
-for everything else; the pure-Python loop in ``kdns.serve.udp`` remains the tested fallback.
+mirrors kdns.serve.hotpath and ``Responder.answer`` byte for byte for hits in a table's
+``records`` and memo, and calls the Python handler for everything else; the pure-Python loop in
+``kdns.serve.udp`` remains the tested fallback.
+
+The contract, explicit at construction (nothing is found by attribute name or method identity):
+
+* ``FastPath`` (one per Responder, ``Responder.fast_path``): the C ``Answers`` (the published
+  table's ``records`` and ``memo.entries`` dicts, the two OPT variants, the size ceiling), the
+  Python handler for what C does not answer, and how C counts an internal error.
+* ``Loop`` (one per serving loop, ``FastPath.loop``): that, plus the stop flag, the divert flag
+  (the query log), the per-query cells of kdns.serve.tally and ``answered`` (replies C built).
 
 ``KDNS_NO_ACCEL=1`` in the environment turns it off (read once, at import). ``available`` says
 whether it is on and ``reason`` says why (for a log line or a benchmark report).
@@ -12,12 +22,15 @@ whether it is on and ``reason`` says why (for a log line or a benchmark report).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kdns.serve.protocol import Responder
+from kdns.serve.reply import Peer, Reply
 
 if TYPE_CHECKING:
-    from kdns.serve._fastpath import Counters
+    from kdns.serve._fastpath import Answers, Loop
+    from kdns.table import AnswerTable
 
 DISABLE_ENV = "KDNS_NO_ACCEL"
 
@@ -36,44 +49,49 @@ def _load() -> tuple[bool, str]:
 available, reason = _load()
 
 
-def serve(
-    sock_fd: int, responder: Responder, server: object, counters: Counters
-) -> tuple[bytes, tuple[str, int]] | None:
-    """Serve ``sock_fd`` from the C loop until ``server._stopping``, counting what it answers
-    in ``counters`` (from ``new_counters``), or until its divert flag is set: then None, or a
-    datagram (packet, peer) received meanwhile, for the Python loop. Only when ``available``."""
+@dataclass(frozen=True, slots=True, eq=False)
+class FastPath:
+    """What a Responder gives the C loop: hits to serve, and who answers the rest."""
+
+    answers: Answers
+    fallback: Callable[[bytes], Reply]
+    """``Responder.answer``: everything C does not answer itself."""
+    on_error: Callable[[], None]
+    """Counts one internal error (``Responder.count_error``)."""
+
+    def publish(self, table: AnswerTable | None) -> None:
+        """Serve hits from ``table`` from now on (None: from nothing, the fallback answers)."""
+        if table is None:
+            self.answers.publish(None, None)
+        else:
+            self.answers.publish(table.records, table.memo.entries)
+
+    def loop(self, deferred_sender: Callable[[Peer, bytes, int], Callable[[bytes], None]]) -> Loop:
+        """The contract of one serving loop over these answers (kdns.serve.udp.UDPServer)."""
+        from kdns.serve import _fastpath
+
+        return _fastpath.Loop(self.answers, self.fallback, deferred_sender, self.on_error)
+
+
+def fast_path(
+    opts: tuple[bytes, bytes],
+    max_udp_size: int,
+    fallback: Callable[[bytes], Reply],
+    on_error: Callable[[], None],
+) -> FastPath | None:
+    """A Responder's contract with the C loop, or None when the accelerator is off."""
+    if not available:
+        return None
+    from kdns.serve import _fastpath
+
+    return FastPath(_fastpath.Answers(opts[0], opts[1], max_udp_size), fallback, on_error)
+
+
+def serve(sock_fd: int, loop: Loop) -> tuple[bytes, tuple[str, int]] | None:
+    """Serve ``sock_fd`` from the C loop until ``loop.stop()``, or until its divert flag is
+    set: then None, or a datagram (packet, peer) received meanwhile, for the Python loop."""
     if not available:
         raise RuntimeError(f"the UDP accelerator is not available: {reason}")
     from kdns.serve import _fastpath
 
-    return _fastpath.serve(sock_fd, responder, server, counters)
-
-
-def new_counters() -> Counters:
-    """The C loop's own counts (``_fastpath.Counters``: kdns.serve.tally's cells)."""
-    from kdns.serve import _fastpath
-
-    return _fastpath.Counters()
-
-
-def read_counters(counters: Counters) -> list[int]:
-    """The cells of a ``new_counters`` object, as kdns.serve.tally lays them out."""
-    return counters.read()
-
-
-def responder_of(answer: object) -> Responder | None:
-    """The Responder that ``answer`` is the unmodified ``Responder.answer`` of, or None.
-
-    The C loop reproduces ``Responder.answer`` itself, so it may only stand in for that exact
-    method: a wrapper, a lambda or a subclass that overrides ``answer`` keeps the Python loop.
-    """
-    if not available:
-        return None
-    responder = getattr(answer, "__self__", None)
-    if (
-        isinstance(responder, Responder)
-        and getattr(answer, "__func__", None) is Responder.answer
-        and type(responder).answer is Responder.answer
-    ):
-        return responder
-    return None
+    return _fastpath.serve(sock_fd, loop)

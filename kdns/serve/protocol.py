@@ -1,9 +1,10 @@
 """The whole per-query decision: query bytes in, reply bytes (or None: drop) out. Pure and sync.
 
-``Responder.answer`` is the hot path. It parses only the question: it finds the end of the name,
-lower-cases the name bytes (never the type and class bytes, R1.2), does one dict lookup, and
-joins the query's ID, a prebuilt header, the client's own question bytes (its exact case) and a
-prebuilt body. A plain query and one with a single EDNS OPT (dig's, with a cookie) both take it.
+``Responder.answer`` is the hot path, in the shape kdns.serve.hotpath defines once (and the C
+loop mirrors): ``fast_key`` finds the end of the name and lower-cases the name bytes (never the
+type and class bytes, R1.2), one dict lookup finds the entry, and ``assemble`` joins the query's
+ID, a prebuilt header, the client's own question bytes (its exact case) and a prebuilt body. A
+plain query and one with a single EDNS OPT (dig's, with a cookie) both take it.
 
 Everything else goes to ``answer_slow``, which parses the whole message and handles bad input:
 short packets and responses are dropped; a readable header with a broken body is FORMERR;
@@ -27,6 +28,8 @@ from kdns.dns.query import error_reply as error_reply
 from kdns.dns.query import screen as screen
 from kdns.names import Name
 from kdns.rewrite import Rewritten
+from kdns.serve import accel
+from kdns.serve.hotpath import assemble, fast_key, udp_limit
 from kdns.serve.reply import Reply
 from kdns.table import AnswerTable
 
@@ -41,65 +44,66 @@ class Forwarding(Protocol):
 
 logger = logging.getLogger(__name__)
 
-_QD_ONLY: Final = b"\x00\x01\x00\x00\x00\x00\x00\x00"
-_QD_AND_AR: Final = b"\x00\x01\x00\x00\x00\x00\x00\x01"
-_OPT_PREFIX: Final = b"\x00\x00\x29"
-_MAX_LABELED_TYPE: Final = 127
+_MIN_UDP: Final = wire.MIN_UDP_SIZE
 
 
 class Responder:
-    """Holds the published table and the per-server constants; safe to share between threads."""
+    """Holds the published table and the per-server constants; safe to share between threads.
+
+    ``fast_path`` is the C loop's contract (kdns.serve.accel.FastPath: the table's dicts it
+    serves hits from, the OPT variants, the size ceiling, this Responder's ``answer`` for the
+    rest), or None when the accelerator is off; publishing a ``table`` keeps it current.
+    """
 
     def __init__(self, max_udp_size: int = 1232) -> None:
-        self.table: AnswerTable | None = None
+        self._table: AnswerTable | None = None
         self.forwarder: Forwarding | None = None
         """Set to forward names outside our zones (and chase ExternalNames) upstream."""
         self.max_udp_size = max_udp_size
-        self._opt = wire.opt_record(max_udp_size)
-        self._opt_do = wire.opt_record(max_udp_size, do_bit=True)
+        self.opts = (wire.opt_record(max_udp_size), wire.opt_record(max_udp_size, do_bit=True))
+        """The OPT a hot-path reply carries: DO clear, DO set (``hotpath.assemble``)."""
         self.errors = 0
+        self.fast_path = accel.fast_path(self.opts, max_udp_size, self.answer, self.count_error)
+
+    @property
+    def table(self) -> AnswerTable | None:
+        return self._table
+
+    @table.setter
+    def table(self, table: AnswerTable | None) -> None:
+        """The atomic publish (a reference swap), passed on to the C loop's contract."""
+        self._table = table
+        if self.fast_path is not None:
+            self.fast_path.publish(table)
+
+    def count_error(self) -> None:
+        """One internal error (coredns_panics_total); the C loop counts its own through this."""
+        self.errors += 1
 
     def answer(self, packet: bytes, tcp: bool = False) -> Reply:
         """Reply to one query; None means drop it. Never raises."""
         try:
-            table = self.table
-            end = packet.find(b"\x00", 12)
-            if table is not None and end > 0 and not packet[2] & 0xF8:
-                qend = end + 5
-                key = packet[12 : end + 1].lower() + packet[end + 1 : qend]
+            table = self._table
+            fast = fast_key(packet) if table is not None else None
+            if fast is not None:
+                assert table is not None
+                key, qend, variant = fast
                 entry = table.records.get(key)
-                if entry is None and len(key) == end - 7:
+                if entry is None:
                     entry = table.cached(key)
                 if entry is not None:
                     body = entry[1]
                     if isinstance(body, tuple):  # loadbalance: the rotation is the query ID's
                         body = body[((packet[0] << 8) | packet[1]) % len(body)]
-                    counts = packet[4:12]
-                    flag_index = (packet[2] & 1) | ((packet[3] & 0x10) >> 3)
-                    if counts == _QD_ONLY and len(packet) == qend:
-                        reply = packet[:2] + entry[0][flag_index] + packet[12:qend] + body
-                        if tcp or len(reply) <= wire.MIN_UDP_SIZE:
-                            return reply
-                    elif (
-                        counts == _QD_AND_AR
-                        and len(packet) >= qend + 11
-                        and packet[qend : qend + 3] == _OPT_PREFIX
-                        and packet[qend + 6] == 0
-                        and len(packet) == qend + 11 + ((packet[qend + 9] << 8) | packet[qend + 10])
+                    reply = assemble(packet, qend, variant, entry[0], body, self.opts)
+                    size = len(reply)
+                    # Any limit is at least 512: most replies need no udp_limit call.
+                    if (
+                        tcp
+                        or size <= _MIN_UDP
+                        or size <= udp_limit(packet, qend, variant, self.max_udp_size)
                     ):
-                        do_bit = packet[qend + 7] & 0x80
-                        reply = (
-                            packet[:2]
-                            + entry[0][4 | flag_index]
-                            + packet[12:qend]
-                            + body
-                            + (self._opt_do if do_bit else self._opt)
-                        )
-                        if tcp or len(reply) <= min(
-                            max((packet[qend + 3] << 8) | packet[qend + 4], wire.MIN_UDP_SIZE),
-                            self.max_udp_size,
-                        ):
-                            return reply
+                        return reply
             return self.answer_slow(packet, tcp)
         except Exception:
             self.errors += 1

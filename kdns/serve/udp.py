@@ -27,7 +27,8 @@ from kdns.serve.tally import Tally, add, count, family_of
 
 if TYPE_CHECKING:
     from kdns.querylog import QueryLog
-    from kdns.serve._fastpath import Counters
+    from kdns.serve._fastpath import Loop
+    from kdns.serve.accel import FastPath
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,17 @@ class UDPServer:
         answer: Handler | None = None,
         peer_answer: PeerHandler | None = None,
         query_log: QueryLog | None = None,
+        fast_path: FastPath | None = None,
     ) -> None:
-        """Give ``answer(packet)``, or ``peer_answer(packet, peer)`` when the client matters."""
+        """Give ``answer(packet)``, or ``peer_answer(packet, peer)`` when the client matters.
+
+        ``fast_path`` opts in to the C loop (``Responder.fast_path``; None when the accelerator
+        is off): it then serves hits itself and calls ``fast_path.fallback`` for the rest, so
+        ``answer`` may be left out (it defaults to that fallback)."""
+        if answer is None and peer_answer is None and fast_path is not None:
+            answer = fast_path.fallback
         assert (answer is None) != (peer_answer is None), "exactly one handler"
+        self.fast_path = fast_path
         self.sock = sock
         self.query_log = query_log
         self.answer = answer
@@ -59,8 +68,8 @@ class UDPServer:
         self._stopping = False
         self.tally = Tally()
         """What the Python loop (and deferred replies) counted."""
-        self.counters: Counters | None = None
-        """The C loop's own counts (``kdns.serve._fastpath.Counters``) while it serves."""
+        self.loop: Loop | None = None
+        """The C loop's contract (``kdns.serve._fastpath.Loop``: its counts too) once it serves."""
         self._thread = threading.Thread(target=self._run, name=f"udp-{self.address}", daemon=True)
 
     @property
@@ -72,18 +81,19 @@ class UDPServer:
         self._thread.start()
 
     def _run(self) -> None:
-        responder = accel.responder_of(self.answer)
-        if responder is None:
+        if self.fast_path is None:
             self._python_loop(False)
             return
         # The C loop (kdns/serve/_fastpath.c): the same replies, counts and stop protocol; it
         # returns when told to divert (the query log went on), and the Python loop returns when
         # the log goes off again.
-        counters = self.counters = accel.new_counters()
+        loop = self.loop = self.fast_path.loop(self.deferred_sender)
+        if self._stopping:
+            loop.stop()  # stop() ran before the loop existed
         if self.query_log is not None:
-            self.query_log.watch(counters.set_divert)
+            self.query_log.watch(loop.set_divert)
         while not self._stopping:
-            first = accel.serve(self.sock.fileno(), responder, self, counters)
+            first = accel.serve(self.sock.fileno(), loop)
             if not self._stopping:
                 self._python_loop(True, first)
 
@@ -157,9 +167,9 @@ class UDPServer:
     def counts(self) -> list[int]:
         """Every query this server answered, in ``kdns.serve.tally`` cells."""
         cells = self.tally.read()
-        counters = self.counters
-        if counters is not None:
-            add(cells, accel.read_counters(counters))
+        loop = self.loop
+        if loop is not None:
+            add(cells, loop.read())
         return cells
 
     def stop_receiving(self) -> None:
@@ -189,8 +199,16 @@ class UDPServer:
                 return False
             time.sleep(0.01)
 
+    @property
+    def accelerated(self) -> bool:
+        """Whether the C loop serves (or will serve, once started) this socket."""
+        return self.fast_path is not None
+
     def stop(self) -> None:
         self._stopping = True
+        loop = self.loop
+        if loop is not None:
+            loop.stop()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked recvfrom on Linux
         except OSError:

@@ -34,6 +34,7 @@ class RunningServer:
     responder: Responder
     tcp: TCPServer
     transfer: ZoneTransfer | None = None
+    udp: UDPServer | None = None
 
     def query(self, message: dns.message.Message, transport: str = "udp") -> dns.message.Message:
         if transport == "udp":
@@ -96,7 +97,7 @@ def running_server(
     tcp_limits: TCPLimits | None = None,
 ) -> Iterator[RunningServer]:
     """kdns on 127.0.0.1:0. ``python_udp_loop`` serves UDP from the pure-Python loop even when
-    the C accelerator is built (it takes only the unwrapped ``Responder.answer``), so a test can
+    the C accelerator is built (no ``fast_path`` opt-in), so a test can
     cover both. ``transfer_to`` puts a ``ZoneTransfer`` (at most ``transfer_limit`` at once) on
     TCP. ``tcp_limits`` defaults to ``TCPLimits(idle_timeout_s=...)``."""
     responder = Responder(max_udp_size)
@@ -108,7 +109,9 @@ def running_server(
     udp_sock, tcp_sock = bind_pair("127.0.0.1", 0)
     port = udp_sock.getsockname()[1]
     udp = UDPServer(
-        udp_sock, (lambda p: responder.answer(p)) if python_udp_loop else responder.answer
+        udp_sock,
+        responder.answer,
+        fast_path=None if python_udp_loop else responder.fast_path,
     )
     limits = tcp_limits or TCPLimits(idle_timeout_s=idle_timeout_s)
     transfer = ZoneTransfer(responder, transfer_to, transfer_limit) if transfer_to else None
@@ -119,7 +122,7 @@ def running_server(
     udp.start()
     tcp.start()
     try:
-        yield RunningServer("127.0.0.1", port, runtime, responder, tcp, transfer)
+        yield RunningServer("127.0.0.1", port, runtime, responder, tcp, transfer, udp)
     finally:
         tcp.stop()
         udp.stop()

@@ -1,6 +1,6 @@
 """The C accelerator (kdns/serve/_fastpath.c) against the Python path it mirrors.
 
-``_fastpath.answer(responder, packet, tcp)`` must equal ``responder.answer(packet, tcp)`` byte
+``c_answer(responder, packet, tcp)`` must equal ``responder.answer(packet, tcp)`` byte
 for byte for every input (a hypothesis property over the fixture cluster, valid and broken
 queries alike), and ``_fastpath.serve`` over a real socket must send what the Python UDP loop
 sends, follow table swaps, survive errors and stop cleanly. Skipped when the extension is not
@@ -192,9 +192,19 @@ def queries(draw: st.DrawFn) -> bytes:
     return packet
 
 
+def c_answer(responder: Responder, packet: bytes, tcp: bool = False) -> bytes | None:
+    """The C answer through the Responder's contract (``fast_path``), its fallback being
+    ``responder.answer`` as looked up now (``spy_on`` may shadow it)."""
+    assert _fastpath is not None
+    assert responder.fast_path is not None
+    reply = _fastpath.answer(responder.fast_path.answers, responder.answer, packet, tcp)
+    assert reply is None or isinstance(reply, bytes)
+    return reply
+
+
 def spy_on(responder: Responder) -> list[bytes]:
     """Record the packets the C code hands back to ``responder.answer`` (an instance attribute
-    shadows the method; the C code looks ``answer`` up on the instance)."""
+    shadows the method; ``c_answer`` passes the instance's ``answer`` as the fallback)."""
     calls: list[bytes] = []
 
     def answer(packet: bytes, tcp: bool = False) -> bytes | None:
@@ -210,8 +220,8 @@ def unspy(responder: Responder) -> None:
 
 
 def python_answer(responder: Responder, packet: bytes, tcp: bool) -> tuple[bytes | None, bool]:
-    """``responder.answer(packet, tcp)``, and whether it came from a records hit: neither the
-    slow path nor the table's ``cached`` was asked."""
+    """``responder.answer(packet, tcp)``, and whether it came from a records or memo hit: the
+    slow path was not asked, nor ``names`` (NODATA-by-name, which the C loop leaves to Python)."""
     table = responder.table
     asked: list[bytes] = []
 
@@ -219,33 +229,34 @@ def python_answer(responder: Responder, packet: bytes, tcp: bool) -> tuple[bytes
         asked.append(packet)
         return Responder.answer_slow(responder, packet, tcp)
 
-    def cached(key: bytes) -> Compiled | None:
-        asked.append(key)
+    def negative_entry(negative_key: int) -> Compiled:
+        asked.append(b"names")
         assert table is not None
-        return AnswerTable.cached(table, key)
+        return AnswerTable.negative_entry(table, negative_key)
 
     responder.answer_slow = answer_slow  # type: ignore[method-assign]
     if table is not None:
-        table.cached = cached  # type: ignore[method-assign]
+        table.negative_entry = negative_entry  # type: ignore[method-assign]
     try:
         reply = responder.answer(packet, tcp)
     finally:
         del vars(responder)["answer_slow"]
         if table is not None:
-            del vars(table)["cached"]
+            del vars(table)["negative_entry"]
     return reply, reply is not None and not asked
 
 
 def check_same(responder: Responder, packet: bytes, tcp: bool) -> bool:
     """The C answer is the Python answer, with the same internal-error count, and C answers
-    by itself exactly the queries the Python fast path answers from ``records``."""
+    by itself exactly the queries the Python fast path answers from ``records`` or the memo."""
     assert _fastpath is not None
+    responder.answer(packet, tcp)  # warm the memo: C serves what Python memoized
     errors = responder.errors
     expected, records_hit = python_answer(responder, packet, tcp)
     python_errors, errors = responder.errors - errors, responder.errors
     calls = spy_on(responder)
     try:
-        got = _fastpath.answer(responder, packet, tcp)
+        got = c_answer(responder, packet, tcp)
     finally:
         unspy(responder)
     context = (packet.hex(), tcp, responder.max_udp_size)
@@ -325,15 +336,15 @@ def test_table_hits_are_answered_in_c(packet: bytes) -> None:
     assert expected is not None
     calls = spy_on(responder)
     try:
-        assert _fastpath.answer(responder, packet) == expected
-        assert _fastpath.answer(responder, packet, tcp=True) == expected_tcp
+        assert c_answer(responder, packet) == expected
+        assert c_answer(responder, packet, tcp=True) == expected_tcp
     finally:
         unspy(responder)
     assert calls == [], "a records hit must not reach the Python path"
 
 
 MISSES = [
-    pytest.param(header() + question(b"\x04nope\x06testns\x03svc\x07cluster\x05local\x00"), id="nxdomain"),
+    pytest.param(header() + question(b"\x07example\x03com\x00"), id="memo-none-refused"),
     pytest.param(header() + question(b"\x03mid\x06testns\x03svc\x07cluster\x05local\x00"), id="over-512-needs-tc"),
     pytest.param(header(ar=1) + question(SVC1) + OPT[:-1], id="short-opt"),
     pytest.param(header(ar=1) + question(SVC1) + OPT[:6] + b"\x01" + OPT[7:], id="edns-version-1"),
@@ -354,10 +365,45 @@ def test_everything_else_goes_to_responder_answer(packet: bytes) -> None:
     expected = responder.answer(packet)
     calls = spy_on(responder)
     try:
-        assert _fastpath.answer(responder, packet) == expected
+        assert c_answer(responder, packet) == expected
     finally:
         unspy(responder)
     assert calls == [packet]
+
+
+MEMO_HITS = [
+    pytest.param(header() + question(b"\x04nope\x06testns\x03svc\x07cluster\x05local\x00"), id="nxdomain"),
+    pytest.param(header(ar=1) + question(b"\x04NoPe\x06testns\x03svc\x07cluster\x05local\x00", 28) + OPT_DO, id="nxdomain-aaaa-edns-do"),
+    pytest.param(header(flags=0x0110) + question(SVC1, 255), id="any-rd-cd"),
+    pytest.param(header() + question(b"\x011\x010\x010\x0210\x07in-addr\x04arpa\x00", 12), id="ptr-lazy-owner"),
+]  # fmt: skip
+
+
+@needs_extension
+@pytest.mark.parametrize("packet", MEMO_HITS)
+def test_memo_hits_are_answered_in_c(packet: bytes) -> None:
+    """Issue 12 item 3: a name the table does not hold is resolved once by Python (which
+    memoizes it); from then on the C code serves it from the memo without calling Python."""
+    responder = make_responder()
+    calls = spy_on(responder)
+    try:
+        first = c_answer(responder, packet)
+        assert calls == [packet], "the first ask goes to the Python slow path"
+        assert c_answer(responder, packet) == first
+        assert c_answer(responder, packet, tcp=True) == first
+    finally:
+        unspy(responder)
+    assert calls == [packet], "a memo hit must not reach the Python path"
+    assert first == responder.answer(packet) == reference(responder, packet)
+
+
+def reference(responder: Responder, packet: bytes) -> bytes | None:
+    """The slow path over a table with nothing compiled and an empty memo."""
+    live = responder.table
+    assert live is not None
+    fresh = Responder(responder.max_udp_size)
+    fresh.table = AnswerTable(live.index, {}, {})
+    return fresh.answer_slow(packet)
 
 
 @needs_extension
@@ -367,16 +413,16 @@ def test_answer_reads_the_table_on_every_call() -> None:
     runtime = Runtime(ZoneConfig(), responder)
     packet = header() + question(b"\x03new\x06testns\x03svc\x07cluster\x05local\x00")
     runtime.replace(fixture_objects())
-    before = _fastpath.answer(responder, packet)
+    before = c_answer(responder, packet)
     assert before is not None
     assert dns.message.from_wire(before).rcode() == dns.rcode.NXDOMAIN
     runtime.replace([*fixture_objects(), Service("testns", "new", cluster_ips=("10.0.0.77",))])
-    after = _fastpath.answer(responder, packet)
+    after = c_answer(responder, packet)
     assert after == responder.answer(packet)
     assert after is not None
     assert dns.message.from_wire(after).answer
     responder.table = None
-    assert _fastpath.answer(responder, packet) == responder.answer(packet)  # SERVFAIL
+    assert c_answer(responder, packet) == responder.answer(packet)  # SERVFAIL
 
 
 @needs_extension
@@ -387,13 +433,15 @@ def test_answer_keeps_reference_counts_balanced() -> None:
     assert table is not None
     key = b"\x04svc1\x06testns\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01"
     entry = table.records[key]
-    watched = [table, table.records, entry, entry[0], entry[1], responder._opt, responder._opt_do]
+    assert responder.fast_path is not None
+    answers = responder.fast_path.answers
+    watched = [table, table.records, entry, entry[0], entry[1], *responder.opts, answers]
     before = [sys.getrefcount(o) for o in watched]
     packets = [header() + question(SVC1), header(ar=1) + question(SVC1) + OPT_DO]
     packets += [header(ar=1) + question(SVC1) + OPT, header() + question(SVC1)[:-1]]
     for _ in range(1000):
         for packet in packets:
-            _fastpath.answer(responder, packet)
+            c_answer(responder, packet)
     assert [sys.getrefcount(o) for o in watched] == before
 
 
@@ -402,11 +450,14 @@ def test_answer_takes_keyword_arguments_and_checks_them() -> None:
     assert _fastpath is not None
     responder = RESPONDERS[0]
     packet = header() + question(SVC1)
-    assert _fastpath.answer(responder=responder, packet=packet, tcp=True) == responder.answer(
-        packet, tcp=True
-    )
+    assert responder.fast_path is not None
+    answers = responder.fast_path.answers
+    got = _fastpath.answer(answers=answers, fallback=responder.answer, packet=packet, tcp=True)
+    assert got == responder.answer(packet, tcp=True)
     with pytest.raises(TypeError):
-        _fastpath.answer(responder)
+        _fastpath.answer(answers)
+    with pytest.raises(TypeError):
+        _fastpath.answer(responder, responder.answer, packet)  # not the contract object
 
 
 # --- accel: the switch ----------------------------------------------------------------------
@@ -439,33 +490,30 @@ def test_a_missing_extension_falls_back() -> None:
     assert out.startswith("False not built")
 
 
-def test_responder_of_accepts_only_the_unmodified_method() -> None:
-    responder = RESPONDERS[0]
-
-    class Custom(Responder):
-        def answer(self, packet: bytes, tcp: bool = False) -> bytes | None:
-            return None
-
-    expected = responder if accel.available else None
-    assert accel.responder_of(responder.answer) is expected
-    assert accel.responder_of(lambda p: responder.answer(p)) is None
-    assert accel.responder_of(Custom().answer) is None
+def test_the_opt_in_is_the_contract_object() -> None:
+    """A Responder builds its C contract at construction when the accelerator is on; a
+    UDPServer serves from C exactly when it is given one (no method identity test)."""
+    responder = make_responder()
+    assert (responder.fast_path is not None) == accel.available
+    assert UDPServer(bind_udp("127.0.0.1", 0), responder.answer).accelerated is False
+    server = UDPServer(bind_udp("127.0.0.1", 0), responder.answer, fast_path=responder.fast_path)
+    assert server.accelerated is accel.available
+    server.sock.close()
 
 
 # --- serve(): the loop over a real socket --------------------------------------------------
 
 
 class CServer(UDPServer):
-    """UDPServer with the C loop, as kdns/serve/udp.py runs it when the extension is built."""
+    """UDPServer opted in to the C loop over the Responder's answers, its fallback being the
+    Responder's ``answer`` as it is now (a test may have replaced it on the instance)."""
 
     def __init__(self, sock: socket.socket, responder: Responder) -> None:
-        self.responder = responder
-        super().__init__(sock, responder.answer)
-
-    def _run(self) -> None:
-        assert _fastpath is not None
-        self.counters = _fastpath.Counters()
-        _fastpath.serve(self.sock.fileno(), self.responder, self, self.counters)
+        assert responder.fast_path is not None
+        fast_path = accel.FastPath(
+            responder.fast_path.answers, responder.answer, responder.count_error
+        )
+        super().__init__(sock, fast_path=fast_path)
 
 
 @pytest.fixture(name="servers")
@@ -719,13 +767,13 @@ def test_serve_hands_a_deferred_reply_its_sender(family: str) -> None:
 
 @needs_extension
 @pytest.mark.integration
-def test_serve_rejects_a_server_without_a_stop_flag() -> None:
+def test_serve_takes_only_its_contract_object() -> None:
     assert _fastpath is not None
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
-        pytest.raises(AttributeError),
+        pytest.raises(TypeError),
     ):
-        _fastpath.serve(sock.fileno(), make_responder(), object())
+        _fastpath.serve(sock.fileno(), make_responder())  # type: ignore[arg-type]
 
 
 @needs_extension
