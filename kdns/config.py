@@ -13,22 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kdns import custom, rewrite
-from kdns.names import Name, text_to_name
+from kdns.names import Name
 from kdns.resolver.config import parse_address
+from kdns.resolver.forwardconf import ConfigError as ConfigError
+from kdns.resolver.forwardconf import parse_zone as parse_zone
+from kdns.resolver.forwardconf import string_list as string_list
 from kdns.serve.tcplimits import TCPLimits
 
 POD_MODES: Final = ("disabled", "insecure", "verified")
 LOADBALANCE_MODES: Final = ("round_robin", "off")
 LOG_FORMATS: Final = ("text", "json")
 REVERSE_ZONES: Final[tuple[Name, ...]] = (("in-addr", "arpa"), ("ip6", "arpa"))
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; ``field`` names it as the user wrote it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,29 +305,6 @@ def parse_server(value: str, field_name: str) -> tuple[str, int]:
         return str(ipaddress.ip_address(host)), port
     except ValueError as error:
         raise ConfigError(field_name, f"expected IP[:PORT], got {value!r} ({error})") from None
-
-
-def parse_zone(value: str, field_name: str = "zone") -> Name:
-    zone = text_to_name(value)
-    if not zone:
-        raise ConfigError(field_name, "the root zone cannot be served")
-    for label in zone:
-        if not label or len(label) > 63 or not all(c.isalnum() or c in "-_" for c in label):
-            raise ConfigError(field_name, f"{value!r} is not a valid domain name")
-    return zone
-
-
-def string_list(values: Mapping[str, Any], key: str) -> list[str]:
-    """A setting that is one string or a list of strings (a repeatable flag): as a list;
-    empty when unset. kdns's and nodecache's config builders share it."""
-    raw = values.get(key)
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        raise ConfigError(key, "expected a string or a list of strings")
-    return list(raw)
 
 
 def boolean(values: Mapping[str, Any], key: str, default: bool = False) -> bool:
