@@ -553,7 +553,26 @@ def start_health(
 
 
 def make_forwarder(config: Config) -> Forwarder | None:
-    """The upstream path for names outside our zones, or None (``--upstream none``)."""
+    """The upstream path for names outside our zones (the default upstream and the stub
+    domains), or None when there is neither (``--upstream none``, no ``stub_domains``)."""
+    resolver_config = forward_config(config)
+    if resolver_config is None:
+        logger.info("forwarding disabled: names outside the zones are answered REFUSED")
+        return None
+    resolver = Resolver.from_config(resolver_config)
+    resolver.start()
+    if resolver_config.upstream is not None:
+        servers = resolver_config.upstream.servers
+        logger.info("forwarding other names to %s", ", ".join(f"{h}:{p}" for h, p in servers))
+    for name, group in resolver_config.stub_domains:
+        servers = group.servers
+        logger.info("forwarding %s to %s", name, ", ".join(f"{h}:{p}" for h, p in servers))
+    return Forwarder(resolver)
+
+
+def forward_config(config: Config) -> ResolverConfig | None:
+    """The resolver core's routing for kdns: the cluster zones are ours (never forwarded), each
+    stub domain goes to its servers, everything else to ``upstream`` (or resolv.conf's)."""
     servers = config.upstream
     if servers is None:
         servers = tuple((ip, 53) for ip in resolvconf.read(config.resolv_conf).nameservers)
@@ -562,21 +581,17 @@ def make_forwarder(config: Config) -> Forwarder | None:
     kept = tuple(server for server in servers if server not in own)
     if len(kept) != len(servers):
         logger.warning("ignoring upstreams that are our own listen addresses: %s", own)
-    if not kept:
-        logger.info("forwarding disabled: names outside the zones are answered REFUSED")
+    if not kept and not config.stub_domains:
         return None
-    resolver = Resolver.from_config(
-        ResolverConfig(
-            cluster_zones=tuple(".".join(zone) for zone in config.zone.zones),
-            cluster_upstream=None,
-            reverse_zones=(),
-            upstream=UpstreamConfig(kept),
-            workers=config.forward_workers,
-            max_pending=config.forward_max_pending,
-            max_queue_wait_s=config.forward_max_queue_wait_s,
-            max_refreshes=config.forward_max_refreshes,
-        )
+    upstream = UpstreamConfig(kept, **config.forward) if kept else None
+    return ResolverConfig(
+        cluster_zones=tuple(".".join(zone) for zone in config.zone.zones),
+        cluster_upstream=None,
+        reverse_zones=(),
+        stub_domains=config.stub_domains,
+        upstream=upstream,
+        workers=config.forward_workers,
+        max_pending=config.forward_max_pending,
+        max_queue_wait_s=config.forward_max_queue_wait_s,
+        max_refreshes=config.forward_max_refreshes,
     )
-    resolver.start()
-    logger.info("forwarding other names to %s", ", ".join(f"{h}:{p}" for h, p in kept))
-    return Forwarder(resolver)

@@ -14,7 +14,8 @@ from typing import Any, Final
 
 from kdns import custom, rewrite
 from kdns.names import Name
-from kdns.resolver.config import parse_address
+from kdns.resolver import forwardconf
+from kdns.resolver.config import Transport, UpstreamConfig, parse_address
 from kdns.resolver.forwardconf import ConfigError as ConfigError
 from kdns.resolver.forwardconf import parse_zone as parse_zone
 from kdns.resolver.forwardconf import string_list as string_list
@@ -238,6 +239,11 @@ class Config:
     (``kdns.resolver.config.ResolverConfig.max_queue_wait_s`` says why 2 s)."""
     forward_max_refreshes: int = 4
     """Prefetches and stale refreshes of forwarded names at once (always leaving a worker)."""
+    forward: dict[str, Any] = field(default_factory=dict)
+    """The ``forward:`` section (CoreDNS forward options) as ``UpstreamConfig`` keyword
+    arguments (``kdns.resolver.forwardconf``), for the default upstream and every stub domain."""
+    stub_domains: tuple[tuple[str, UpstreamConfig], ...] = ()
+    """Zone → its own servers and options (``stub_domains:``); the longest zone wins."""
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -398,7 +404,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
     resolv_conf, health_listen, metrics_listen, loadbalance, the ``TCP_KEYS``
     (tcp_idle_timeout, tcp_max_per_client, ...), and the custom records: records, hosts,
     hosts_file, hosts_ttl, hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer;
-    forward_workers, forward_max_pending, forward_max_queue_wait, forward_max_refreshes.
+    forward_workers, forward_max_pending, forward_max_queue_wait, forward_max_refreshes;
+    forward (CoreDNS forward options), stub_domains (``kdns.resolver.forwardconf``).
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
@@ -407,7 +414,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
         "noendpoints", "transfer", "loadbalance", "metrics_listen", "log_format", "query_log",
         *TCP_KEYS, "forward_workers", "forward_max_pending", "forward_max_queue_wait",
-        "forward_max_refreshes",
+        "forward_max_refreshes", "forward", "stub_domains",
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -500,6 +507,11 @@ def build_config(values: Mapping[str, Any]) -> Config:
         raise ConfigError(
             "forward_max_queue_wait", f"expected a positive number of seconds, got {queue_wait!r}"
         )
+    forward = forwardconf.forward_options(values.get("forward"))
+    # Checked once here (the default upstream may come from resolv.conf only at start), so a
+    # range error names forward.FIELD rather than surfacing when forwarding starts.
+    forwardconf.upstream_group((("192.0.2.1", 53),), forward, Transport.UDP, "forward")
+    stubs = forwardconf.stub_domains(values.get("stub_domains"), forward, listen)
     zone_config = ZoneConfig(
         zones=zones,
         ttl_s=ttl_s,
@@ -535,4 +547,6 @@ def build_config(values: Mapping[str, Any]) -> Config:
         forward_max_pending=integer("forward_max_pending", 1024, 1, 1_000_000),
         forward_max_queue_wait_s=float(queue_wait),
         forward_max_refreshes=integer("forward_max_refreshes", 4, 0, 4096),
+        forward=forward,
+        stub_domains=stubs,
     )
