@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from kdns import kubedns
 from kdns.config import (
     QueryLogConfig,
     log_format_of,
@@ -32,6 +33,7 @@ from kdns.config import (
     string_list,
     tcp_limits,
 )
+from kdns.kubedns import KubeDnsSettings
 from kdns.resolver import forwardconf, resolvconf
 from kdns.resolver.config import (
     CLUSTER_TTL,
@@ -58,8 +60,6 @@ from kdns.resolver.forwardconf import (
     upstream_group,
 )
 from kdns.serve.tcplimits import TCPLimits
-from nodecache import kubedns
-from nodecache.kubedns import KubeDnsSettings
 from nodecache.searchpath import settings as searchpath_settings
 from nodecache.searchpath.settings import SearchPathConfig
 
@@ -189,7 +189,7 @@ class Config:
     searchpath: SearchPathConfig = dataclasses.field(default_factory=SearchPathConfig)
     """ndots absorption: autopath and local NXDOMAIN (``nodecache.searchpath``)."""
     kube_dns: KubeDnsSettings = dataclasses.field(default_factory=KubeDnsSettings)
-    """Which kube-dns ConfigMap to follow (``nodecache.kubedns``); restart-only."""
+    """Which kube-dns ConfigMap to follow (``kdns.kubedns``); restart-only."""
 
     def restart_only_changes(self, new: Config) -> list[str]:
         """The restart-only settings that differ in ``new``."""
