@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kdns import custom, rewrite
+from kdns import custom, kubedns, rewrite
 from kdns.names import Name
 from kdns.resolver import forwardconf
 from kdns.resolver.config import Transport, UpstreamConfig, parse_address
@@ -244,6 +244,9 @@ class Config:
     arguments (``kdns.resolver.forwardconf``), for the default upstream and every stub domain."""
     stub_domains: tuple[tuple[str, UpstreamConfig], ...] = ()
     """Zone → its own servers and options (``stub_domains:``); the longest zone wins."""
+    kube_dns: kubedns.KubeDnsSettings = field(default_factory=kubedns.KubeDnsSettings)
+    """Which kube-dns ConfigMap's stubDomains / upstreamNameservers to follow (``kdns.kubedns``,
+    ``kdns.forwarding``); off unless set."""
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -405,7 +408,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
     (tcp_idle_timeout, tcp_max_per_client, ...), and the custom records: records, hosts,
     hosts_file, hosts_ttl, hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer;
     forward_workers, forward_max_pending, forward_max_queue_wait, forward_max_refreshes;
-    forward (CoreDNS forward options), stub_domains (``kdns.resolver.forwardconf``).
+    forward (CoreDNS forward options), stub_domains (``kdns.resolver.forwardconf``);
+    kube_dns_configmap, kube_dns_configmap_dir (``kdns.kubedns``).
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
@@ -414,7 +418,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
         "noendpoints", "transfer", "loadbalance", "metrics_listen", "log_format", "query_log",
         *TCP_KEYS, "forward_workers", "forward_max_pending", "forward_max_queue_wait",
-        "forward_max_refreshes", "forward", "stub_domains",
+        "forward_max_refreshes", "forward", "stub_domains", *kubedns.SETTINGS,
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -549,4 +553,5 @@ def build_config(values: Mapping[str, Any]) -> Config:
         forward_max_refreshes=integer("forward_max_refreshes", 4, 0, 4096),
         forward=forward,
         stub_domains=stubs,
+        kube_dns=kubedns.settings_of(values),
     )

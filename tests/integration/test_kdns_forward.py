@@ -18,8 +18,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from kdns.cli import make_forwarder
 from kdns.config import ZoneConfig, build_config
+from kdns.forwarding import make_forwarder
 from kdns.metrics import resolver_families
 from kdns.serve.forward import Forwarder
 from tests.support.cluster import fixture_objects

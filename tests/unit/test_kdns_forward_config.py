@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from kdns.cli import forward_config
 from kdns.config import ConfigError, build_config
+from kdns.forwarding import forward_config
 from kdns.resolver.config import Policy, Transport
 
 
@@ -25,6 +25,9 @@ from kdns.resolver.config import Policy, Transport
         ({"stub_domains": {"corp.example": ["127.0.0.1:53"]}}, "stub_domains.corp.example", "loop"),
         ({"stub_domains": {"corp.example": {"servers": ["192.0.2.1"], "expire": -1}}},
          "stub_domains.corp.example.expire", "must be a positive duration"),
+        ({"kube_dns_configmap": "kube-dns"}, "kube_dns_configmap", "expected NAMESPACE/NAME"),
+        ({"kube_dns_configmap": "kube-system/kube-dns", "kube_dns_configmap_dir": "/etc/kube-dns"},
+         "kube_dns_configmap", "not both"),
     ],
 )  # fmt: skip
 def test_errors_name_the_field(values: dict[str, Any], field: str, message: str) -> None:
