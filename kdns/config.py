@@ -118,10 +118,7 @@ def parse_query_log(
     field as ``query_log.KEY``. Values may be YAML values or the strings of a query string."""
     config = base or QueryLogConfig()
     changes: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = f"{prefix}.{key}"
-        if key not in _KEYS:
-            raise ConfigError(name, f"unknown setting (one of {', '.join(_KEYS)})")
+    for key, value, name in forwardconf.section_items(raw, prefix, _KEYS):
         if key == "enabled":
             changes[key] = _boolean(value, name)
         elif key == "format":

@@ -489,19 +489,10 @@ def _ttls(
 
 def _section(values: Mapping[str, Any], key: str, kinds: Mapping[str, str]) -> dict[str, Any]:
     """A nested mapping, each value type-checked (ranges are the dataclasses' job)."""
-    raw = values.get(key)
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(key, f"expected a mapping with keys {', '.join(kinds)}")
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{key}.{name}"
-        kind = kinds.get(str(name))
-        if kind is None:
-            raise ConfigError(where, f"unknown setting (known: {', '.join(kinds)})")
-        out[str(name)] = _number(value, where, kind)
-    return out
+    return {
+        name: _number(value, where, kinds[name])
+        for name, value, where in forwardconf.section_items(values.get(key), key, kinds)
+    }
 
 
 def _number(value: object, where: str, kind: str) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 from kdns.names import Name, text_to_name
@@ -59,6 +59,22 @@ def parse_zone(value: str, field_name: str = "zone") -> Name:
 
 
 # --- values ------------------------------------------------------------------------------------
+
+
+def section_items(raw: object, where: str, known: Iterable[str]) -> Iterator[tuple[str, Any, str]]:
+    """(key, value, ``where.key``) of a nested settings mapping; a key not in ``known`` is an
+    error naming it. None (unset) has no items."""
+    names = tuple(known)
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, f"expected a mapping with keys {', '.join(names)}")
+    for key, value in raw.items():
+        name = f"{where}.{key}"
+        if str(key) not in names:
+            raise ConfigError(name, f"unknown setting (known: {', '.join(names)})")
+        yield str(key), value, name
+
 
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -203,15 +219,8 @@ def forward_options(raw: object, where: str = "forward") -> dict[str, Any]:
     * ``except`` (zones) → ``except_zones``: names at or under them are not forwarded here;
     * ``max_fails`` → ``max_fails``.
     """
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(where, f"expected a mapping with keys {', '.join(FORWARD_KEYS)}")
     out: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = f"{where}.{key}"
-        if key not in FORWARD_KEYS:
-            raise ConfigError(name, f"unknown setting (known: {', '.join(FORWARD_KEYS)})")
+    for key, value, name in section_items(raw, where, FORWARD_KEYS):
         if key == "policy":
             try:
                 out["policy"] = Policy(str(value).lower())
