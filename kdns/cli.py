@@ -26,13 +26,12 @@ from kdns import __version__, logs, metrics
 from kdns.admin import command as admin
 from kdns.admin.snapshot import ClusterDNS, KdnsAlone
 from kdns.config import TCP_KEYS, Config, ConfigError, build_config
+from kdns.forwarding import KubeDnsForwarding, make_forwarder
 from kdns.health import HealthServer, Route, probe_udp
 from kdns.model import ClusterState, Service
 from kdns.names import name_to_text
 from kdns.querylog import QueryLog, http_route
-from kdns.resolver import resolvconf
-from kdns.resolver.config import ResolverConfig, UpstreamConfig
-from kdns.resolver.core import Resolver
+from kdns.resolver.kubedns import KubeDns, overlay
 from kdns.runtime import Runtime
 from kdns.serve import tally
 from kdns.serve.forward import Forwarder
@@ -163,6 +162,12 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--forward-max-refreshes", type=int, metavar="N",
                        help="prefetches and stale refreshes of forwarded names at once "
                        "(4; 0: off)")  # fmt: skip
+    serve.add_argument("--kube-dns-configmap", metavar="NS/NAME",
+                       help="follow this kube-dns ConfigMap's stubDomains and "
+                       "upstreamNameservers through the API (kube-system/kube-dns)")  # fmt: skip
+    serve.add_argument("--kube-dns-configmap-dir", metavar="DIR",
+                       help="follow the kube-dns ConfigMap mounted here "
+                       "(polled every 10 s)")  # fmt: skip
     check = commands.add_parser("check", help="validate a snapshot and summarize it")
     _add_zone_flags(check)
     zonefile = commands.add_parser("zonefile", help="print the zone as an RFC 1035 master file")
@@ -205,11 +210,20 @@ SETTINGS = (
     "kubeconfig", "context", "health_listen", "startup_timeout", "loadbalance", "hosts_file",
     "ignore_empty_service", "noendpoints", "metrics_listen", "log_format", *TCP_KEYS,
     "forward_workers", "forward_max_pending", "forward_max_queue_wait", "forward_max_refreshes",
+    "kube_dns_configmap", "kube_dns_configmap_dir",
 )  # fmt: skip
 
 
 def load_settings(args: argparse.Namespace) -> Config:
     """Config file values, overlaid by the flags that were given."""
+    try:
+        return build_config(load_values(args))
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def load_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings as written: the config file's, overlaid by the flags that were given."""
     values: dict[str, Any] = {}
     if args.config:
         try:
@@ -227,10 +241,7 @@ def load_settings(args: argparse.Namespace) -> Config:
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
-    try:
-        return build_config(values)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,8 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = make_parser().parse_args(argv)
         config = load_settings(args)
         logs.configure(config.log_level, config.log_format, "kdns")
+        values = load_values(args)
+
+        def load(kube_dns: KubeDns) -> Config:
+            return build_config(overlay(values, kube_dns))
+
         if args.command == "serve" and not config.manifests:
-            return serve(config, live_source(config), None)
+            return serve(config, live_source(config), None, load)
         if args.command == "explain":
             sys.stdout.write(explain(args, config))
             return 0
@@ -260,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ", ".join(f"{kind}={n}" for kind, n in sorted(snapshot.skipped.items())),
         )
     if args.command == "serve":
-        return serve(config, None, (snapshot, watcher))
+        return serve(config, None, (snapshot, watcher), load)
     runtime = Runtime(config.zone, Responder(config.max_udp_size))
     runtime.replace(snapshot.state.objects())
     table = runtime.table
@@ -340,9 +356,13 @@ def summary(state: ClusterState, records: Counter[str], skipped: Any) -> str:
 
 
 def serve(
-    config: Config, api_client: Any, snapshot: tuple[Snapshot, SnapshotWatcher] | None
+    config: Config,
+    api_client: Any,
+    snapshot: tuple[Snapshot, SnapshotWatcher] | None,
+    load: Callable[[KubeDns], Config] | None = None,
 ) -> int:
-    """Serve from a snapshot (with its file watcher) or from the live cluster (``api_client``)."""
+    """Serve from a snapshot (with its file watcher) or from the live cluster (``api_client``).
+    ``load`` rebuilds the config with a kube-dns ConfigMap overlaid (``kdns.forwarding``)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -352,6 +372,10 @@ def serve(
     if forwarder is not None:
         responder.forwarder = forwarder
         runtime.builder.chase_external = True
+    kube_dns = None
+    if forwarder is not None and load is not None and config.kube_dns.enabled:
+        kube_dns = KubeDnsForwarding(load, forwarder)
+        kube_dns.start(config)
     source: Any = None
     if snapshot is not None:
         runtime.replace(snapshot[0].state.objects())
@@ -433,6 +457,8 @@ def serve(
     logger.info("shutting down")
     if watcher is not None:
         watcher.stop()
+    if kube_dns is not None:
+        kube_dns.stop()
     if source is not None:
         source.stop()
         api_client.close()
@@ -562,33 +588,3 @@ def start_health(
         "health", config.health_listen, alive, ready, registry, routes,
         " (/health, /ready, /metrics)",
     )  # fmt: skip
-
-
-def make_forwarder(config: Config) -> Forwarder | None:
-    """The upstream path for names outside our zones, or None (``--upstream none``)."""
-    servers = config.upstream
-    if servers is None:
-        servers = tuple((ip, 53) for ip in resolvconf.read(config.resolv_conf).nameservers)
-    # Forwarding to ourselves would loop until the timeout.
-    own = {(host, port) for host, port in config.listen}
-    kept = tuple(server for server in servers if server not in own)
-    if len(kept) != len(servers):
-        logger.warning("ignoring upstreams that are our own listen addresses: %s", own)
-    if not kept:
-        logger.info("forwarding disabled: names outside the zones are answered REFUSED")
-        return None
-    resolver = Resolver.from_config(
-        ResolverConfig(
-            cluster_zones=tuple(".".join(zone) for zone in config.zone.zones),
-            cluster_upstream=None,
-            reverse_zones=(),
-            upstream=UpstreamConfig(kept),
-            workers=config.forward_workers,
-            max_pending=config.forward_max_pending,
-            max_queue_wait_s=config.forward_max_queue_wait_s,
-            max_refreshes=config.forward_max_refreshes,
-        )
-    )
-    resolver.start()
-    logger.info("forwarding other names to %s", ", ".join(f"{h}:{p}" for h, p in kept))
-    return Forwarder(resolver)

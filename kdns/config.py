@@ -12,71 +12,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kdns import custom, rewrite
-from kdns.names import Name, text_to_name
-from kdns.resolver.config import parse_address
+from kdns import custom, kubedns, rewrite
+from kdns.names import Name
+from kdns.resolver import forwardconf
+from kdns.resolver.config import Transport, UpstreamConfig, parse_address
+from kdns.resolver.forwardconf import ConfigError as ConfigError
+from kdns.resolver.forwardconf import parse_zone as parse_zone
+from kdns.resolver.forwardconf import string_list as string_list
 from kdns.serve.tcplimits import TCPLimits
+from kdns.zoneconfig import REVERSE_ZONES as REVERSE_ZONES
+from kdns.zoneconfig import ZoneConfig as ZoneConfig
 
 POD_MODES: Final = ("disabled", "insecure", "verified")
 LOADBALANCE_MODES: Final = ("round_robin", "off")
 LOG_FORMATS: Final = ("text", "json")
-REVERSE_ZONES: Final[tuple[Name, ...]] = (("in-addr", "arpa"), ("ip6", "arpa"))
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; ``field`` names it as the user wrote it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneConfig:
-    """Everything that changes what kdns answers."""
-
-    zones: tuple[Name, ...] = (("cluster", "local"),)
-    """Served cluster zones; the first is primary (PTR targets point into it)."""
-    ttl_s: int = 5
-    """TTL of every synthesized record (R12.2); also the SOA MINIMUM."""
-    pods: str = "insecure"
-    """Pod records: disabled | insecure | verified (R7.2). kubeadm's default is insecure."""
-    endpoint_pod_names: bool = False
-    """Name endpoints without a hostname after their pod (R13.3)."""
-    namespaces: frozenset[str] | None = None
-    """Only these namespaces are served; None serves all (R13.1)."""
-    dns_service: tuple[str, str] = ("kube-system", "kube-dns")
-    """The Service whose name and ClusterIPs are the zone's NS and glue (R10.1)."""
-    fallback_glue: tuple[str, ...] = ()
-    """Glue for ``ns.dns.<zone>`` when ``dns_service`` does not exist (specific listen IPs)."""
-    custom: custom.CustomRecords = field(default_factory=custom.CustomRecords)
-    """Static records (``records:``, ``hosts:``, ``hosts_file:``); they win over cluster names."""
-    ignore_empty_service: bool = False
-    """CoreDNS ``ignore empty_service``: a ClusterIP Service with no ready endpoint is NXDOMAIN
-    (so a search path moves on); the spec's answer, its ClusterIP, is the default."""
-    noendpoints: bool = False
-    """CoreDNS ``noendpoints``: no endpoint records (headless Services, endpoint names and their
-    PTRs); EndpointSlices are not watched at all."""
-    rewrite: rewrite.Rules = field(default_factory=rewrite.Rules)
-    """CoreDNS-syntax rewrite rules, applied to questions the compiled table does not hold."""
-    loadbalance: str = "round_robin"
-    """round_robin: answers with several A/AAAA/SRV records come in rotating orders (CoreDNS's
-    ``loadbalance``, in kubeadm's Corefile); off: always the same order."""
-
-    @property
-    def rotate(self) -> bool:
-        return self.loadbalance == "round_robin"
-
-    @property
-    def primary_zone(self) -> Name:
-        return self.zones[0]
-
-    @property
-    def all_zones(self) -> tuple[Name, ...]:
-        """Cluster zones, then the reverse zones (PTR is answered for known IPs only)."""
-        return self.zones + REVERSE_ZONES
-
-
 QUERY_LOG_FORMATS: Final = ("text", "json")
 RCODE_CLASSES: Final = ("success", "denial", "error")
 
@@ -122,10 +71,7 @@ def parse_query_log(
     field as ``query_log.KEY``. Values may be YAML values or the strings of a query string."""
     config = base or QueryLogConfig()
     changes: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = f"{prefix}.{key}"
-        if key not in _KEYS:
-            raise ConfigError(name, f"unknown setting (one of {', '.join(_KEYS)})")
+    for key, value, name in forwardconf.section_items(raw, prefix, _KEYS):
         if key == "enabled":
             changes[key] = _boolean(value, name)
         elif key == "format":
@@ -243,6 +189,14 @@ class Config:
     (``kdns.resolver.config.ResolverConfig.max_queue_wait_s`` says why 2 s)."""
     forward_max_refreshes: int = 4
     """Prefetches and stale refreshes of forwarded names at once (always leaving a worker)."""
+    forward: dict[str, Any] = field(default_factory=dict)
+    """The ``forward:`` section (CoreDNS forward options) as ``UpstreamConfig`` keyword
+    arguments (``kdns.resolver.forwardconf``), for the default upstream and every stub domain."""
+    stub_domains: tuple[tuple[str, UpstreamConfig], ...] = ()
+    """Zone → its own servers and options (``stub_domains:``); the longest zone wins."""
+    kube_dns: kubedns.KubeDnsSettings = field(default_factory=kubedns.KubeDnsSettings)
+    """Which kube-dns ConfigMap's stubDomains / upstreamNameservers to follow (``kdns.kubedns``,
+    ``kdns.forwarding``); off unless set."""
 
 
 def parse_listen(value: str, field_name: str = "listen") -> tuple[str, int]:
@@ -310,29 +264,6 @@ def parse_server(value: str, field_name: str) -> tuple[str, int]:
         return str(ipaddress.ip_address(host)), port
     except ValueError as error:
         raise ConfigError(field_name, f"expected IP[:PORT], got {value!r} ({error})") from None
-
-
-def parse_zone(value: str, field_name: str = "zone") -> Name:
-    zone = text_to_name(value)
-    if not zone:
-        raise ConfigError(field_name, "the root zone cannot be served")
-    for label in zone:
-        if not label or len(label) > 63 or not all(c.isalnum() or c in "-_" for c in label):
-            raise ConfigError(field_name, f"{value!r} is not a valid domain name")
-    return zone
-
-
-def string_list(values: Mapping[str, Any], key: str) -> list[str]:
-    """A setting that is one string or a list of strings (a repeatable flag): as a list;
-    empty when unset. kdns's and nodecache's config builders share it."""
-    raw = values.get(key)
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        raise ConfigError(key, "expected a string or a list of strings")
-    return list(raw)
 
 
 def boolean(values: Mapping[str, Any], key: str, default: bool = False) -> bool:
@@ -426,7 +357,9 @@ def build_config(values: Mapping[str, Any]) -> Config:
     resolv_conf, health_listen, metrics_listen, loadbalance, the ``TCP_KEYS``
     (tcp_idle_timeout, tcp_max_per_client, ...), and the custom records: records, hosts,
     hosts_file, hosts_ttl, hosts_reverse; rewrite; ignore_empty_service, noendpoints; transfer;
-    forward_workers, forward_max_pending, forward_max_queue_wait, forward_max_refreshes.
+    forward_workers, forward_max_pending, forward_max_queue_wait, forward_max_refreshes;
+    forward (CoreDNS forward options), stub_domains (``kdns.resolver.forwardconf``);
+    kube_dns_configmap, kube_dns_configmap_dir (``kdns.kubedns``).
     """
     known = {
         "zone", "ttl", "pods", "endpoint_pod_names", "namespaces", "listen", "manifests",
@@ -435,7 +368,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         "hosts_file", "hosts_ttl", "hosts_reverse", "rewrite", "ignore_empty_service",
         "noendpoints", "transfer", "loadbalance", "metrics_listen", "log_format", "query_log",
         *TCP_KEYS, "forward_workers", "forward_max_pending", "forward_max_queue_wait",
-        "forward_max_refreshes",
+        "forward_max_refreshes", "forward", "stub_domains", *kubedns.SETTINGS,
     }  # fmt: skip
     for key in values:
         if key not in known:
@@ -528,6 +461,11 @@ def build_config(values: Mapping[str, Any]) -> Config:
         raise ConfigError(
             "forward_max_queue_wait", f"expected a positive number of seconds, got {queue_wait!r}"
         )
+    forward = forwardconf.forward_options(values.get("forward"))
+    # Checked once here (the default upstream may come from resolv.conf only at start), so a
+    # range error names forward.FIELD rather than surfacing when forwarding starts.
+    forwardconf.upstream_group((("192.0.2.1", 53),), forward, Transport.UDP, "forward")
+    stubs = forwardconf.stub_domains(values.get("stub_domains"), forward, listen)
     zone_config = ZoneConfig(
         zones=zones,
         ttl_s=ttl_s,
@@ -563,4 +501,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         forward_max_pending=integer("forward_max_pending", 1024, 1, 1_000_000),
         forward_max_queue_wait_s=float(queue_wait),
         forward_max_refreshes=integer("forward_max_refreshes", 4, 0, 4096),
+        forward=forward,
+        stub_domains=stubs,
+        kube_dns=kubedns.settings_of(values),
     )

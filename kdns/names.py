@@ -25,7 +25,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
-from kdns.dns.names import Labels
+from kdns.dns.names import Labels, text_to_labels
 
 Name = Labels
 """A name as lower-case labels; the wire package's ``Labels`` (``kdns.dns.names.from_labels``
@@ -98,12 +98,8 @@ def split_zone(name: Name, zones: tuple[Name, ...]) -> tuple[int, Name] | None:
     return best
 
 
-def text_to_name(text: str) -> Name:
-    """``"Cart.Shop.svc.cluster.local."`` -> ``("cart", "shop", "svc", "cluster", "local")``."""
-    text = text.strip().rstrip(".")
-    if not text:
-        return ()
-    return tuple(label.lower() for label in text.split("."))
+text_to_name: Final = text_to_labels
+"""``"Cart.Shop.svc.cluster.local."`` -> ``("cart", "shop", "svc", "cluster", "local")``."""
 
 
 def name_to_text(name: Name) -> str:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
-from kdns.config import ZoneConfig
 from kdns.model import (
     ClusterState,
     EndpointPort,
@@ -30,6 +29,7 @@ from kdns.model import (
     Service,
 )
 from kdns.names import Name, dashed_ip, looks_like_ip
+from kdns.zoneconfig import ZoneConfig
 
 Owner = tuple[str, ...]
 APEX: Owner = ("apex",)

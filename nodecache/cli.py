@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from kdns import logs
+from kdns.kubedns import KubeDnsFollower
+from kdns.kubedns_sources import start_source
 from kdns.resolver.kubedns import KubeDns, overlay
 from nodecache import __version__
 from nodecache.admin import commands as admin
@@ -36,8 +38,6 @@ from nodecache.config import (
     load_file,
     show_address,
 )
-from nodecache.kubedns import KubeDnsFollower
-from nodecache.kubedns_sources import start_source
 from nodecache.node.settings import (
     NodeSettings,
     add_guard_flags,

@@ -16,15 +16,13 @@ capped at 30 s and cluster-zone denials at 5 s.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from kdns import kubedns
 from kdns.config import (
-    ConfigError,
     QueryLogConfig,
     log_format_of,
     metrics_apart,
@@ -35,7 +33,8 @@ from kdns.config import (
     string_list,
     tcp_limits,
 )
-from kdns.resolver import resolvconf
+from kdns.kubedns import KubeDnsSettings
+from kdns.resolver import forwardconf, resolvconf
 from kdns.resolver.config import (
     CLUSTER_TTL,
     OTHER_TTL,
@@ -50,9 +49,17 @@ from kdns.resolver.config import (
     ZoneTTL,
     parse_address,
 )
+from kdns.resolver.forwardconf import (
+    ConfigError,
+    addresses,
+    forward_options,
+    is_own,
+    make,
+    no_loop,
+    transport_of,
+    upstream_group,
+)
 from kdns.serve.tcplimits import TCPLimits
-from nodecache import kubedns
-from nodecache.kubedns import KubeDnsSettings
 from nodecache.searchpath import settings as searchpath_settings
 from nodecache.searchpath.settings import SearchPathConfig
 
@@ -77,7 +84,7 @@ FLAG_SETTINGS: Final = (
 
 FILE_ONLY: Final = (
     "stub_domains", "reverse_zones", "cluster_transport", "zone_ttls", "default_ttl", "cache",
-    "prefetch", "serve_stale", "upstream_options",
+    "prefetch", "serve_stale", "upstream_options", "forward",
     "tcp_idle_timeout_s", "tcp_write_timeout_s", "tcp_max_queued_bytes", "tcp_max_buffer_bytes",
     "tcp_socket_buffer_bytes", "drain_timeout_s", "query_log",
 )  # fmt: skip
@@ -182,7 +189,7 @@ class Config:
     searchpath: SearchPathConfig = dataclasses.field(default_factory=SearchPathConfig)
     """ndots absorption: autopath and local NXDOMAIN (``nodecache.searchpath``)."""
     kube_dns: KubeDnsSettings = dataclasses.field(default_factory=KubeDnsSettings)
-    """Which kube-dns ConfigMap to follow (``nodecache.kubedns``); restart-only."""
+    """Which kube-dns ConfigMap to follow (``kdns.kubedns``); restart-only."""
 
     def restart_only_changes(self, new: Config) -> list[str]:
         """The restart-only settings that differ in ``new``."""
@@ -301,8 +308,11 @@ def build_config(
 
     options = _section(values, "upstream_options", _UPSTREAM_KEYS)
     # Checked once here, so an error names upstream_options rather than the first group.
-    _make("upstream_options", UpstreamConfig, options, servers=(("127.0.0.1", 53),))
-    cluster_transport = _transport(values.get("cluster_transport", "tcp"), "cluster_transport")
+    make("upstream_options", UpstreamConfig, options, servers=(("127.0.0.1", 53),))
+    cluster_transport = transport_of(values.get("cluster_transport", "tcp"), "cluster_transport")
+    # CoreDNS forward options (kdns.resolver.forwardconf), for the "." and stub-domain blocks;
+    # the cluster block keeps cluster_transport and upstream_options, as NodeLocal's Corefile.
+    forward = {**options, **forward_options(values.get("forward"))}
 
     cluster_texts = string_list(values, "cluster_upstream")
     if not cluster_texts:
@@ -310,9 +320,9 @@ def build_config(
             "cluster_upstream",
             "required: the cluster DNS (kdns) as HOST:PORT, e.g. the kube-dns-upstream ClusterIP",
         )
-    cluster_servers = _addresses(cluster_texts, "cluster_upstream")
-    _no_loop(cluster_servers, listen, "cluster_upstream")
-    cluster = _upstream(cluster_servers, options, cluster_transport, "cluster_upstream")
+    cluster_servers = addresses(cluster_texts, "cluster_upstream")
+    no_loop(cluster_servers, listen, "cluster_upstream")
+    cluster = upstream_group(cluster_servers, options, cluster_transport, "cluster_upstream")
 
     resolv_path = values.get("host_resolv_conf", DEFAULT_RESOLV_CONF) or DEFAULT_RESOLV_CONF
     if not isinstance(resolv_path, str):
@@ -327,21 +337,21 @@ def build_config(
     if [t.lower() for t in upstream_texts] == ["none"]:
         upstream, source = None, "none"
     elif upstream_texts:
-        servers = _addresses(upstream_texts, "upstream")
-        _no_loop(servers, listen, "upstream")
-        upstream = _upstream(servers, options, Transport.UDP, "upstream")
+        servers = addresses(upstream_texts, "upstream")
+        no_loop(servers, listen, "upstream")
+        upstream = upstream_group(servers, forward, Transport.UDP, "upstream")
         source = "flags or config"
     else:
-        upstream, source = _from_resolv_conf(resolv_path, host_conf, listen, options, notes)
+        upstream, source = _from_resolv_conf(resolv_path, host_conf, listen, forward, notes)
 
-    stub_domains = _stub_domains(values.get("stub_domains"), options, listen)
+    stub_domains = forwardconf.stub_domains(values.get("stub_domains"), forward, listen)
     zone_ttls, default_ttl = _ttls(values, cluster_zones)
     cache_values = _section(values, "cache", _CACHE_KEYS)
     prefetch_values = _section(values, "prefetch", _PREFETCH_KEYS)
     stale_values = _section(values, "serve_stale", _STALE_KEYS)
-    cache = _make("cache", CacheConfig, cache_values, zone_ttls=zone_ttls, default_ttl=default_ttl)
-    prefetch = _make("prefetch", PrefetchConfig, prefetch_values)
-    stale = _make("serve_stale", StaleConfig, stale_values)
+    cache = make("cache", CacheConfig, cache_values, zone_ttls=zone_ttls, default_ttl=default_ttl)
+    prefetch = make("prefetch", PrefetchConfig, prefetch_values)
+    stale = make("serve_stale", StaleConfig, stale_values)
 
     resolver_options: dict[str, Any] = {
         "cluster_zones": cluster_zones,
@@ -358,7 +368,7 @@ def build_config(
     for key, kind in _ROUTE_LIMITS.items():
         if values.get(key) is not None:
             resolver_options[key] = _number(values[key], key, kind)
-    resolver = _make("", ResolverConfig, resolver_options)
+    resolver = make("", ResolverConfig, resolver_options)
 
     log_level = str(values.get("log_level") or "INFO").upper()
     if log_level not in LOG_LEVELS:
@@ -405,46 +415,6 @@ def build_config(
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _addresses(texts: list[str], field_name: str) -> tuple[Address, ...]:
-    servers = []
-    for text in texts:
-        try:
-            host, port = parse_address(text)
-            ipaddress.ip_address(host)
-        except ValueError as error:
-            raise ConfigError(field_name, f"{text!r}: {error}") from None
-        servers.append((host, port))
-    if len(set(servers)) != len(servers):
-        raise ConfigError(field_name, "a server is listed twice")
-    return tuple(servers)
-
-
-def _is_own(server: Address, listen: tuple[Address, ...]) -> bool:
-    """Whether ``server`` is one of our listeners: forwarding there would loop."""
-    host, port = server
-    for listen_host, listen_port in listen:
-        if port != listen_port:
-            continue
-        if ipaddress.ip_address(host) == ipaddress.ip_address(listen_host):
-            return True
-        if (
-            ipaddress.ip_address(listen_host).is_unspecified
-            and ipaddress.ip_address(host).is_loopback
-        ):
-            return True
-    return False
-
-
-def _no_loop(servers: tuple[Address, ...], listen: tuple[Address, ...], field_name: str) -> None:
-    for server in servers:
-        if _is_own(server, listen):
-            raise ConfigError(
-                field_name,
-                f"{server[0]}:{server[1]} is one of our own listen addresses (a forwarding loop; "
-                "for the cluster DNS use a second Service such as kube-dns-upstream)",
-            )
-
-
 def _from_resolv_conf(
     path: str,
     conf: resolvconf.ResolvConf | OSError,
@@ -463,7 +433,7 @@ def _from_resolv_conf(
     servers = []
     for address in found:
         server = parse_address(address)
-        if _is_own(server, listen):
+        if is_own(server, listen):
             # The node may already point at us (kubelet --cluster-dns on the host): skip it.
             notes.append(f"{path}: skipped nameserver {address}: it is our own listen address")
         elif server not in servers:
@@ -474,7 +444,7 @@ def _from_resolv_conf(
             f"none given and {path} lists no usable nameserver; pass --upstream HOST:PORT or "
             "--upstream none (external names are then REFUSED)",
         )
-    return _upstream(tuple(servers), options, Transport.UDP, "upstream"), f"resolv.conf {path}"
+    return upstream_group(tuple(servers), options, Transport.UDP, "upstream"), f"resolv.conf {path}"
 
 
 def _host_search(
@@ -487,60 +457,12 @@ def _host_search(
     return conf.search
 
 
-def _transport(value: object, field_name: str) -> Transport:
-    try:
-        return Transport(str(value).lower())
-    except ValueError:
-        raise ConfigError(field_name, f"expected udp or tcp, got {value!r}") from None
-
-
-def _upstream(
-    servers: tuple[Address, ...], options: dict[str, Any], transport: Transport, field_name: str
-) -> UpstreamConfig:
-    return _make(field_name, UpstreamConfig, {**options, "transport": transport}, servers=servers)
-
-
-def _stub_domains(
-    raw: object, options: dict[str, Any], listen: tuple[Address, ...]
-) -> tuple[tuple[str, UpstreamConfig], ...]:
-    """``{zone: [servers]}`` or ``{zone: {servers: [...], transport: udp|tcp}}``."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise ConfigError("stub_domains", "expected a mapping of zone to servers")
-    stubs = []
-    seen = set()
-    for zone_name, spec in raw.items():
-        where = f"stub_domains.{zone_name}"
-        if not isinstance(zone_name, str):
-            raise ConfigError("stub_domains", f"zone {zone_name!r} is not a string")
-        parse_zone(zone_name, where)
-        normalized = zone_name.lower().rstrip(".")
-        if normalized in seen:
-            raise ConfigError(where, "the zone is listed twice")
-        seen.add(normalized)
-        transport = Transport.UDP  # NodeLocal's stubDomainBlock: UDP forward, cache 30
-        if isinstance(spec, dict):
-            unknown = set(spec) - {"servers", "transport"}
-            if unknown:
-                raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown setting")
-            transport = _transport(spec.get("transport", "udp"), f"{where}.transport")
-            spec = spec.get("servers")
-        texts = string_list({where: spec}, where)
-        if not texts:
-            raise ConfigError(where, "no servers")
-        servers = _addresses(texts, where)
-        _no_loop(servers, listen, where)
-        stubs.append((zone_name, _upstream(servers, options, transport, where)))
-    return tuple(stubs)
-
-
 def _ttls(
     values: Mapping[str, Any], cluster_zones: tuple[str, ...]
 ) -> tuple[tuple[tuple[str, ZoneTTL], ...], ZoneTTL]:
     """Per-zone TTL floors and caps; an entry only names what it changes from the zone's
     default (``CLUSTER_TTL`` for a cluster zone, else ``default_ttl``)."""
-    default = _make(
+    default = make(
         "default_ttl",
         ZoneTTL,
         _section(values, "default_ttl", _TTL_KEYS),
@@ -561,69 +483,26 @@ def _ttls(
             parse_zone(zone_name, where)
         settings = _section({where: spec}, where, _TTL_KEYS)
         base = CLUSTER_TTL if zone_name.lower().rstrip(".") in clusters else default
-        table.append((zone_name, _make(where, ZoneTTL, settings, base=base)))
+        table.append((zone_name, make(where, ZoneTTL, settings, base=base)))
     return tuple(table), default
 
 
 def _section(values: Mapping[str, Any], key: str, kinds: Mapping[str, str]) -> dict[str, Any]:
     """A nested mapping, each value type-checked (ranges are the dataclasses' job)."""
-    raw = values.get(key)
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(key, f"expected a mapping with keys {', '.join(kinds)}")
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{key}.{name}"
-        kind = kinds.get(str(name))
-        if kind is None:
-            raise ConfigError(where, f"unknown setting (known: {', '.join(kinds)})")
-        out[str(name)] = _number(value, where, kind)
-    return out
-
-
-_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_BYTES: Final = re.compile(r"^\s*(\d+)\s*(Ki|Mi|Gi|k|M|G)?B?\s*$")
-_BYTES_UNITS: Final = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 10**6, "G": 10**9}
+    return {
+        name: _number(value, where, kinds[name])
+        for name, value, where in forwardconf.section_items(values.get(key), key, kinds)
+    }
 
 
 def _number(value: object, where: str, kind: str) -> Any:
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(where, f"expected true or false, got {value!r}")
-        return value
     if kind == "mode":
         try:
             return StaleMode(str(value).lower())
         except ValueError:
             modes = ", ".join(mode.value for mode in StaleMode)
             raise ConfigError(where, f"expected one of {modes}, got {value!r}") from None
-    if isinstance(value, bool):
-        raise ConfigError(where, f"expected a number, got {value!r}")
-    if kind == "bytes" and isinstance(value, str):
-        match = _BYTES.match(value)
-        if match is None:
-            raise ConfigError(
-                where, f"expected a byte count such as 33554432 or 32Mi, got {value!r}"
-            )
-        return int(match.group(1)) * _BYTES_UNITS.get(match.group(2) or "", 1)
-    if kind.endswith("_s") and isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ConfigError(
-                where, f"expected seconds or a duration such as 1h, 30s, 100ms, got {value!r}"
-            )
-        value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if kind in ("int", "int_s", "bytes"):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise ConfigError(where, f"expected a whole number, got {value!r}")
-        return value
-    if not isinstance(value, int | float):
-        raise ConfigError(where, f"expected a number, got {value!r}")
-    return float(value)
+    return forwardconf.number(value, where, kind)
 
 
 def _positive(values: Mapping[str, Any], key: str, default: float) -> float:
@@ -632,24 +511,3 @@ def _positive(values: Mapping[str, Any], key: str, default: float) -> float:
     if seconds <= 0:
         raise ConfigError(key, f"must be > 0, got {seconds:g}")
     return seconds
-
-
-def _make(where: str, cls: type[T], settings: Mapping[str, Any], **extra: Any) -> T:
-    """``cls(**settings, **extra)`` (or ``replace(base, ...)``), with its ValueError turned into
-    a ConfigError naming ``where.field`` when the message starts with a field name."""
-    base = extra.pop("base", None)
-    try:
-        if base is not None:
-            replaced: T = dataclasses.replace(base, **settings, **extra)
-            return replaced
-        return cls(**settings, **extra)
-    except ValueError as error:
-        message = str(error)
-        first = message.split(" ", 1)[0]
-        names = (
-            {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-        )
-        if first in names:
-            path = f"{where}.{first}" if where else first
-            raise ConfigError(path, message.split(" ", 1)[1]) from None
-        raise ConfigError(where or "config", message) from None

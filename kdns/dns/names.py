@@ -70,6 +70,14 @@ def from_labels(name: Labels) -> bytes:
     return bytes(out)
 
 
+def text_to_labels(text: str) -> Labels:
+    """``"Cart.Shop.svc.cluster.local."`` -> ``("cart", "shop", "svc", "cluster", "local")``."""
+    text = text.strip().rstrip(".")
+    if not text:
+        return ()
+    return tuple(label.lower() for label in text.split("."))
+
+
 def to_labels(name: bytes) -> Labels:
     """Wire bytes (uncompressed) -> labels decoded latin-1, so any byte round-trips."""
     labels: list[str] = []

@@ -222,6 +222,9 @@ class UpstreamConfig:
     """EDNS payload size we advertise upstream (DNS flag day 2020)."""
     policy: Policy = Policy.SEQUENTIAL
     """Which healthy server is asked first; down servers always come last."""
+    except_zones: tuple[str, ...] = ()
+    """Names at or under these zones are not sent to this group (CoreDNS ``forward``
+    ``except``): they fall through to the next shorter route that matches them."""
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -243,6 +246,8 @@ class UpstreamConfig:
         _positive("tcp_idle_s", self.tcp_idle_s)
         if not 512 <= self.udp_size <= 65535:
             raise ValueError("udp_size must be within 512-65535")
+        for name in self.except_zones:
+            zone.to_wire(name)
 
 
 def cluster_upstream(servers: tuple[Address, ...], **options: object) -> UpstreamConfig:

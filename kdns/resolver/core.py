@@ -138,6 +138,8 @@ class Route:
     zone: bytes
     upstream: Upstream
     name: str
+    excepts: tuple[bytes, ...] = ()
+    """Names at or under these are not this route's (CoreDNS ``forward`` ``except``)."""
 
 
 class Router:
@@ -148,6 +150,13 @@ class Router:
 
     def route(self, name: bytes) -> Route | None:
         found = self._table.match(name)
+        # An excepted name falls through to the next shorter zone that has a route, as CoreDNS
+        # passes it to the next plugin; none left is unrouted (REFUSED).
+        while found is not None and found[1].excepts:
+            suffix, route = found
+            if not any(zone.is_subdomain(name, ex) for ex in route.excepts):
+                break
+            found = None if suffix == zone.ROOT else self._table.match(suffix[1 + suffix[0] :])
         return None if found is None else found[1]
 
     def routes(self) -> list[Route]:
@@ -171,10 +180,15 @@ class Router:
         (REFUSED). Give ``cluster_upstream`` ``Transport.TCP`` to match NodeLocal's
         ``force_tcp``."""
         routes: list[Route] = []
+
+        def excepts(group: UpstreamConfig) -> tuple[bytes, ...]:
+            return tuple(zone.to_wire(name) for name in group.except_zones)
+
         if config.upstream is not None:
-            routes.append(Route(zone.ROOT, make(config.upstream), "default"))
-        for name, upstream_config in config.stub_domains:
-            routes.append(Route(zone.to_wire(name), make(upstream_config), f"stub:{name}"))
+            upstream = config.upstream
+            routes.append(Route(zone.ROOT, make(upstream), "default", excepts(upstream)))
+        for name, group in config.stub_domains:
+            routes.append(Route(zone.to_wire(name), make(group), f"stub:{name}", excepts(group)))
         if config.cluster_upstream is not None:
             cluster = make(config.cluster_upstream)
             for name in (*config.cluster_zones, *config.reverse_zones):

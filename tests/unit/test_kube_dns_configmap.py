@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from kdns.config import ConfigError
+from kdns.kubedns import KubeDnsFollower, KubeDnsSettings, settings_of
+from kdns.kubedns_sources import DirectorySource
 from kdns.resolver.kubedns import KubeDns, KubeDnsError, overlay, parse
-from nodecache.kubedns import KubeDnsFollower, KubeDnsSettings, settings_of
-from nodecache.kubedns_sources import DirectorySource
 
 
 @dataclass(frozen=True)

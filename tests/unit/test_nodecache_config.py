@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kdns.config import ConfigError
-from kdns.resolver.config import CLUSTER_TTL, OTHER_TTL, StaleMode, Transport, ZoneTTL
+from kdns.resolver.config import CLUSTER_TTL, OTHER_TTL, Policy, StaleMode, Transport, ZoneTTL
 from kdns.serve.tcplimits import TCPLimits
 from nodecache import cli
 from nodecache.config import Config, build_config, resolv_conf_nameservers
@@ -311,6 +311,14 @@ ERROR_CASES = [
     ({"upstream_options": {"try_timeout_s": 6}}, "upstream_options.overall_timeout_s"),
     ({"upstream_options": {"max_concurrent": 0}}, "upstream_options.max_concurrent"),
     ({"upstream_options": {"udp_size": 100}}, "upstream_options.udp_size"),
+    ({"forward": {"max_concurrent": 0}}, "forward.max_concurrent"),
+    ({"forward": {"policy": "fastest"}}, "forward.policy"),
+    ({"forward": {"force_tcp": True, "prefer_udp": True}}, "forward.prefer_udp"),
+    ({"forward": {"health_check": "0s"}}, "forward.health_check"),
+    ({"forward": {"expire": "never"}}, "forward.expire"),
+    ({"forward": {"except": ["."]}}, "forward.except"),
+    ({"stub_domains": {"corp.example": {"servers": ["10.0.0.53"], "max_concurrent": -1}}},
+     "stub_domains.corp.example.max_concurrent"),
     ({"workers": 0}, "workers"),
     ({"max_pending": 0}, "max_pending"),
     ({"max_pending": "many"}, "max_pending"),
@@ -401,3 +409,37 @@ def test_check_prints_the_effective_settings(
         "tcp clients: 1024 connections (64 per address), idle 10 s, write 5 s, "
         "16384 bytes queued each, 8388608 bytes in all"
     ) in out
+
+
+def test_forward_options_apply_to_the_default_upstream_and_stub_domains(resolv: Path) -> None:
+    config = build_config(
+        {
+            "listen": "127.0.0.1:53",
+            "cluster_upstream": "10.96.0.11",
+            "host_resolv_conf": str(resolv),
+            "upstream_options": {"max_concurrent": 100},
+            "forward": {"force_tcp": True, "policy": "random", "health_check": "1s",
+                        "expire": "30s", "except": ["private.example"], "max_concurrent": 50},
+            "stub_domains": {"corp.example": {"servers": ["10.0.0.53"], "prefer_udp": True}},
+        }
+    )  # fmt: skip
+    resolver = config.resolver
+    assert resolver.upstream is not None
+    assert resolver.cluster_upstream is not None
+    groups = {"upstream": resolver.upstream, **dict(resolver.stub_domains)}
+    seen = {
+        name: (g.transport, g.policy, g.probe_interval_s, g.tcp_idle_s, g.except_zones,
+               g.max_concurrent)
+        for name, g in groups.items()
+    }  # fmt: skip
+    assert seen == {
+        "upstream": (Transport.TCP, Policy.RANDOM, 1.0, 30.0, ("private.example",), 50),
+        "corp.example": (Transport.UDP, Policy.RANDOM, 1.0, 30.0, ("private.example",), 50),
+    }
+    # The cluster block keeps its own settings (cluster_transport, upstream_options).
+    cluster = resolver.cluster_upstream
+    assert (cluster.transport, cluster.policy, cluster.max_concurrent) == (
+        Transport.TCP,
+        Policy.SEQUENTIAL,
+        100,
+    )

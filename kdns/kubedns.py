@@ -1,18 +1,20 @@
-"""nodecache and the kube-dns ConfigMap: which one to follow, and when a new one is applied.
+"""Following the kube-dns ConfigMap: which one to follow, and when a new one is applied.
 
-NodeLocal DNSCache reads ``stubDomains`` and ``upstreamNameservers`` from the kube-dns
-ConfigMap, mounted at ``/etc/kube-dns`` and polled every 10 s (``-kubednscm``;
-../shared/docs/nodecache.md §1.1 and §1.3). nodecache does the same from either source:
+Shared by nodecache and kdns. NodeLocal DNSCache reads ``stubDomains`` and
+``upstreamNameservers`` from the kube-dns ConfigMap, mounted at ``/etc/kube-dns`` and polled
+every 10 s (``-kubednscm``; ../shared/docs/nodecache.md §1.1 and §1.3). Both servers do the
+same from either source:
 
 * ``kube_dns_configmap_dir: PATH`` (``--kube-dns-configmap-dir``): the mounted ConfigMap, a
-  directory with one file per key, polled every ``POLL_INTERVAL_S`` (``nodecache.kubedns_sources``);
+  directory with one file per key, polled every ``POLL_INTERVAL_S`` (``kdns.kubedns_sources``);
 * ``kube_dns_configmap: NS/NAME`` (``--kube-dns-configmap``): followed through the API with a
   list+watch of that one ConfigMap (``kdns.watch.configmap``), so an edit applies in about a
   second; it needs get/list/watch on configmaps in NS.
 
 Off unless one is set. What the ConfigMap says is merged under the config file and the flags
 (``kdns.resolver.kubedns.overlay``: the file's own stub zones and ``upstream`` win) and applied
-by the ordinary reload, which keeps the cache. ``KubeDnsFollower`` keeps the last good
+by the ordinary reload (nodecache) or ``Resolver.reconfigure`` of the forwarder (kdns, which
+has no other reload), both of which keep the cache. ``KubeDnsFollower`` keeps the last good
 ConfigMap: one that does not parse, or whose servers the rest of the config rejects (a stub
 pointing at our own listen address, say), is logged with the field and counted, and the
 previous one stays in force.
@@ -26,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kdns.config import ConfigError
+from kdns.resolver.forwardconf import ConfigError
 from kdns.resolver.kubedns import KubeDns, KubeDnsError, parse
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Where nodecache reads the kube-dns ConfigMap from (see ``nodecache.kubedns``): a mounted
+"""Where kdns and nodecache read the kube-dns ConfigMap from (see ``kdns.kubedns``): a mounted
 directory polled every 10 s, or the API through ``kdns.watch.configmap``. Each source hands
 every new ``data`` to a ``KubeDnsFollower``; ``start_source`` starts the one the settings name.
 """
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+from kdns.kubedns import POLL_INTERVAL_S, KubeDnsFollower, KubeDnsSettings
 from kdns.resolver.kubedns import STUB_DOMAINS, UPSTREAM_NAMESERVERS
-from nodecache.kubedns import POLL_INTERVAL_S, KubeDnsFollower, KubeDnsSettings
 
 logger = logging.getLogger(__name__)
 
