@@ -509,7 +509,7 @@ def kdns_families(
         "Queries dropped by an internal error (also coredns_panics_total).",
         responder.errors,
     )
-    synced = table is not None and (source is None or source.synced())
+    synced = table is not None and (source is None or (source.synced() and table.index.synced))
     yield metrics.gauge(
         "kdns_synced", "1 once every initial list has completed and a table is published.",
         1 if synced else 0,
@@ -578,9 +578,12 @@ def start_health(
         return probe_udp(udp_address[0], udp_address[1], zone)
 
     def ready() -> tuple[bool, str]:
-        if runtime.table is None:
+        table = runtime.table
+        if table is None:
             return False, "no answer table published yet"
-        if source is not None and not source.synced():
+        # The published table's own flag, not the source's: the source says synced as soon as
+        # the mark is queued behind the lists, a moment before a table holding them is served.
+        if source is not None and not (source.synced() and table.index.synced):
             return False, "initial lists not complete"
         return True, "ready"
 
