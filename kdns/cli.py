@@ -441,7 +441,7 @@ def serve(
         metrics.Families(lambda: [metrics.query_log_family(query_log)]),
     )
     routes = {"/querylog": http_route(query_log)}
-    health = start_health(config, runtime, udp_servers[0].address, source, registry, routes)
+    health = start_health(config, runtime, udp_servers[0].address, registry, routes)
     metrics_server = start_metrics(config, registry, routes)
     watcher = None
     if snapshot is not None:
@@ -509,7 +509,7 @@ def kdns_families(
         "Queries dropped by an internal error (also coredns_panics_total).",
         responder.errors,
     )
-    synced = table is not None and (source is None or (source.synced() and table.index.synced))
+    synced = table is not None and table.index.synced
     yield metrics.gauge(
         "kdns_synced", "1 once every initial list has completed and a table is published.",
         1 if synced else 0,
@@ -564,7 +564,6 @@ def start_health(
     config: Config,
     runtime: Runtime,
     udp_address: tuple[str, int],
-    source: Any,
     registry: CollectorRegistry,
     routes: dict[str, Route],
 ) -> HealthServer | None:
@@ -581,9 +580,10 @@ def start_health(
         table = runtime.table
         if table is None:
             return False, "no answer table published yet"
-        # The published table's own flag, not the source's: the source says synced as soon as
-        # the mark is queued behind the lists, a moment before a table holding them is served.
-        if source is not None and not (source.synced() and table.index.synced):
+        # The published table's flag, not the source's: the source says synced as soon as its
+        # mark is queued behind the lists, a moment before a table holding them is served (a
+        # snapshot's tables are synced from the first).
+        if not table.index.synced:
             return False, "initial lists not complete"
         return True, "ready"
 
