@@ -17,7 +17,7 @@ import time
 from typing import Final
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_HANDLER_NAME: Final = "kdns.logs"
+HANDLER_NAME: Final = "kdns.logs"
 
 
 class JSONFormatter(logging.Formatter):
@@ -48,14 +48,14 @@ def configure(level: str, log_format: str, program: str) -> None:
     """Send the root logger's records to stderr in ``log_format`` (text or json). Replaces a
     handler an earlier call installed, and leaves others (pytest's) alone."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.set_name(_HANDLER_NAME)
+    handler.set_name(HANDLER_NAME)
     if log_format == "json":
         handler.setFormatter(JSONFormatter(program))
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
-        if old.get_name() == _HANDLER_NAME:
+        if old.get_name() == HANDLER_NAME:
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
