@@ -12,6 +12,14 @@ and ``kdns.serve.tcp.TCPServer`` call. For each query:
    The reply is a function of the query's bytes other than its ID, the entry and the TTL second,
    so it is memoized on exactly those: most hits are one ``lookup`` (which keeps the hit counts,
    ask times and LRU order prefetch relies on) and one concatenation of the ID and the memo.
+   **In C.** With the accelerator built (kdns.serve.accel), the UDP loop is kdns's C loop
+   (``fast_path``): after the first Python shortcut hit of an entry it installs a view of it
+   (``Cache.install_view``), and C serves the later hits of that query shape itself, with the
+   TTLs set to the seconds left (``Hit.reply``'s bytes, tests/unit/test_cache_views.py), and
+   counts them in the view; the cache absorbs those counts into the entry
+   (``Resolver.absorb_hits``, before each prefetch pass and each /metrics render). Views are
+   only installed for names whose shortcut never depends on the search-path policy's state
+   (``always_shortcut``: outside the cluster zones), and drain() withdraws them all.
    Why this is safe: a cache key is only ever made from a query that passed ``screen`` (class IN,
    not AXFR/IXFR, a well-formed name), and the shortcut's key is the first zero byte's prefix of
    the question, so an equal key means the same well-formed name (the argument in
@@ -43,12 +51,14 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 from kdns import dns as wire  # the wire package, under the name this module reads it by
+from kdns.dns.edns import opt_record
 from kdns.dns.query import screen
 from kdns.health import probe_query
 from kdns.resolver import message
 from kdns.resolver.cache import Entry, Hit, Key
 from kdns.resolver.core import Resolver
 from kdns.resolver.message import Kind
+from kdns.serve import accel
 from kdns.serve.hotpath import DO, EDNS, fast_key, udp_limit
 from kdns.serve.reply import Later, Peer, Reply
 
@@ -69,6 +79,8 @@ class _Claims(Protocol):
     """A search-path policy that says which cache hits it must see (``SearchPath``)."""
 
     def may_shortcut(self, name: bytes, kind: Kind) -> bool: ...
+
+    def always_shortcut(self, name: bytes) -> bool: ...
 
     def remembered(self, packet: bytes, client_ip: str) -> bytes | None: ...
 
@@ -144,6 +156,23 @@ class QueryHandler:
         # Per transport (UDP, TCP: truncation differs): a query's bytes minus its ID -> the
         # reply minus its ID for the entry and TTL second it was built for.
         self._memos: tuple[dict[bytes, _Memo], dict[bytes, _Memo]] = ({}, {})
+        opts = (
+            opt_record(max_udp_size, False),
+            opt_record(max_udp_size, True),
+        )
+        self.fast_path = accel.cache_fast_path(
+            self._cache, opts, max_udp_size, self.udp, self._count_error
+        )
+        """The C loop's contract (UDP), or None: the accelerator is off, or the cache's clock
+        is not C's (a test's injected clock)."""
+
+    @property
+    def shortcut_hits(self) -> int:
+        """Cache hits answered without the full path, by this handler or by the C loop."""
+        return self.stats.fast_hits + self._cache.stats.view_hits
+
+    def _count_error(self) -> None:
+        self.stats.internal_errors += 1
 
     # --- transports' entry points ---------------------------------------------------------------
 
@@ -224,6 +253,12 @@ class QueryHandler:
         if len(memos) >= _MAX_REMEMBERED:
             memos.clear()  # crude but bounded; refills with what is asked now
         memos[body] = _Memo(key, hit.entry, hit.ttl, reply[2:])
+        if (
+            not tcp
+            and self.fast_path is not None
+            and (policy is None or policy.always_shortcut(key.name))
+        ):
+            self._cache.install_view(key, hit.entry)
         return reply
 
     def _key(self, packet: bytes) -> Key | None:
@@ -310,6 +345,8 @@ class QueryHandler:
     def drain(self) -> None:
         """Stop taking new queries; queries in flight still get their replies."""
         self.draining = True
+        if self.fast_path is not None:
+            self.fast_path.answers.publish_cache(None, None)  # C hits would bypass the drop
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no query is in flight (True) or ``timeout_s`` passes (False)."""

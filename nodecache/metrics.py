@@ -142,6 +142,7 @@ class Metrics:
     def families(self) -> Iterator[Family]:
         """CoreDNS's families, then nodecache's own."""
         resolver, handler = self.resolver, self.handler
+        resolver.absorb_hits()  # the C loop's cache hits, counted in the entries and stats
         yield metrics.build_info(__version__)
         yield metrics.panics(handler.stats.internal_errors)
         udp_servers, tcp_server = self.udp_servers, self.tcp_server
@@ -190,8 +191,15 @@ class Metrics:
         metric(
             "nodecache_cache_fast_hits_total",
             "counter",
-            "Cache hits answered by the shortcut without a full parse (part of cache_hits).",
-            [("", handler.stats.fast_hits)],
+            "Cache hits answered by the shortcut without a full parse, in Python or by the C "
+            "loop (part of cache_hits).",
+            [("", handler.shortcut_hits)],
+        )
+        metric(
+            "nodecache_cache_c_hits_total",
+            "counter",
+            "Cache hits the C loop served from the cache's views (part of cache_fast_hits).",
+            [("", resolver.cache.stats.view_hits)],
         )
         metric(
             "nodecache_searchpath_memo_answers_total",

@@ -116,7 +116,12 @@ class NodeCache:
         if self.searchpath is not None:
             self.searchpath.start(self.resolver)
         self.udp_servers = [
-            UDPServer(sock, peer_answer=self.handler.udp, query_log=self.query_log)
+            UDPServer(
+                sock,
+                peer_answer=self.handler.udp,
+                query_log=self.query_log,
+                fast_path=self.handler.fast_path,
+            )
             for sock in udp_socks
         ]
         self.tcp_server = TCPServer(

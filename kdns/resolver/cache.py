@@ -21,6 +21,15 @@ It owns the entries and their clocks; the rules live in ``policy.py`` and the by
 * **Prefetch**: each store schedules one look at the entry near its expiry
   (``policy.prefetch_due``) on a heap; ``due_prefetches(now)`` pops what is due and returns the
   entries ``policy.should_prefetch`` picks, each at most once per lifetime.
+* **Views** (``enable_views``): nodecache's UDP loop serves fresh hits in C
+  (kdns/serve/_fastpath.c), from a plain dict of views the cache keeps in step with its
+  entries: ``install_view`` adds one for an entry that is current; storing over a key,
+  evicting it or clearing the cache removes its view at once, so C never serves an entry the
+  cache no longer holds, and an expired one is the fallback's (C checks the seconds left). C
+  counts each hit in its view and puts the view in ``hit_log`` on its first hit since the
+  last ``absorb_hits``; that call moves the hits, ask times and LRU touches into the entries
+  (what ``lookup`` does per hit), so prefetch and eviction see C's hits as their own. The C
+  clock is ``time.monotonic``'s: views are only for a cache on that clock.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from cachetools import Cache as _BaseCache
 from cachetools import LRUCache
@@ -157,6 +166,30 @@ class Hit(NamedTuple):
         )
 
 
+class View(Protocol):
+    """What the C loop serves a fresh entry from (``kdns.serve._fastpath.CacheView``)."""
+
+    @property
+    def entry(self) -> object: ...
+
+    def take(self) -> tuple[int, float, float]:
+        """(hits, last ask, previous ask) since the last take, and start again."""
+        ...
+
+
+def view_key(key: Key) -> bytes:
+    """A key as the C loop writes it: the question key (lower-case name, type, class) and one
+    byte DO << 1 | CD."""
+    return b"".join(
+        (
+            key.name,
+            key.qtype.to_bytes(2, "big"),
+            key.qclass.to_bytes(2, "big"),
+            bytes(((key.do << 1) | key.cd,)),
+        )
+    )
+
+
 class Refresh(NamedTuple):
     """A prefetch to run: the key and the question to ask (the stored question bytes)."""
 
@@ -183,6 +216,8 @@ class CacheStats:
     """Fresh hits of NXDOMAIN, NODATA and SERVFAIL entries (CoreDNS's ``type="denial"``)."""
     denial_evictions: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    view_hits: int = 0
+    """Fresh hits the C loop served from views (also in ``hits``, once absorbed)."""
 
 
 def _sizeof(entry: Entry) -> int:
@@ -198,10 +233,17 @@ class _Store(LRUCache[Key, Entry]):
         self.max_entries = max_entries
         self.stats = stats
         self.fast: dict[Key, Entry] = {}
+        self.views: dict[bytes, View] | None = None
+        """The C loop's views by ``view_key`` (None until ``Cache.enable_views``)."""
+
+    def _drop_view(self, key: Key) -> None:
+        if self.views is not None:
+            self.views.pop(view_key(key), None)
 
     def popitem(self) -> tuple[Key, Entry]:
         key, entry = super().popitem()
         self.fast.pop(key, None)
+        self._drop_view(key)
         self.stats.evictions += 1
         if entry.kind is not Kind.POSITIVE:
             self.stats.denial_evictions += 1
@@ -211,12 +253,15 @@ class _Store(LRUCache[Key, Entry]):
         if key not in self:
             while len(self) >= self.max_entries:
                 self.popitem()
+        else:
+            self._drop_view(key)  # the old entry's: C must not serve it past the replacement
         super().__setitem__(key, value)
         self.fast[key] = value
 
     def __delitem__(self, key: Key) -> None:
         super().__delitem__(key)
         self.fast.pop(key, None)
+        self._drop_view(key)
 
     def peek(self, key: Key) -> Entry | None:
         """Read without touching the LRU order (prefetch bookkeeping is not a use)."""
@@ -250,6 +295,9 @@ class Cache:
         self._entries = _Store(self.config.max_entries, self.config.max_bytes, self.stats)
         self._due: list[tuple[float, int, Key, Entry]] = []
         self._sequence = itertools.count()
+        self._make_view: Callable[[Entry], View] | None = None
+        self.hit_log: list[View] = []
+        """Views the C loop served since the last ``absorb_hits`` (each once)."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -321,6 +369,63 @@ class Cache:
                 return None  # kept (for its query times) until max_stale_s; not served
             self.stats.stale_hits += 1
             return Hit(entry, stale.ttl_s, True)
+
+    # --- views for the C loop --------------------------------------------------------------------
+
+    def enable_views(self, make: Callable[[Entry], View]) -> dict[bytes, View] | None:
+        """Keep views (made by ``make``) for the C loop from now on: the dict it reads, or None
+        when this cache's clock is not ``time.monotonic`` (C's clock; tests inject their own)."""
+        if self.clock is not time.monotonic:
+            return None
+        with self._lock:
+            if self._entries.views is None:
+                self._entries.views = {}
+            self._make_view = make
+            return self._entries.views
+
+    def install_view(self, key: Key, entry: Entry) -> bool:
+        """Let the C loop serve ``entry``'s fresh hits, if it is still the one cached for
+        ``key`` and not a SERVFAIL (whose reply is built per query). True if it now does."""
+        with self._lock:
+            views = self._entries.views
+            make = self._make_view
+            if views is None or make is None or entry.kind is Kind.ERROR:
+                return False
+            if self._entries.fast.get(key) is not entry:
+                return False
+            views[view_key(key)] = make(entry)
+            return True
+
+    def absorb_hits(self) -> int:
+        """Move the C loop's hits into the entries (counts, ask times, LRU order, at most one
+        touch a second as in ``lookup``); returns how many there were."""
+        log = self.hit_log
+        if not log:
+            return 0
+        taken = log[:]
+        del log[: len(taken)]  # C may append meanwhile (it holds the GIL): those stay
+        total = 0
+        with self._lock:
+            for view in taken:
+                hits, last, previous = view.take()
+                if not hits:
+                    continue
+                entry = view.entry
+                assert isinstance(entry, Entry)
+                total += hits
+                entry.hits += hits
+                if hits >= 2:
+                    entry.previous_ask, entry.last_ask = previous, last
+                else:
+                    entry.previous_ask, entry.last_ask = entry.last_ask, last
+                if entry.kind is not Kind.POSITIVE:
+                    self.stats.denial_hits += hits
+                if last - entry.touched >= 1.0 and self._entries.peek(entry.key) is entry:
+                    entry.touched = last
+                    self._entries.get(entry.key)  # move to the LRU's recent end
+            self.stats.hits += total
+            self.stats.view_hits += total
+        return total
 
     def entries_by_kind(self) -> tuple[int, int]:
         """(positive entries, the others: NXDOMAIN, NODATA, SERVFAIL), for a gauge."""
@@ -456,4 +561,6 @@ class Cache:
         with self._lock:
             self._entries.clear()
             self._entries.fast.clear()
+            if self._entries.views is not None:
+                self._entries.views.clear()
             self._due.clear()

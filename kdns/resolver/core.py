@@ -536,9 +536,20 @@ class Resolver:
             lanes = list(self._lanes.values())
         return sum(lane.expire() for lane in lanes)
 
+    def absorb_hits(self) -> int:
+        """Count the cache hits the C loop served since the last call (``Cache.absorb_hits``)
+        as this resolver's own; returns how many."""
+        absorbed = self.cache.absorb_hits()
+        if absorbed:
+            self.stats.queries += absorbed
+            self.stats.hits += absorbed
+        return absorbed
+
     def run_prefetch(self, now: float | None = None) -> list[Key]:
         """Start every due prefetch its route's refresh budget allows (skipping keys with a
-        fetch in flight); return the keys started."""
+        fetch in flight); return the keys started. The C loop's hits are absorbed first: the
+        prefetch rule reads the entries' hit counts and ask times."""
+        self.absorb_hits()
         started = []
         for refresh in self.cache.due_prefetches(now):
             route = self.router.route(refresh.key.name)

@@ -284,6 +284,8 @@ typedef struct {
     PyObject *opt;     /* bytes: the server's OPT, DO clear */
     PyObject *opt_do;  /* bytes: DO set */
     Py_ssize_t max_udp_size;
+    PyObject *cached;  /* dict or None: the resolver cache's views (kdns.resolver.cache) */
+    PyObject *hit_log; /* list or None: where a view goes on its first hit since a take() */
 } AnswersObject;
 
 static PyTypeObject AnswersType;
@@ -313,6 +315,10 @@ answers_init(PyObject *self, PyObject *args, PyObject *kwargs)
         answers->records = Py_None;
         Py_INCREF(Py_None);
         answers->memo = Py_None;
+        Py_INCREF(Py_None);
+        answers->cached = Py_None;
+        Py_INCREF(Py_None);
+        answers->hit_log = Py_None;
     }
     return 0;
 }
@@ -325,6 +331,8 @@ answers_dealloc(PyObject *self)
     Py_CLEAR(answers->memo);
     Py_CLEAR(answers->opt);
     Py_CLEAR(answers->opt_do);
+    Py_CLEAR(answers->cached);
+    Py_CLEAR(answers->hit_log);
     Py_TYPE(self)->tp_free(self);
 }
 
@@ -352,8 +360,36 @@ answers_publish(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(answers_publish_cache_doc,
+"publish_cache(views, hit_log)\n--\n\n"
+"Serve fresh resolver-cache hits from ``views`` (a dict of CacheView by view key), putting\n"
+"each view in ``hit_log`` (a list) on its first hit since its last take(); or from nothing\n"
+"(None, None).");
+
+static PyObject *
+answers_publish_cache(PyObject *self, PyObject *args)
+{
+    PyObject *views, *hit_log;
+    if (!PyArg_ParseTuple(args, "OO:publish_cache", &views, &hit_log)) {
+        return NULL;
+    }
+    if ((views == Py_None) != (hit_log == Py_None) ||
+        (views != Py_None && (!PyDict_CheckExact(views) || !PyList_CheckExact(hit_log)))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "publish_cache(views: dict, hit_log: list) or publish_cache(None, None)");
+        return NULL;
+    }
+    AnswersObject *answers = (AnswersObject *)self;
+    Py_INCREF(views);
+    Py_XSETREF(answers->cached, views);
+    Py_INCREF(hit_log);
+    Py_XSETREF(answers->hit_log, hit_log);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef answers_methods[] = {
     {"publish", answers_publish, METH_VARARGS, answers_publish_doc},
+    {"publish_cache", answers_publish_cache, METH_VARARGS, answers_publish_cache_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -363,6 +399,8 @@ static PyMemberDef answers_members[] = {
     {"opt", T_OBJECT, offsetof(AnswersObject, opt), READONLY, NULL},
     {"opt_do", T_OBJECT, offsetof(AnswersObject, opt_do), READONLY, NULL},
     {"max_udp_size", T_PYSSIZET, offsetof(AnswersObject, max_udp_size), READONLY, NULL},
+    {"cached", T_OBJECT, offsetof(AnswersObject, cached), READONLY, NULL},
+    {"hit_log", T_OBJECT, offsetof(AnswersObject, hit_log), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -379,6 +417,162 @@ static PyTypeObject AnswersType = {
     .tp_members = answers_members,
 };
 
+/* --- a resolver-cache entry, as C serves it (kdns/resolver/cache.py ``Cache.views``) -------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *entry;      /* the cache's Entry: Python finds its bookkeeping through it */
+    PyObject *heads;      /* tuple of the eight header variants (Entry.heads) */
+    PyObject *tail;       /* bytes: everything after the question, TTLs as stored */
+    Py_ssize_t *offsets;  /* where each TTL starts in ``tail`` */
+    Py_ssize_t n_offsets;
+    double stored_at;     /* Entry.stored_at, on time.monotonic's clock */
+    long ttl;             /* Entry.ttl */
+    /* Hits served here since the last take(), and their two latest times (monotonic s). */
+    unsigned long long hits;
+    double last_ask;
+    double previous_ask;
+    int queued; /* in the hit log since the last take() */
+} CacheViewObject;
+
+static PyTypeObject CacheViewType;
+
+static int
+view_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"entry", "heads", "tail", "offsets", "stored_at", "ttl", NULL};
+    CacheViewObject *view = (CacheViewObject *)self;
+    PyObject *entry, *heads, *tail, *offsets;
+    double stored_at;
+    long ttl;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!SO!dl:CacheView", kwlist, &entry,
+                                     &PyTuple_Type, &heads, &tail, &PyTuple_Type, &offsets,
+                                     &stored_at, &ttl)) {
+        return -1;
+    }
+    if (view->entry != NULL) {
+        PyErr_SetString(PyExc_TypeError, "CacheView: already initialised");
+        return -1;
+    }
+    if (!PyBytes_CheckExact(tail) || PyTuple_GET_SIZE(heads) != 8) {
+        PyErr_SetString(PyExc_TypeError, "CacheView: heads is 8 bytes, tail is bytes");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < 8; i++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(heads, i))) {
+            PyErr_SetString(PyExc_TypeError, "CacheView: heads is 8 bytes");
+            return -1;
+        }
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(offsets);
+    Py_ssize_t *table = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(count ? count : 1));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(offsets, i));
+        if (offset == -1 && PyErr_Occurred()) {
+            PyMem_Free(table);
+            return -1;
+        }
+        if (offset < 0 || offset + 4 > PyBytes_GET_SIZE(tail)) {
+            PyMem_Free(table);
+            PyErr_SetString(PyExc_ValueError, "CacheView: a TTL offset outside the tail");
+            return -1;
+        }
+        table[i] = offset;
+    }
+    Py_INCREF(entry);
+    view->entry = entry;
+    Py_INCREF(heads);
+    view->heads = heads;
+    Py_INCREF(tail);
+    view->tail = tail;
+    view->offsets = table;
+    view->n_offsets = count;
+    view->stored_at = stored_at;
+    view->ttl = ttl;
+    view->hits = 0;
+    view->last_ask = -Py_HUGE_VAL;
+    view->previous_ask = -Py_HUGE_VAL;
+    view->queued = 0;
+    return 0;
+}
+
+static void
+view_dealloc(PyObject *self)
+{
+    CacheViewObject *view = (CacheViewObject *)self;
+    Py_CLEAR(view->entry);
+    Py_CLEAR(view->heads);
+    Py_CLEAR(view->tail);
+    PyMem_Free(view->offsets);
+    view->offsets = NULL;
+    Py_TYPE(self)->tp_free(self);
+}
+
+PyDoc_STRVAR(view_take_doc,
+"take()\n--\n\n"
+"(hits, last_ask, previous_ask) served here since the last take(), and start counting again.");
+
+static PyObject *
+view_take(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CacheViewObject *view = (CacheViewObject *)self;
+    PyObject *taken = Py_BuildValue("(Kdd)", view->hits, view->last_ask, view->previous_ask);
+    if (taken != NULL) {
+        view->hits = 0;
+        view->last_ask = -Py_HUGE_VAL;
+        view->previous_ask = -Py_HUGE_VAL;
+        view->queued = 0;
+    }
+    return taken;
+}
+
+static PyMethodDef view_methods[] = {
+    {"take", view_take, METH_NOARGS, view_take_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef view_members[] = {
+    {"entry", T_OBJECT, offsetof(CacheViewObject, entry), READONLY, NULL},
+    {"stored_at", T_DOUBLE, offsetof(CacheViewObject, stored_at), READONLY, NULL},
+    {"ttl", T_LONG, offsetof(CacheViewObject, ttl), READONLY, NULL},
+    {"hits", T_ULONGLONG, offsetof(CacheViewObject, hits), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CacheViewType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kdns.serve._fastpath.CacheView",
+    .tp_doc = PyDoc_STR("One fresh resolver-cache entry as the C loop serves it."),
+    .tp_basicsize = sizeof(CacheViewObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = view_init,
+    .tp_dealloc = view_dealloc,
+    .tp_methods = view_methods,
+    .tp_members = view_members,
+};
+
+/* One hit served from ``view`` at ``now``: counted, and the view logged on its first. */
+static void
+view_hit(CacheViewObject *view, PyObject *hit_log, double now)
+{
+    view->hits++;
+    view->previous_ask = view->last_ask;
+    view->last_ask = now;
+    if (!view->queued && hit_log != NULL && PyList_CheckExact(hit_log)) {
+        if (PyList_Append(hit_log, (PyObject *)view) == 0) {
+            view->queued = 1;
+        }
+        else {
+            PyErr_Clear(); /* out of memory: the hit goes uncounted until the next one */
+        }
+    }
+}
+
 typedef struct {
     PyObject_HEAD
     unsigned long long cells[C_CELLS];
@@ -392,6 +586,7 @@ typedef struct {
     PyObject *fallback;
     PyObject *deferred_sender;
     PyObject *on_error;
+    int with_peer; /* fallback(packet, peer) rather than fallback(packet) */
 } LoopObject;
 
 static PyTypeObject LoopType;
@@ -399,13 +594,17 @@ static PyTypeObject LoopType;
 static int
 loop_init(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"answers", "fallback", "deferred_sender", "on_error", NULL};
+    static char *kwlist[] = {"answers", "fallback", "deferred_sender", "on_error", "with_peer",
+                             NULL};
     LoopObject *loop = (LoopObject *)self;
     PyObject *answers, *fallback, *deferred_sender, *on_error;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO:Loop", kwlist, &AnswersType, &answers,
-                                     &fallback, &deferred_sender, &on_error)) {
+    int with_peer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO|p:Loop", kwlist, &AnswersType,
+                                     &answers, &fallback, &deferred_sender, &on_error,
+                                     &with_peer)) {
         return -1;
     }
+    loop->with_peer = with_peer;
     if (!PyCallable_Check(fallback) || !PyCallable_Check(deferred_sender) ||
         !PyCallable_Check(on_error)) {
         PyErr_SetString(PyExc_TypeError, "fallback, deferred_sender and on_error are callables");
@@ -548,6 +747,10 @@ typedef struct {
     Py_ssize_t opt_len;
     Py_ssize_t qend;
     Py_ssize_t total;
+    CacheViewObject *view;      /* a cache hit: ``entry`` is this view */
+    const Py_ssize_t *ttl_offsets; /* TTLs to set to ``ttl``, as offsets into ``body`` */
+    Py_ssize_t n_ttl;
+    unsigned long ttl;
 } Plan;
 
 static void
@@ -569,6 +772,13 @@ plan_write(const Plan *plan, const unsigned char *packet, unsigned char *out)
     memcpy(at, packet + HEADER_SIZE, (size_t)(plan->qend - HEADER_SIZE));
     at += plan->qend - HEADER_SIZE;
     memcpy(at, plan->body, (size_t)plan->body_len);
+    for (Py_ssize_t i = 0; i < plan->n_ttl; i++) { /* message.patch: every TTL the same */
+        unsigned char *ttl = at + plan->ttl_offsets[i];
+        ttl[0] = (unsigned char)(plan->ttl >> 24);
+        ttl[1] = (unsigned char)(plan->ttl >> 16);
+        ttl[2] = (unsigned char)(plan->ttl >> 8);
+        ttl[3] = (unsigned char)plan->ttl;
+    }
     at += plan->body_len;
     if (plan->opt_len) {
         memcpy(at, plan->opt_bytes, (size_t)plan->opt_len);
@@ -675,6 +885,89 @@ miss:
     return 0;
 }
 
+/* Fill ``plan`` for a fresh hit in the resolver cache's views at ``now`` (monotonic seconds):
+ * nodecache's shortcut (nodecache/handler.py ``_cached``, ``Hit.reply``): the query's ID, the
+ * entry's header variant, the client's question, the records with every TTL set to the
+ * seconds left, and the server's OPT. 1, else 0 (the fallback: a miss, an expired or stale
+ * entry, truncation). Never leaves an exception set. */
+static int
+plan_cached(AnswersObject *answers, const unsigned char *packet, Py_ssize_t n, int tcp,
+            double now, Plan *plan)
+{
+    memset(plan, 0, sizeof(*plan));
+    if (answers->cached == NULL || answers->cached == Py_None) {
+        return 0;
+    }
+    int variant = 0;
+    Py_ssize_t qend = hp_shape(packet, n, &variant);
+    if (qend == 0) {
+        return 0;
+    }
+    /* The view key: the question key and one byte DO << 1 | CD (the cache's Key). */
+    Py_ssize_t key_len = qend - HEADER_SIZE;
+    PyObject *key = PyBytes_FromStringAndSize(NULL, key_len + 1);
+    if (key == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    unsigned char *k = (unsigned char *)PyBytes_AS_STRING(key);
+    for (Py_ssize_t i = 0; i < key_len - 4; i++) {
+        unsigned char c = packet[HEADER_SIZE + i];
+        k[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
+    }
+    memcpy(k + key_len - 4, packet + qend - 4, 4);
+    k[key_len] = (unsigned char)(((variant & V_DO) ? 2 : 0) | ((variant & 2) ? 1 : 0));
+    PyObject *found = dict_get(answers->cached, key);
+    Py_DECREF(key);
+    if (found == NULL) {
+        return 0;
+    }
+    plan->entry = found;
+    if (Py_TYPE(found) != &CacheViewType) {
+        goto miss;
+    }
+    CacheViewObject *view = (CacheViewObject *)found;
+    long remaining = view->ttl - (long)(now - view->stored_at); /* Entry.remaining */
+    if (remaining <= 0) {
+        goto miss;
+    }
+    PyObject *head = PyTuple_GET_ITEM(view->heads, variant & V_HEADS);
+    plan->total = 2 + PyBytes_GET_SIZE(head) + (qend - HEADER_SIZE) + PyBytes_GET_SIZE(view->tail);
+    if (variant & V_EDNS) {
+        PyObject *opt = (variant & V_DO) ? answers->opt_do : answers->opt;
+        Py_INCREF(opt);
+        plan->opt = opt;
+        plan->opt_bytes = PyBytes_AS_STRING(opt);
+        plan->opt_len = PyBytes_GET_SIZE(opt);
+        plan->total += plan->opt_len;
+    }
+    if (!tcp && plan->total > hp_udp_limit(packet, qend, variant, answers->max_udp_size)) {
+        goto miss; /* truncation: the slow path */
+    }
+    plan->head = PyBytes_AS_STRING(head);
+    plan->head_len = PyBytes_GET_SIZE(head);
+    plan->body = PyBytes_AS_STRING(view->tail);
+    plan->body_len = PyBytes_GET_SIZE(view->tail);
+    plan->qend = qend;
+    plan->view = view;
+    plan->ttl_offsets = view->offsets;
+    plan->n_ttl = view->n_offsets;
+    plan->ttl = (unsigned long)remaining;
+    return 1;
+miss:
+    plan_release(plan);
+    return 0;
+}
+
+/* A hit planned by plan_reply or plan_cached, now sent: a cache hit is counted in its view. */
+static void
+plan_served(const Plan *plan, AnswersObject *answers, double now)
+{
+    if (plan->view != NULL) {
+        view_hit(plan->view, answers->hit_log, now);
+    }
+}
+
 /* --- module functions: the twins and answer() ------------------------------------------------ */
 
 PyDoc_STRVAR(fast_key_doc,
@@ -773,8 +1066,9 @@ fastpath_assemble(PyObject *Py_UNUSED(module), PyObject *args)
 
 PyDoc_STRVAR(answer_doc,
 "answer(answers, fallback, packet, tcp=False)\n--\n\n"
-"The reply to one query, byte-identical to ``fallback(packet, tcp)`` (Responder.answer):\n"
-"a hit in ``answers`` is answered here; everything else is ``fallback(packet, tcp)``.");
+"The reply to one query, byte-identical to ``fallback(packet, tcp)`` (Responder.answer, or\n"
+"nodecache's handler): a hit in ``answers`` (records, memo, or a fresh cache view, counted in\n"
+"it) is answered here; everything else is ``fallback(packet, tcp)``.");
 
 static PyObject *
 fastpath_answer(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
@@ -793,11 +1087,14 @@ fastpath_answer(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         else {
             Plan plan;
             const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(packet);
-            if (plan_reply((AnswersObject *)answers, data, PyBytes_GET_SIZE(packet), tcp,
-                           &plan)) {
+            Py_ssize_t n = PyBytes_GET_SIZE(packet);
+            double now = (double)monotonic_ns() / 1e9;
+            if (plan_reply((AnswersObject *)answers, data, n, tcp, &plan) ||
+                plan_cached((AnswersObject *)answers, data, n, tcp, now, &plan)) {
                 PyObject *reply = PyBytes_FromStringAndSize(NULL, plan.total);
                 if (reply != NULL) {
                     plan_write(&plan, data, (unsigned char *)PyBytes_AS_STRING(reply));
+                    plan_served(&plan, (AnswersObject *)answers, now);
                 }
                 else {
                     PyErr_Clear();
@@ -972,7 +1269,16 @@ python_reply(LoopObject *loop, const unsigned char *packet, Py_ssize_t n,
         report_error(loop->on_error, "copying a query");
         return 0;
     }
-    PyObject *reply = PyObject_CallOneArg(loop->fallback, query);
+    PyObject *reply;
+    if (loop->with_peer) {
+        PyObject *address = peer_address(peer);
+        reply = address ? PyObject_CallFunctionObjArgs(loop->fallback, query, address, NULL)
+                        : NULL;
+        Py_XDECREF(address);
+    }
+    else {
+        reply = PyObject_CallOneArg(loop->fallback, query);
+    }
     Py_DECREF(query);
     if (reply == NULL) {
         if (fatal_exception()) {
@@ -1127,10 +1433,13 @@ fastpath_serve(PyObject *Py_UNUSED(module), PyObject *args)
         }
 
         Plan plan;
-        if (plan_reply((AnswersObject *)loop->answers, in, n, 0, &plan)) {
+        AnswersObject *answers = (AnswersObject *)loop->answers;
+        double now = (double)started_ns / 1e9;
+        if (plan_reply(answers, in, n, 0, &plan) || plan_cached(answers, in, n, 0, now, &plan)) {
             if (plan.total <= SEND_CAPACITY) {
                 plan_write(&plan, in, out);
                 pending = plan.total;
+                plan_served(&plan, answers, now);
                 plan_release(&plan);
                 loop->answered++;
                 count_reply(cells, in, n, out, pending, peer_family(&peer), 0,
@@ -1189,7 +1498,8 @@ add_type(PyObject *module, const char *name, PyTypeObject *type)
 PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
-    if (PyType_Ready(&AnswersType) < 0 || PyType_Ready(&LoopType) < 0) {
+    if (PyType_Ready(&AnswersType) < 0 || PyType_Ready(&LoopType) < 0 ||
+        PyType_Ready(&CacheViewType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&fastpath_module);
@@ -1206,7 +1516,8 @@ PyInit__fastpath(void)
         Py_DECREF(module);
         return NULL;
     }
-    if (add_type(module, "Answers", &AnswersType) < 0 || add_type(module, "Loop", &LoopType) < 0) {
+    if (add_type(module, "Answers", &AnswersType) < 0 || add_type(module, "Loop", &LoopType) < 0 ||
+        add_type(module, "CacheView", &CacheViewType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

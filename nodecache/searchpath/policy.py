@@ -198,6 +198,14 @@ class SearchPath:
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def always_shortcut(self, name: bytes) -> bool:
+        """Is ``may_shortcut`` true for ``name`` whatever the entry and whenever asked (outside
+        the cluster zones, or excluded from them)? The handler lets the C loop serve only
+        those names' hits: C does not ask the policy."""
+        return not name.endswith(self._suffixes) or bool(
+            self._excluded and name.endswith(self._excluded)
+        )
+
     def may_shortcut(self, name: bytes, kind: Kind) -> bool:
         """May a fresh cache entry of ``kind`` for ``name`` (lower-case wire) be served
         without ``decide`` (the handler's cache-hit shortcut)? Always outside the cluster

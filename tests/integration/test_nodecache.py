@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kdns.resolver.config import ResolverConfig, UpstreamConfig
 from kdns.resolver.core import Resolver
+from kdns.serve import accel
 from kdns.serve.protocol import Query, screen
 from nodecache.handler import QueryHandler
 from nodecache.metrics import Metrics
@@ -303,6 +304,28 @@ def test_second_query_is_a_cache_hit_with_the_clients_id_and_case(node: NodeCach
     assert reply.question[0].name.to_text() == "TXT.Example.TEST."  # dnspython checks the ID
     assert reply.answer[0].to_text().endswith('"hello world"')
     assert node.metric("nodecache_cache_hits_total") == hits + 1
+    assert node.metric("nodecache_upstream_queries_total", '{upstream="default"}') == upstream
+
+
+@pytest.mark.skipif(not accel.available, reason=f"no C accelerator: {accel.reason}")
+def test_repeated_udp_hits_are_served_by_the_c_loop_and_counted(node: NodeCache) -> None:
+    # The first hit of a query shape is Python's (it installs the entry's view); C serves the
+    # rest with the TTL counting down, and /metrics absorbs its hits (Resolver.absorb_hits).
+    node.query("target.example.test.")
+    node.query("target.example.test.")
+    hits = node.metric("nodecache_cache_hits_total")
+    c_hits = node.metric("nodecache_cache_c_hits_total")
+    upstream = node.metric("nodecache_upstream_queries_total", '{upstream="default"}')
+    previous_ttl = None
+    for _ in range(20):
+        reply = node.query("TARGET.example.test.")
+        assert reply.question[0].name.to_text() == "TARGET.example.test."
+        assert addresses(reply) == ["192.0.2.80"]
+        ttl = reply.answer[0].ttl
+        assert previous_ttl is None or ttl <= previous_ttl
+        previous_ttl = ttl
+    assert node.metric("nodecache_cache_c_hits_total") == c_hits + 20
+    assert node.metric("nodecache_cache_hits_total") == hits + 20
     assert node.metric("nodecache_upstream_queries_total", '{upstream="default"}') == upstream
 
 
