@@ -1,7 +1,7 @@
 /*
  * kdns.serve._fastpath: the optional C accelerator of the UDP hot path.
  *
- * It mirrors kdns/serve/hotpath.py (the one Python definition of the hot-path shape rule, the
+ * It mirrors kdns/dns/hotpath.py (the one Python definition of the hot-path shape rule, the
  * flag-variant index and the UDP size limit) and serves the hits of ``Responder.answer``
  * (kdns/serve/protocol.py) itself; everything else goes to the Python handler, so replies are
  * byte-identical to the Python path for every input. It reads no attribute of any Python
@@ -20,7 +20,7 @@
  *
  * Functions:
  * - ``fast_key(packet)``, ``udp_limit(packet, qend, variant, max_udp_size)``,
- *   ``assemble(packet, qend, variant, heads, body, opts)``: the C twins of kdns/serve/hotpath.py,
+ *   ``assemble(packet, qend, variant, heads, body, opts)``: the C twins of kdns/dns/hotpath.py,
  *   exposed so tests/unit/test_hotpath.py can compare them with the Python ones.
  * - ``answer(answers, fallback, packet, tcp=False)``: one query in, the reply (or None) out.
  * - ``serve(sock_fd, loop)``: the blocking recvfrom/sendto loop of kdns.serve.udp: receive with
@@ -210,7 +210,7 @@ count_reply(unsigned long long *cells, const unsigned char *packet, Py_ssize_t n
 }
 
 
-/* --- the hot-path twins (kdns/serve/hotpath.py) -------------------------------------------- */
+/* --- the hot-path twins (kdns/dns/hotpath.py) -------------------------------------------- */
 
 /* hotpath.fast_key's screening: the question's end (qend > 0) and ``*variant`` for a hot-path
  * shape, else 0. The key is then fold_key(packet, qend). Every length check comes before the
@@ -972,7 +972,7 @@ plan_served(const Plan *plan, AnswersObject *answers, double now)
 
 PyDoc_STRVAR(fast_key_doc,
 "fast_key(packet)\n--\n\n"
-"kdns.serve.hotpath.fast_key, in C: (key, qend, variant) or None.");
+"kdns.dns.hotpath.fast_key, in C: (key, qend, variant) or None.");
 
 static PyObject *
 fastpath_fast_key(PyObject *Py_UNUSED(module), PyObject *packet)
@@ -996,7 +996,7 @@ fastpath_fast_key(PyObject *Py_UNUSED(module), PyObject *packet)
 
 PyDoc_STRVAR(udp_limit_doc,
 "udp_limit(packet, qend, variant, max_udp_size)\n--\n\n"
-"kdns.serve.hotpath.udp_limit, in C (for a packet fast_key accepted).");
+"kdns.dns.hotpath.udp_limit, in C (for a packet fast_key accepted).");
 
 static PyObject *
 fastpath_udp_limit(PyObject *Py_UNUSED(module), PyObject *args)
@@ -1019,7 +1019,7 @@ fastpath_udp_limit(PyObject *Py_UNUSED(module), PyObject *args)
 
 PyDoc_STRVAR(assemble_doc,
 "assemble(packet, qend, variant, heads, body, opts)\n--\n\n"
-"kdns.serve.hotpath.assemble, in C, through the writer the C loop uses.");
+"kdns.dns.hotpath.assemble, in C, through the writer the C loop uses.");
 
 static PyObject *
 fastpath_assemble(PyObject *Py_UNUSED(module), PyObject *args)

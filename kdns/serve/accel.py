@@ -3,7 +3,7 @@ the contract objects it is given instead of reading anyone's attributes.
 
 The extension is built from ``kdns/serve/_fastpath.c`` by ``pip install`` when a C compiler and
 the Python headers are present (setup.py marks it optional: a failed build is a warning). It
-mirrors kdns.serve.hotpath and ``Responder.answer`` byte for byte for hits in a table's
+mirrors kdns.dns.hotpath and ``Responder.answer`` byte for byte for hits in a table's
 ``records`` and memo, and calls the Python handler for everything else; the pure-Python loop in
 ``kdns.serve.udp`` remains the tested fallback.
 

@@ -1,6 +1,6 @@
 """The whole per-query decision: query bytes in, reply bytes (or None: drop) out. Pure and sync.
 
-``Responder.answer`` is the hot path, in the shape kdns.serve.hotpath defines once (and the C
+``Responder.answer`` is the hot path, in the shape kdns.dns.hotpath defines once (and the C
 loop mirrors): ``fast_key`` finds the end of the name and lower-cases the name bytes (never the
 type and class bytes, R1.2), one dict lookup finds the entry, and ``assemble`` joins the query's
 ID, a prebuilt header, the client's own question bytes (its exact case) and a prebuilt body. A
@@ -23,13 +23,13 @@ import logging
 from typing import Final, Protocol
 
 from kdns import wire
+from kdns.dns.hotpath import assemble, fast_key, udp_limit
 from kdns.dns.query import Query as Query
 from kdns.dns.query import error_reply as error_reply
 from kdns.dns.query import screen as screen
 from kdns.names import Name
 from kdns.rewrite import Rewritten
 from kdns.serve import accel
-from kdns.serve.hotpath import assemble, fast_key, udp_limit
 from kdns.serve.reply import Reply
 from kdns.table import AnswerTable
 

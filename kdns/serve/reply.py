@@ -9,9 +9,10 @@ out). This keeps the blocking UDP loop from ever waiting on the network.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol
+
+from kdns.resolver.later import Later as Later  # the resolver's bridge, the transports' Deferred
 
 Send = Callable[[bytes], None]
 
@@ -32,32 +33,3 @@ stream (when it has one) however the sending ends."""
 TCPReply = Reply | Stream
 TCPHandler = Callable[[bytes], TCPReply]
 TCPPeerHandler = Callable[[bytes, Peer], TCPReply]
-
-
-class Later:
-    """Bridges a producer that calls ``done(reply)`` from any thread to a ``Deferred``.
-
-    Whichever comes first, the reply or the transport's ``send``, waits for the other, so a
-    reply that is ready before the transport asks for it is not lost.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._reply: bytes | None = None
-        self._send: Send | None = None
-
-    def done(self, reply: bytes) -> None:
-        with self._lock:
-            send = self._send
-            if send is None:
-                self._reply = reply
-                return
-        send(reply)
-
-    def __call__(self, send: Send) -> None:
-        with self._lock:
-            reply = self._reply
-            if reply is None:
-                self._send = send
-                return
-        send(reply)

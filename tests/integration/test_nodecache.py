@@ -5,7 +5,7 @@ in-process (tests/support/servers.py) serving the fixture cluster as the cluster
 scriptable fault upstream (tests/support/fault_upstream.py) as a stub domain. nodecache runs as
 ``python -m nodecache serve --listen 127.0.0.1:0 ...`` and reports its ports in its log.
 Queries go through dnspython and dig over UDP and TCP. One in-process section proves the
-cache-hit shortcut of nodecache/handler.py replies byte for byte as the resolver's own hit path.
+cache-hit shortcut (kdns/resolver/front.py, through nodecache/handler.py) replies byte for byte as the resolver's own hit path.
 
 TTL, prefetch and serve-stale semantics are unit-tested with an injected clock
 (tests/unit/resolver); here they are only proven end to end where it is cheap: records with

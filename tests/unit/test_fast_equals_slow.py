@@ -128,7 +128,7 @@ def reference_reply(responder: Responder, packet: bytes) -> bytes | None:
 
 
 @settings(
-    max_examples=int(os.environ.get("KDNS_PROPERTY_EXAMPLES", "200")),
+    max_examples=int(os.environ.get("KDNS_PROPERTY_EXAMPLES", "120")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

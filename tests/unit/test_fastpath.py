@@ -270,7 +270,7 @@ def check_same(responder: Responder, packet: bytes, tcp: bool) -> bool:
 
 
 @needs_extension
-@settings(max_examples=int(os.environ.get("KDNS_PROPERTY_EXAMPLES", "2000")), deadline=None)
+@settings(max_examples=int(os.environ.get("KDNS_PROPERTY_EXAMPLES", "1000")), deadline=None)
 @given(packet=queries(), tcp=st.booleans(), which=st.integers(0, len(RESPONDERS) - 1))
 def test_answer_equals_python_path(packet: bytes, tcp: bool, which: int) -> None:
     hit = check_same(RESPONDERS[which], packet, tcp)

@@ -1,7 +1,7 @@
-"""kdns.serve.hotpath, and its C twins in kdns/serve/_fastpath.c, function by function.
+"""kdns.dns.hotpath, and its C twins in kdns/serve/_fastpath.c, function by function.
 
 The shape rule, the flag-variant index, the UDP size limit and the reply's assembly exist once in
-Python (kdns.serve.hotpath) and once in C; here both are given the same random and garbled
+Python (kdns.dns.hotpath) and once in C; here both are given the same random and garbled
 packets (hypothesis) and must agree exactly. Then: a table of shapes with what ``fast_key``
 must say, and the proof that the C loop is engaged when a server opts in (so renaming a Python
 private cannot silently turn the accelerator off).
@@ -9,6 +9,7 @@ private cannot silently turn the accelerator off).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from types import ModuleType
@@ -17,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdns.serve import accel, hotpath
+from kdns.dns import hotpath
+from kdns.serve import accel
 from tests.support.cluster import fixture_objects
 from tests.support.servers import running_server
 
@@ -138,7 +140,7 @@ OPTS = (
 
 
 @needs_extension
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=int(os.environ.get("KDNS_PROPERTY_EXAMPLES", "1500")), deadline=None)
 @given(
     packet=garbled(), ceiling=st.sampled_from([512, 1232, 4096, 65535]), body=st.binary(max_size=40)
 )

@@ -17,6 +17,7 @@ CASES = [
     ("nodecache.handler", ("kdns.table", "kdns.synth", "kdns.state", "kdns.serve.protocol")),
     ("kdns.dns", ("kdns.wire", "kdns.names", "kdns.resolver", "kdns.serve", "kdns.config")),
     ("kdns.resolver.core", ("kdns.wire", "kdns.names", "kdns.table", "kdns.serve")),
+    ("kdns.resolver.front", ("kdns.wire", "kdns.names", "kdns.table", "kdns.serve")),
 ]
 
 

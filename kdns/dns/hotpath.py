@@ -1,10 +1,11 @@
 """The one definition of the UDP hot path's shape rule, flag-variant index and size limit.
 
-kdns's ``Responder.answer`` (kdns.serve.protocol) and nodecache's cache-hit shortcut
-(nodecache.handler) both answer the common query shapes straight from the bytes, and the C loop
-(kdns/serve/_fastpath.c) mirrors them; all three call these functions (the C file has a twin of
-each, exposed as ``_fastpath.fast_key``, ``.udp_limit`` and ``.assemble``, and
-tests/unit/test_hotpath.py compares the twins function by function on random and garbled bytes).
+kdns's ``Responder.answer`` (kdns.serve.protocol) and the resolver's cache-hit shortcut
+(kdns.resolver.front, nodecache's) both answer the common query shapes straight from the bytes,
+and the C loop (kdns/serve/_fastpath.c) mirrors them; all three call these functions (the C
+file has a twin of each, exposed as ``_fastpath.fast_key``, ``.udp_limit`` and ``.assemble``,
+and tests/unit/test_hotpath.py compares the twins function by function on random and garbled
+bytes).
 
 * ``fast_key(packet)``: a query of a hot-path shape (opcode QUERY, QR clear, one question and
   nothing else, or one question and one whole EDNS OPT of version 0 ending the packet: what stub
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from kdns import dns as wire  # the wire package, under the name this module reads it by
+from kdns.dns import constants as wire
 
 QD_ONLY: Final = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 QD_AND_AR: Final = b"\x00\x01\x00\x00\x00\x00\x00\x01"
