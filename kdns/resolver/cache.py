@@ -235,10 +235,25 @@ class _Store(LRUCache[Key, Entry]):
         self.fast: dict[Key, Entry] = {}
         self.views: dict[bytes, View] | None = None
         """The C loop's views by ``view_key`` (None until ``Cache.enable_views``)."""
+        self.viewed: dict[bytes, set[Key]] = {}
+        """The keys with a view, by name (``Cache.drop_views``)."""
+
+    def add_view(self, key: Key, view: View) -> None:
+        assert self.views is not None
+        self.views[view_key(key)] = view
+        self.viewed.setdefault(key.name, set()).add(key)
 
     def _drop_view(self, key: Key) -> None:
-        if self.views is not None:
-            self.views.pop(view_key(key), None)
+        if self.views is not None and self.views.pop(view_key(key), None) is not None:
+            keys = self.viewed.get(key.name)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.viewed[key.name]
+
+    def drop_views_of(self, name: bytes) -> None:
+        for key in list(self.viewed.get(name, ())):
+            self._drop_view(key)
 
     def popitem(self) -> tuple[Key, Entry]:
         key, entry = super().popitem()
@@ -393,8 +408,14 @@ class Cache:
                 return False
             if self._entries.fast.get(key) is not entry:
                 return False
-            views[view_key(key)] = make(entry)
+            self._entries.add_view(key, make(entry))
             return True
+
+    def drop_views(self, name: bytes) -> None:
+        """The C loop stops serving ``name`` (lower-case wire), every type and variant: a
+        search-path policy now claims its hits (``SearchPath.watch_claims``)."""
+        with self._lock:
+            self._entries.drop_views_of(name)
 
     def absorb_hits(self) -> int:
         """Move the C loop's hits into the entries (counts, ask times, LRU order, at most one
@@ -563,4 +584,5 @@ class Cache:
             self._entries.fast.clear()
             if self._entries.views is not None:
                 self._entries.views.clear()
+                self._entries.viewed.clear()
             self._due.clear()

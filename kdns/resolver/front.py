@@ -27,8 +27,9 @@ glue around it); the C loop serves a part of step 1 itself. The steps, in order:
    UDP shortcut hit installs a view of its entry (``Cache.install_view``) and C serves the
    later hits of that shape itself, TTLs set to the seconds left (tests/unit/test_cache_views.py
    holds the bytes equal to ``Hit.reply``); the cache absorbs C's counts into the entries
-   (``Resolver.absorb_hits``). Only for names whose shortcut never depends on the policy's
-   state (``always_shortcut``: outside the cluster zones): C does not ask the policy.
+   (``Resolver.absorb_hits``). C does not ask the policy, so the policy tells the cache when
+   ``may_shortcut`` turns false for a name (``watch_claims``: an autopath decision now covers
+   it) and the cache drops that name's views (``Cache.drop_views``).
 2. **Screen.** ``kdns.dns.query.screen``: the bad-input rules kdns uses (drop responses and
    runts; FORMERR, NOTIMP, BADVERS; REFUSED for AXFR/IXFR and non-IN classes).
 3. **Local answers.** ``local(query)``: the caller's own names (nodecache's liveness probe).
@@ -68,7 +69,7 @@ class Claims(Protocol):
 
     def may_shortcut(self, name: bytes, kind: Kind) -> bool: ...
 
-    def always_shortcut(self, name: bytes) -> bool: ...
+    def watch_claims(self, claimed: Callable[[bytes], None]) -> None: ...
 
     def remembered(self, packet: bytes, client_ip: str) -> bytes | None: ...
 
@@ -138,6 +139,8 @@ class Front:
         self._resolver_stats = resolver.stats
         policy = resolver.policy
         self._policy: Claims | None = policy if isinstance(policy, Claims) else None
+        if self._policy is not None:
+            self._policy.watch_claims(self._cache.drop_views)
         # Per transport (UDP, TCP: truncation differs): a query's bytes minus its ID -> the
         # reply minus its ID for the entry and TTL second it was built for.
         self._memos: tuple[dict[bytes, _Memo], dict[bytes, _Memo]] = ({}, {})
@@ -196,7 +199,7 @@ class Front:
         if len(memos) >= MAX_REMEMBERED:
             memos.clear()  # crude but bounded; refills with what is asked now
         memos[body] = _Memo(key, hit.entry, hit.ttl, reply[2:])
-        if self.views and not tcp and (policy is None or policy.always_shortcut(key.name)):
+        if self.views and not tcp:  # may_shortcut said yes above, and says when that changes
             cache.install_view(key, hit.entry)
         return reply
 

@@ -175,6 +175,7 @@ class SearchPath:
         self._rewritten: dict[bytes, float] = {}
         """First expansions with a FOUND, NOT_FOUND or DECLINED decision -> its expiry: read
         lock-free by ``may_shortcut`` on the UDP thread."""
+        self._claim_watchers: list[Callable[[bytes], None]] = []
         self._pending: dict[bytes, list[tuple[ClientQuery, Settle, str]]] = {}
         self._cut_probes = 0
         """Client queries waiting on a cut probe (bounded with ``_pending`` by MAX_PENDING)."""
@@ -198,13 +199,11 @@ class SearchPath:
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def always_shortcut(self, name: bytes) -> bool:
-        """Is ``may_shortcut`` true for ``name`` whatever the entry and whenever asked (outside
-        the cluster zones, or excluded from them)? The handler lets the C loop serve only
-        those names' hits: C does not ask the policy."""
-        return not name.endswith(self._suffixes) or bool(
-            self._excluded and name.endswith(self._excluded)
-        )
+    def watch_claims(self, claimed: Callable[[bytes], None]) -> None:
+        """Call ``claimed(name)`` whenever ``may_shortcut`` turns false for a name it said true
+        for (an autopath decision now covers it): the C loop's views of that name must go,
+        since C does not ask the policy (``Cache.drop_views``)."""
+        self._claim_watchers.append(claimed)
 
     def may_shortcut(self, name: bytes, kind: Kind) -> bool:
         """May a fresh cache entry of ``kind`` for ``name`` (lower-case wire) be served
@@ -470,6 +469,9 @@ class SearchPath:
                     self._rewritten = {k: v for k, v in self._rewritten.items() if v > now}
                 self._rewritten[first] = decision.expires
             waiting = self._pending.pop(first, [])
+        if decision.outcome is not Outcome.EXISTS:
+            for claimed in self._claim_watchers:
+                claimed(first)
         for query, settle, client in waiting:
             try:
                 self._settle_one(query, decision, settle, client)

@@ -321,3 +321,25 @@ def test_c_hits_keep_an_entry_recent_in_the_lru() -> None:
     cache.store(third, built_of(ENTRIES["nxdomain-soa"].reply))
     assert cache.peek(first) is not None
     assert cache.peek(second) is None
+
+
+def test_drop_views_withdraws_every_type_and_variant_of_a_name_only() -> None:
+    # What a search-path policy's claim does (SearchPath.watch_claims -> Cache.drop_views).
+    cache = Cache()
+    fast = _fast_path(cache)
+    for shape in (Shape(), Shape(edns=True, do=True), Shape(cd=True)):
+        _stored(cache, ENTRIES["positive-three-A"], shape, age_s=0.5)
+    _stored(cache, ENTRIES["nodata-soa"], Shape(), age_s=0.5)
+    _stored(cache, ENTRIES["txt"], Shape(), age_s=0.5)
+    cache.drop_views(zone.to_wire(N))
+    fallback = Fallback()
+    for shape in (Shape(), Shape(edns=True, do=True), Shape(cd=True)):
+        assert _c_answer(fast, _packet(N, "A", shape), fallback) == Fallback.MARKER
+    assert _c_answer(fast, _packet(N, "AAAA", Shape()), fallback) == Fallback.MARKER
+    assert fallback.calls == 4
+    assert _c_answer(fast, _packet("t.example.test.", "TXT", Shape()), fallback) != Fallback.MARKER
+    key = _key(N, "A", Shape())
+    entry = cache.peek(key)
+    assert entry is not None
+    assert cache.install_view(key, entry)  # the policy's claim expired: the shortcut may again
+    assert _c_answer(fast, _packet(N, "A", Shape()), fallback) != Fallback.MARKER

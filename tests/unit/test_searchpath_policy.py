@@ -9,11 +9,13 @@ in ``shop`` sends from 10.244.0.5, which ``--autopath-clients 10.244.0.0/24`` tr
 from __future__ import annotations
 
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import pytest
 
 from kdns.model import Pod
+from kdns.resolver.message import Kind
 from kdns.resolver.upstream import Failure
 from nodecache.searchpath import autopath
 from nodecache.searchpath.clients import ANY, ClientFilter, PodDirectory, eligible, parse_cidr
@@ -180,6 +182,26 @@ def test_the_clients_own_walk_after_not_found_is_never_autopathed() -> None:
             assert reply.rcode() == dns.rcode.NXDOMAIN, (name, rdtype)
             assert cname_target(reply) is None
     assert node.policy.stats.decisions["not_found"] == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "claimed"),
+    [("www.example.test.shop.svc.cluster.local.", True),  # FOUND: answered with a CNAME
+     ("nothere.shop.svc.cluster.local.", True),  # NOT_FOUND
+     ("cart.shop.svc.cluster.local.", False)],  # EXISTS: the cache's answer is the policy's
+    ids=["found", "not-found", "exists"],
+)  # fmt: skip
+def test_a_walk_that_rewrites_a_name_tells_the_claim_watchers(first: str, claimed: bool) -> None:
+    """The C loop serves cache hits without asking the policy: when an autopath decision
+    starts to cover a name, ``may_shortcut`` turns false for it and the watchers hear of it
+    (the resolver's front drops the name's views, ``Cache.drop_views``)."""
+    node = Node()
+    heard: list[bytes] = []
+    node.policy.watch_claims(heard.append)
+    node.ask(first)
+    wire_name = dns.name.from_text(first).to_wire()
+    assert heard == ([wire_name] if claimed else [])
+    assert node.policy.may_shortcut(wire_name, Kind.POSITIVE) is not claimed
 
 
 def test_a_walks_nxdomain_settles_the_clients_other_type_outside_the_zone() -> None:

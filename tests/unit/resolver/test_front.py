@@ -27,6 +27,7 @@ class Policy:
     def __init__(self, remembered: bytes | None = None) -> None:
         self._remembered = remembered
         self.decided = 0
+        self.watchers: list[Callable[[bytes], None]] = []
 
     def decide(self, _query: object, _client: object, _settle: object) -> None:
         self.decided += 1
@@ -34,8 +35,8 @@ class Policy:
     def may_shortcut(self, _name: bytes, _kind: Kind) -> bool:
         return True
 
-    def always_shortcut(self, _name: bytes) -> bool:
-        return True
+    def watch_claims(self, claimed: Callable[[bytes], None]) -> None:
+        self.watchers.append(claimed)
 
     def remembered(self, packet: bytes, _client_ip: str) -> bytes | None:
         if self._remembered is not None and packet[2:] == self._remembered[2:]:
@@ -123,6 +124,7 @@ def test_step_order(case_id: str) -> None:
         assert world.default.count() == asked, "a step before the resolver asked upstream"
         assert policy.decided == 0, "a step before the resolver reached the policy's decision"
     assert case.manual or front.inflight == 0
+    assert policy.watchers == [world.cache.drop_views], "the policy's claims reach the cache"
 
 
 def test_a_later_reply_settles_the_query_in_flight() -> None:
