@@ -855,7 +855,7 @@ class Resolver:
         now = self.clock()
         if isinstance(result, Failure):
             self.stats.failures += 1
-            if not decide.caches_failure(Reason.of(result.reason)):
+            if not decide.caches_failure(result.reason):
                 # A local condition, not an answer about the name: cache nothing.
                 self.cache.mark_failed(key, now)
                 return Outcome(self.cache.peek(key), None, result)

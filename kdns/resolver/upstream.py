@@ -57,6 +57,7 @@ from kdns.histogram import Histogram, exponential
 from kdns.resolver import message
 from kdns.resolver.config import Address, Policy, Transport, UpstreamConfig
 from kdns.resolver.message import MessageError, ReplyFacts
+from kdns.resolver.reasons import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +68,10 @@ answers it quickly."""
 
 # Rcodes that mean "alive, but no answer from this server": ask the next one.
 _ANSWERED_ERRORS: Final = {
-    wire.SERVFAIL: "servfail",
-    wire.REFUSED: "refused",
-    wire.NOTIMP: "notimp",
-    wire.FORMERR: "formerr",
+    wire.SERVFAIL: Reason.SERVFAIL,
+    wire.REFUSED: Reason.REFUSED,
+    wire.NOTIMP: Reason.NOTIMP,
+    wire.FORMERR: Reason.FORMERR,
 }
 
 
@@ -86,11 +87,15 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """No usable answer. ``reason``: timeout, unreachable, servfail, refused, notimp, formerr,
-    overloaded, closed. Callers answer SERVFAIL (or stale data), never NXDOMAIN."""
+    """No usable answer, and why (``kdns.resolver.reasons.Reason``). Callers answer SERVFAIL
+    (or stale data), never NXDOMAIN."""
 
-    reason: str
+    reason: Reason
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        if type(self.reason) is not Reason:  # a plain string (a test's fake upstream)
+            object.__setattr__(self, "reason", Reason.of(self.reason))
 
     @property
     def answered(self) -> bool:
@@ -436,7 +441,7 @@ class UpstreamClient:
         """Ask the group for (qname, qtype, qclass); ``qname`` is wire form, sent as given."""
         if not self._slots.acquire(blocking=False):
             self.stats.overloaded += 1
-            return Failure("overloaded", "max_concurrent upstream queries in flight")
+            return Failure(Reason.OVERLOADED, "max_concurrent upstream queries in flight")
         try:
             self.stats.queries += 1
             result = self._query(qname, qtype, qclass, do, cd)
@@ -456,7 +461,7 @@ class UpstreamClient:
         # Only a server that timed out may be tried again within one query (the deadline
         # bounds that); one that refused, answered an error or broke the connection is done.
         done: set[int] = set()
-        last: Failure = Failure("timeout", "no server answered in time")
+        last: Failure = Failure(Reason.TIMEOUT, "no server answered in time")
         previous = -1
         attempt = 0
         while len(done) < len(order):
@@ -479,7 +484,7 @@ class UpstreamClient:
                     self.stats.recovered += 1
                 return result
             last = result
-            if result.reason != "timeout":
+            if result.reason is not Reason.TIMEOUT:
                 done.add(index)
             if result.answered:
                 if self.health.success(index):  # alive: an error reply is not ill health
@@ -520,7 +525,7 @@ class UpstreamClient:
                 tcp = True
                 continue
             if facts.truncated:
-                return Failure("truncated", "TC=1 over TCP")
+                return Failure(Reason.TRUNCATED, "TC=1 over TCP")
             rcode = facts.rcode
             if rcode == wire.FORMERR and udp_size is not None and not probe:
                 udp_size = None  # RFC 6891 §7: the server may not speak EDNS
@@ -528,9 +533,9 @@ class UpstreamClient:
             if rcode in _ANSWERED_ERRORS:
                 return Failure(_ANSWERED_ERRORS[rcode], f"rcode {rcode} from {result.server}")
             if rcode not in (wire.NOERROR, wire.NXDOMAIN) and not probe:
-                return Failure("servfail", f"unexpected rcode {rcode}")
+                return Failure(Reason.SERVFAIL, f"unexpected rcode {rcode}")
             return result
-        return Failure("servfail", "retries exhausted")
+        return Failure(Reason.SERVFAIL, "retries exhausted")
 
     def _verdict(
         self, data: bytes, qid: int, qname_lower: bytes, qtype: int, qclass: int
@@ -576,12 +581,12 @@ class UpstreamClient:
                 sock.send(packet)
             except OSError as error:
                 self.stats.unreachable += 1
-                return Failure("unreachable", str(error))
+                return Failure(Reason.UNREACHABLE, str(error))
             while True:
                 remaining = until - self.clock()
                 if remaining <= 0:
                     self.stats.timeouts += 1
-                    return Failure("timeout", f"{address[0]}:{address[1]} udp")
+                    return Failure(Reason.TIMEOUT, f"{address[0]}:{address[1]} udp")
                 sock.settimeout(remaining)
                 try:
                     data = sock.recv(RECEIVE_SIZE)
@@ -589,7 +594,7 @@ class UpstreamClient:
                     continue
                 except OSError as error:  # ICMP port unreachable on a connected socket
                     self.stats.unreachable += 1
-                    return Failure("unreachable", str(error))
+                    return Failure(Reason.UNREACHABLE, str(error))
                 facts = self._verdict(data, qid, qname_lower, qtype, qclass)
                 if facts is not None:
                     return Reply(data, facts, address, Transport.UDP)
@@ -613,10 +618,10 @@ class UpstreamClient:
                 )
             except TimeoutError:
                 self.stats.timeouts += 1
-                return Failure("timeout", f"connect to {address[0]}:{address[1]}")
+                return Failure(Reason.TIMEOUT, f"connect to {address[0]}:{address[1]}")
             except OSError as error:
                 self.stats.unreachable += 1
-                return Failure("unreachable", str(error))
+                return Failure(Reason.UNREACHABLE, str(error))
             self.stats.tcp_connects += 1
             self._connections[index] = connection
             return connection
@@ -651,7 +656,7 @@ class UpstreamClient:
                     remaining = until - self.clock()
                     if remaining <= 0:
                         self.stats.timeouts += 1
-                        return Failure("timeout", f"{address[0]}:{address[1]} tcp")
+                        return Failure(Reason.TIMEOUT, f"{address[0]}:{address[1]} tcp")
                     try:
                         data = waiter.replies.get(timeout=remaining)
                     except queue.Empty:
@@ -664,4 +669,4 @@ class UpstreamClient:
             finally:
                 connection.release(qid)
         self.stats.unreachable += 1
-        return Failure("closed", f"{address[0]}:{address[1]} closed the connection")
+        return Failure(Reason.CLOSED, f"{address[0]}:{address[1]} closed the connection")

@@ -11,6 +11,7 @@ from kdns.resolver.config import StaleMode
 from kdns.resolver.decide import Cached, Settlement, Step
 from kdns.resolver.message import Kind
 from kdns.resolver.reasons import Reason
+from kdns.resolver.upstream import Failure
 
 IMM, VER, OFF = StaleMode.IMMEDIATE, StaleMode.VERIFY, StaleMode.OFF
 
@@ -129,3 +130,15 @@ PARSE = [
 def test_reason_of(text: str, reason: Reason) -> None:
     assert Reason.of(text) is reason
     assert reason == reason.value  # a StrEnum: equal to the string callers compared before
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [(Reason.TIMEOUT, Reason.TIMEOUT), ("servfail", Reason.SERVFAIL),
+     ("no such reason", Reason.INTERNAL)],
+    ids=["member", "string-of-a-member", "unknown-string"],
+)  # fmt: skip
+def test_a_failure_carries_a_typed_reason(given: str, reason: Reason) -> None:
+    failure = Failure(given)  # type: ignore[arg-type]
+    assert type(failure.reason) is Reason
+    assert failure.reason is reason
