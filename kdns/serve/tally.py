@@ -134,8 +134,8 @@ def count(
     ``deferred`` says the reply needed an upstream. Never raises for any bytes.
 
     Written for the pure-Python loop's budget (issue 13: it is run for every query): each cell
-    index comes from a precomputed table and no slice is made; ``count_reference`` is the same
-    rule written plainly, and tests/unit/test_tally.py checks the two agree on any bytes."""
+    index comes from a precomputed table and no slice is made; tests/unit/test_tally.py holds the
+    same rule written plainly (``count_plainly``) and checks the two agree on any bytes."""
     end = packet.find(b"\x00", 12)
     size = len(packet)
     if end > 0 and size >= end + 3:
@@ -173,51 +173,6 @@ def count(
     else:
         cells[type_cells[1]] += 1
         cells[type_cells[2]] += elapsed_ns
-
-
-def count_reference(
-    cells: list[int],
-    packet: bytes,
-    reply: bytes,
-    family: int,
-    deferred: bool,
-    elapsed_ns: int,
-) -> None:
-    """``count``, written as plainly as the rule reads (the C loop's ``count_reply`` mirrors
-    this one); kept as the specification ``count`` is tested against."""
-    end = packet.find(b"\x00", 12)
-    qtype = OTHER
-    if end > 0 and len(packet) >= end + 3:
-        qtype = TYPE_INDEX.get((packet[end + 1] << 8) | packet[end + 2], OTHER)
-        if (
-            len(packet) > end + 12
-            and packet[end + 5 : end + 8] == _OPT_PREFIX
-            and packet[end + 12] & 0x80
-        ):
-            cells[DO_REQUESTS] += 1
-    cells[REQUESTS + family * N_TYPES + qtype] += 1
-    size = len(packet)
-    cells[REQUEST_SIZE + SIZE_BUCKET[size if size < 65536 else 65535]] += 1
-    cells[REQUEST_SIZE + N_SIZES] += size
-    size = len(reply)
-    cells[RESPONSE_SIZE + SIZE_BUCKET[size if size < 65536 else 65535]] += 1
-    cells[RESPONSE_SIZE + N_SIZES] += size
-    if size >= 12:
-        rcode = reply[3] & 0xF
-        if size >= 23 and reply[-11:-8] == _OPT_PREFIX:
-            rcode |= (reply[-6] << 4) & 0x10  # only BADVERS's bit: the cells stop at 31
-        if reply[2] & 0x04:
-            plugin = KUBERNETES
-        elif deferred:
-            plugin = FORWARD
-        elif rcode == 0 or rcode == 3:
-            plugin = CACHE
-        else:
-            plugin = 0
-        cells[RESPONSES + rcode * 4 + plugin] += 1
-    bucket = ((elapsed_ns - 1) // _DURATION_UNIT_NS).bit_length() if elapsed_ns > 0 else 0
-    cells[DURATION + qtype * N_DURATIONS + (bucket if bucket < 16 else 16)] += 1
-    cells[DURATION_SUM_NS + qtype] += elapsed_ns
 
 
 class Tally:
