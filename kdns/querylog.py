@@ -103,6 +103,13 @@ class QueryLog:
             if changed or config.rate != self.config.rate:
                 self._tokens = config.rate  # a full bucket: the first second's lines pass
                 self._refilled = self.clock()
+            if changed and config.enabled:
+                # The watchers are the C loops' divert flags (a flag store each, so called under
+                # the lock): C does not log, so every C loop hands its socket to the Python
+                # loop before anyone can see the log on (and take a query's absence from it
+                # for a sign that none came).
+                for watcher in self._watchers:
+                    watcher(True)
             self.config = config
             self.enabled = config.enabled
             if config.enabled and self._writer is None:
@@ -110,16 +117,18 @@ class QueryLog:
                     target=self._write_loop, name="querylog", daemon=True
                 )
                 self._writer.start()
-            watchers = list(self._watchers)
+            if changed and not config.enabled:
+                for watcher in self._watchers:  # off first, then the C loops take over again
+                    watcher(False)
         if changed:
             logger.info(
                 "query log %s", "on: " + repr(config.describe()) if config.enabled else "off"
             )
-            for watcher in watchers:
-                watcher(config.enabled)
 
     def watch(self, callback: Callable[[bool], None]) -> None:
-        """Call ``callback(enabled)`` now and on every switch (the C loop's divert flag)."""
+        """Call ``callback(enabled)`` now and on every switch (the C loop's divert flag): with
+        True before the log is on, with False once it is off. It is called holding the log's
+        lock, so it must not call back into the log."""
         with self._lock:
             self._watchers.append(callback)
             enabled = self.enabled

@@ -279,6 +279,19 @@ def test_runtime_switch_and_watchers(tmp_path: Path) -> None:
     log.close()
 
 
+def test_the_c_loops_are_diverted_before_the_log_says_it_is_on(tmp_path: Path) -> None:
+    """A watcher is the C loop's divert flag: the C loop does not log, so it must have handed
+    the socket over before anyone (the /querylog endpoint, a query right after it) can see the
+    log on; and when the log goes off it is off before the C loop takes the socket back."""
+    log = QueryLog("kdns")
+    heard: list[tuple[bool, bool]] = []  # (the flag, what log.enabled said at that moment)
+    log.watch(lambda flag: heard.append((flag, log.enabled)))
+    log.configure(QueryLogConfig(enabled=True, output=str(tmp_path / "q")))
+    log.configure(QueryLogConfig())
+    assert heard == [(False, False), (True, False), (False, False)]
+    log.close()
+
+
 def test_an_output_that_cannot_be_opened_names_the_field(tmp_path: Path) -> None:
     log = QueryLog("kdns")
     with pytest.raises(ConfigError) as caught:
