@@ -50,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from kdns import dns as wire  # the wire package, under the name this module reads it by
 from kdns.histogram import Histogram, exponential
@@ -104,6 +104,22 @@ class Failure:
 
 
 Result = Reply | Failure
+
+
+class _Ask(NamedTuple):
+    """One question we send (every try of it, over either transport)."""
+
+    qname: bytes
+    qtype: int
+    qclass: int
+    do: bool
+    cd: bool
+    qname_lower: bytes
+
+    def packet(self, qid: int, udp_size: int | None) -> bytes:
+        return message.make_query(
+            qid, self.qname, self.qtype, self.qclass, cd=self.cd, do_bit=self.do, udp_size=udp_size
+        )
 
 
 class Upstream(Protocol):
@@ -512,11 +528,12 @@ class UpstreamClient:
         until = self.clock() + (timeout if timeout is not None else self.config.try_timeout_s)
         tcp = self.config.transport is Transport.TCP
         udp_size: int | None = self.config.udp_size
+        ask = _Ask(qname, qtype, qclass, do, cd, qname.lower())
         for _ in range(3):
             if tcp:
-                result = self._tcp_try(index, qname, qtype, qclass, do, cd, udp_size, until)
+                result = self._tcp_try(index, ask, udp_size, until)
             else:
-                result = self._udp_try(index, qname, qtype, qclass, do, cd, udp_size, until)
+                result = self._udp_try(index, ask, udp_size, until)
             if isinstance(result, Failure):
                 return result
             facts = result.facts
@@ -537,9 +554,7 @@ class UpstreamClient:
             return result
         return Failure(Reason.SERVFAIL, "retries exhausted")
 
-    def _verdict(
-        self, data: bytes, qid: int, qname_lower: bytes, qtype: int, qclass: int
-    ) -> ReplyFacts | None:
+    def _verdict(self, data: bytes, qid: int, ask: _Ask) -> ReplyFacts | None:
         """The reply's facts if it answers our query; None (counted) if it must be dropped."""
         if len(data) < wire.HEADER_SIZE:
             self.stats.garbage += 1
@@ -553,27 +568,20 @@ class UpstreamClient:
         except MessageError:
             self.stats.garbage += 1
             return None
-        if facts.qname_lower != qname_lower or facts.qtype != qtype or facts.qclass != qclass:
+        if (facts.qname_lower, facts.qtype, facts.qclass) != (
+            ask.qname_lower,
+            ask.qtype,
+            ask.qclass,
+        ):
             self.stats.mismatched += 1
             return None
         return facts
 
-    def _udp_try(
-        self,
-        index: int,
-        qname: bytes,
-        qtype: int,
-        qclass: int,
-        do: bool,
-        cd: bool,
-        udp_size: int | None,
-        until: float,
-    ) -> Result:
+    def _udp_try(self, index: int, ask: _Ask, udp_size: int | None, until: float) -> Result:
         address = self.config.servers[index]
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         qid = secrets.randbits(16)
-        packet = message.make_query(qid, qname, qtype, qclass, cd=cd, do_bit=do, udp_size=udp_size)
-        qname_lower = qname.lower()
+        packet = ask.packet(qid, udp_size)
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             try:
                 sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
@@ -595,7 +603,7 @@ class UpstreamClient:
                 except OSError as error:  # ICMP port unreachable on a connected socket
                     self.stats.unreachable += 1
                     return Failure(Reason.UNREACHABLE, str(error))
-                facts = self._verdict(data, qid, qname_lower, qtype, qclass)
+                facts = self._verdict(data, qid, ask)
                 if facts is not None:
                     return Reply(data, facts, address, Transport.UDP)
 
@@ -626,28 +634,13 @@ class UpstreamClient:
             self._connections[index] = connection
             return connection
 
-    def _tcp_try(
-        self,
-        index: int,
-        qname: bytes,
-        qtype: int,
-        qclass: int,
-        do: bool,
-        cd: bool,
-        udp_size: int | None,
-        until: float,
-    ) -> Result:
+    def _tcp_try(self, index: int, ask: _Ask, udp_size: int | None, until: float) -> Result:
         address = self.config.servers[index]
-        qname_lower = qname.lower()
         for _attempt in range(2):  # a pooled connection the server closed: one fresh retry
             connection = self._connection(index, until)
             if isinstance(connection, Failure):
                 return connection
-            sent = connection.exchange(
-                lambda qid: message.make_query(
-                    qid, qname, qtype, qclass, cd=cd, do_bit=do, udp_size=udp_size
-                )
-            )
+            sent = connection.exchange(lambda qid: ask.packet(qid, udp_size))
             if sent is None:
                 continue
             qid, waiter = sent
@@ -663,7 +656,7 @@ class UpstreamClient:
                         continue
                     if data is None:
                         break  # connection closed under us
-                    facts = self._verdict(data, qid, qname_lower, qtype, qclass)
+                    facts = self._verdict(data, qid, ask)
                     if facts is not None:
                         return Reply(data, facts, address, Transport.TCP)
             finally:
