@@ -4,13 +4,14 @@ nodecache runs in-process (``NodeCache``) on 127.0.0.1:0 in front of kdns (in-pr
 fixture cluster, over TCP as in production) and a fault upstream as the default route that
 answers every name after 1 s, or never. A burst of 2,000 unique external names (3,300 a second,
 the issue's rate) goes in over UDP while a prober asks unique cluster-zone names (each a miss
-that kdns must answer) every 10 ms, during the burst and for 2 s after it; their p99 must stay
-within 100 ms (``P99_BOUND_S``). The burst must really have piled up on the default route: most of it is dropped
-there after ``max_queue_wait_s`` or shed by the walks, none of it reaches kdns's route. Twice:
+that kdns must answer) every 10 ms, during the burst and for 2 s after it (longer, up to 8 s,
+until 50 lookups were made after it); their p99 must stay within 100 ms (``P99_BOUND_S``). The
+burst must really have piled up on the default route: most of it is dropped there after
+``max_queue_wait_s`` or shed by the walks, none of it reaches kdns's route. Twice:
 names as given (search-path absorption off), and as a ClusterFirst pod's first search
 expansions, which nodecache's autopath walks on its own pool (``AUTOPATH``).
 
-Bounded: 2,000 packets, about 3 s of probing per case, every query with a 2 s timeout.
+Bounded: 2,000 packets, 3-9 s of probing per case, every query with a 2 s timeout.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from nodecache.service import NodeCache
 from tests.support.cluster import fixture_objects
 from tests.support.fault_upstream import Action, FaultUpstream
 from tests.support.servers import running_server
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -42,6 +44,8 @@ BURST = 2000
 BURST_RATE_QPS = 3300
 PROBE_EVERY_S = 0.01
 AFTER_S = 2.0
+AFTER_MAX_S = 8.0
+AFTER_LOOKUPS = 50
 P99_BOUND_S = 0.1
 """Three orders of magnitude under the failure (31 s, and 1 s per lookup behind the slow route),
 and above this process's own noise: nodecache, kdns, the fault upstream, the burst's sender and
@@ -70,14 +74,15 @@ PLAIN = Client("127.0.0.1", "x{}.burst.example.", "probe{}.testns.svc.cluster.lo
 """Names as given (search-path absorption off): each probe a miss kdns answers NXDOMAIN."""
 AUTOPATH = Client(POD, "x{}.burst.example.default.svc.cluster.local.",
                   "10-0-{}-1.testns.pod.default.svc.cluster.local.", dns.rcode.NOERROR,
-                  during_max_s=1.0)  # fmt: skip
+                  during_max_s=1.5)  # fmt: skip
 """A pod's first search expansions, which nodecache walks: the burst's end at the slow default
 route, the probes' at a pod name kdns has (``10-0-N-1.testns.pod.cluster.local``), answered
 with a CNAME and its A; every step of those walks is asked of kdns. During the burst the walks
 of 3,300 names a second (each asks kdns for its cluster candidates) keep this process's CPU
-busy, and a probe waits its turn for it (85-250 ms at most, measured here): those get a bound of
-their own, well under the 2 s they were lost for before (the walks held the policy's pool for
-the slow upstream's time)."""
+busy, and a probe waits its turn for it (85-250 ms at most, measured here; 1.14 s once with a
+CPU hog on one of the two cores): those get a bound of their own, 1.5 s, under the 2 s they
+were lost for before (the walks held the policy's pool for the slow upstream's time, and the
+probes timed out)."""
 
 
 @dataclass
@@ -180,13 +185,21 @@ def test_cluster_names_answer_within_100ms_p99_during_and_after_a_burst_of_exter
         _burst(port, client)
         burst_ended = time.monotonic()
         probe.stop.wait(AFTER_S)
+        # On a slow machine the prober, in this process too, manages fewer lookups in AFTER_S:
+        # go on (up to AFTER_MAX_S) until the p99 has AFTER_LOOKUPS lookups to stand on.
+        wait_until(
+            lambda: sum(1 for s in probe.samples if s[0] >= burst_ended) >= AFTER_LOOKUPS,
+            timeout=AFTER_MAX_S - AFTER_S,
+            interval=0.05,
+            message=f"{AFTER_LOOKUPS} lookups after the burst",
+        )
         probe.stop.set()
         prober.join(timeout=QUERY_TIMEOUT_S + 1)
 
         during = [s for s in probe.samples if burst_started <= s[0] < burst_ended]
         after = [s for s in probe.samples if s[0] >= burst_ended]
         assert len(during) >= 3, len(during)
-        assert len(after) >= 50, len(after)
+        assert len(after) >= AFTER_LOOKUPS, len(after)
         assert {rcode for _at, _latency, rcode in probe.samples} == {client.answer}
         bounded = during + after
         if client.during_max_s is not None:
