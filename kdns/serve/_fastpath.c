@@ -10,8 +10,20 @@
  * - ``Answers(opt, opt_do, max_udp_size)``: what hits are served from. ``publish(records,
  *   memo)`` installs a table's ``records`` dict and its memo's plain dict (kdns.table.Memo)
  *   when the Responder's table is swapped; ``publish(None, None)`` serves nothing.
- * - ``Loop(answers, fallback, deferred_sender, on_error)``: one serving loop's state: the
- *   ``Answers``, the Python handler for a miss (``fallback(packet) -> Reply``), what a Deferred
+ *   ``publish_cache(views, hit_log)`` (nodecache) installs the resolver cache's dict of
+ *   ``CacheView``s (kdns/resolver/cache.py ``enable_views``) and the list a view is put in on
+ *   its first hit since its last ``take()``.
+ * - ``CacheView(entry, heads, tail, offsets, stored_at, ttl)``: one fresh cache entry as C serves
+ *   it (``Hit.reply``'s bytes): the query's ID, ``heads[variant & 7]``, the client's question,
+ *   ``tail`` with every TTL at ``offsets`` set to the seconds left (``ttl - int(now -
+ *   stored_at)``, CLOCK_MONOTONIC: time.monotonic's clock), and the server's OPT; expired
+ *   (0 seconds left) or too big for the client's UDP size, it is the fallback's. Its hits and
+ *   their last two times are counted in it for Python to absorb. The dict is read lock-free
+ *   under the GIL, as the memo is (below); the cache drops a view in the same locked operation
+ *   that stores over, evicts or clears its entry.
+ * - ``Loop(answers, fallback, deferred_sender, on_error, with_peer=False)``: one serving loop's
+ *   state: the ``Answers``, the Python handler for a miss (``fallback(packet) -> Reply``, or
+ *   with ``with_peer`` ``fallback(packet, peer)``: nodecache's handler), what a Deferred
  *   reply is called with (``deferred_sender(peer, packet, started_ns)``), what an internal error
  *   is counted with (``on_error()``), the stop flag (``stop()``), the divert flag
  *   (``set_divert``: the query log went on), the per-query cells of kdns/serve/tally.py
@@ -923,8 +935,8 @@ plan_cached(AnswersObject *answers, const unsigned char *packet, Py_ssize_t n, i
         return 0;
     }
     plan->entry = found;
-    if (Py_TYPE(found) != &CacheViewType) {
-        goto miss;
+    if (Py_TYPE(found) != &CacheViewType || ((CacheViewObject *)found)->heads == NULL) {
+        goto miss; /* not a view, or one made without __init__ */
     }
     CacheViewObject *view = (CacheViewObject *)found;
     long remaining = view->ttl - (long)(now - view->stored_at); /* Entry.remaining */

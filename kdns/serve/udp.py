@@ -132,15 +132,18 @@ class UDPServer:
                 family = fixed_family if fixed_family is not None else family_of(peer[0])
                 elapsed = clock() - started
                 count(cells, packet, reply, family, False, elapsed)
+                logged = False
+                if (
+                    query_log is not None and query_log.enabled
+                ):  # before it leaves: see deferred_sender
+                    query_log.offer(packet, reply, peer[0], peer[1], proto, False, elapsed)
+                    logged = True
                 try:
                     sendto(reply, peer)
                 except OSError as error:
                     logger.debug("sendto %s failed: %s", peer, error)
-                if query_log is not None:
-                    if query_log.enabled:
-                        query_log.offer(packet, reply, peer[0], peer[1], proto, False, elapsed)
-                    elif until_log_off:
-                        return  # back to the C loop
+                if until_log_off and not logged:
+                    return  # the log went off: back to the C loop
             else:
                 reply(self.deferred_sender(peer, packet, started))
 
@@ -154,13 +157,16 @@ class UDPServer:
         def send(reply: bytes) -> None:
             elapsed = time.perf_counter_ns() - started_ns
             self.tally.count_late(packet, reply, family_of(peer[0]), elapsed)
+            # Logged before it is sent, as TCP does: a client that has a reply has its line in
+            # the log already, so lines keep the order of cause and effect (a client's next
+            # query, answered on the loop's thread, cannot be logged before this one).
+            query_log = self.query_log
+            if query_log is not None and query_log.enabled:
+                query_log.offer(packet, reply, peer[0], peer[1], "udp", True, elapsed)
             try:
                 self.sock.sendto(reply, peer)
             except OSError as error:
                 logger.debug("sendto %s failed: %s", peer, error)
-            query_log = self.query_log
-            if query_log is not None and query_log.enabled:
-                query_log.offer(packet, reply, peer[0], peer[1], "udp", True, elapsed)
 
         return send
 

@@ -8,13 +8,17 @@ import json
 import re
 import signal
 import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dns.message
 import dns.rcode
 import pytest
 
+from kdns.serve.reply import Reply
+from kdns.serve.udp import UDPServer, bind_udp
 from tests.support.programs import DEMO, Program, program
 from tests.support.waiting import wait_until
 
@@ -152,3 +156,52 @@ def test_nodecache_reload_switches_the_log(tmp_path: Path) -> None:
             lambda: any("query_log.output" in line for line in list(nodecache.log)), timeout=10
         )
         assert nodecache.query_log()["output"] == str(output)  # rejected: the old one stays
+
+
+class _OrderLog:
+    """A query log that notes, at each offer, whether the client already had the reply."""
+
+    enabled = True
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.client_had_it: list[bool] = []
+        self.offered = threading.Event()
+
+    def offer(self, *_line: object) -> None:
+        try:
+            self.client.recv(4096, socket.MSG_DONTWAIT)
+            self.client_had_it.append(True)
+        except BlockingIOError:
+            self.client_had_it.append(False)
+        self.offered.set()
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["at-once", "deferred"])
+def test_a_udp_reply_is_logged_before_it_leaves(deferred: bool) -> None:
+    """So a client's next query can never be logged before the one it follows (the deferred
+    reply is sent from another thread than the loop that answers the next query)."""
+    reply = b"\x12\x34" + b"\x81\x80" + b"\x00" * 8
+
+    def answer(_packet: bytes) -> Reply:
+        if not deferred:
+            return reply
+
+        def later(send: Callable[[bytes], None]) -> None:
+            threading.Thread(target=send, args=(reply,), daemon=True).start()
+
+        return later
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        log = _OrderLog(client)
+        server = UDPServer(bind_udp("127.0.0.1", 0), answer=answer, query_log=log)  # type: ignore[arg-type]
+        server.start()
+        try:
+            client.sendto(b"\x12\x34\x01\x00" + b"\x00" * 8, server.address)
+            assert log.offered.wait(5)
+            client.settimeout(5)
+            assert client.recv(4096) == reply
+        finally:
+            server.stop()
+    assert log.client_had_it == [False]
