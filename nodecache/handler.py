@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kdns import dns as wire  # the wire package, under the name this module reads it by
-from kdns.dns.edns import opt_record
+from kdns.dns.edns import hot_path_opts
 from kdns.dns.query import ClientQuery
 from kdns.health import probe_query
 from kdns.resolver import message
@@ -66,9 +66,8 @@ class QueryHandler:
         self.stats = HandlerStats()
         self.front = Front(resolver, max_udp_size, stats=self.stats, local=_probe_reply)
         self.draining = False
-        opts = (opt_record(max_udp_size, False), opt_record(max_udp_size, True))
         self.fast_path = accel.cache_fast_path(
-            resolver.cache, opts, max_udp_size, self.udp, self._count_error
+            resolver.cache, hot_path_opts(max_udp_size), max_udp_size, self.udp, self._count_error
         )
         """The C loop's contract (UDP), or None: the accelerator is off, or the cache's clock
         is not C's (a test's injected clock)."""

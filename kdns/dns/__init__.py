@@ -152,6 +152,9 @@ from kdns.dns.constants import (
     A as A,
 )
 from kdns.dns.edns import (
+    hot_path_opts as hot_path_opts,
+)
+from kdns.dns.edns import (
     opt_record as opt_record,
 )
 from kdns.dns.edns import (

@@ -29,6 +29,12 @@ def opt_record(
     return head + option
 
 
+def hot_path_opts(max_udp_size: int) -> tuple[bytes, bytes]:
+    """The OPT a hot-path reply carries (``hotpath.assemble``'s ``opts``, the C loop's
+    ``Answers``): DO clear, DO set; what ``reply_opt`` gives those queries."""
+    return opt_record(max_udp_size), opt_record(max_udp_size, do_bit=True)
+
+
 _OPTS: dict[tuple[int, bool, int | None], bytes] = {}
 
 

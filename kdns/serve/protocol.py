@@ -23,6 +23,7 @@ import logging
 from typing import Final, Protocol
 
 from kdns import wire
+from kdns.dns.edns import hot_path_opts
 from kdns.dns.hotpath import assemble, fast_key, udp_limit
 from kdns.dns.query import Query as Query
 from kdns.dns.query import error_reply as error_reply
@@ -60,7 +61,7 @@ class Responder:
         self.forwarder: Forwarding | None = None
         """Set to forward names outside our zones (and chase ExternalNames) upstream."""
         self.max_udp_size = max_udp_size
-        self.opts = (wire.opt_record(max_udp_size), wire.opt_record(max_udp_size, do_bit=True))
+        self.opts = hot_path_opts(max_udp_size)
         """The OPT a hot-path reply carries: DO clear, DO set (``hotpath.assemble``)."""
         self.errors = 0
         self.fast_path = accel.fast_path(self.opts, max_udp_size, self.answer, self.count_error)

@@ -132,18 +132,18 @@ class UDPServer:
                 family = fixed_family if fixed_family is not None else family_of(peer[0])
                 elapsed = clock() - started
                 count(cells, packet, reply, family, False, elapsed)
-                logged = False
-                if (
-                    query_log is not None and query_log.enabled
-                ):  # before it leaves: see deferred_sender
-                    query_log.offer(packet, reply, peer[0], peer[1], proto, False, elapsed)
-                    logged = True
+                back_to_c = False
+                if query_log is not None:
+                    if query_log.enabled:  # logged before the reply leaves: see deferred_sender
+                        query_log.offer(packet, reply, peer[0], peer[1], proto, False, elapsed)
+                    else:
+                        back_to_c = until_log_off  # the log went off
                 try:
                     sendto(reply, peer)
                 except OSError as error:
                     logger.debug("sendto %s failed: %s", peer, error)
-                if until_log_off and not logged:
-                    return  # the log went off: back to the C loop
+                if back_to_c:
+                    return
             else:
                 reply(self.deferred_sender(peer, packet, started))
 
